@@ -1,0 +1,50 @@
+# Segmenter: make help lists the targets.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-unit test-integration test-e2e lint format bench clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv with the project and its test extras
+
+run: $(STAMP) ## start the embedded stack with the default rules and synthetic traffic
+	$(BIN)/segmenter up --generate 50
+
+test: $(STAMP) ## run the whole suite (unit, integration, e2e) against a real broker and Redis
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+test-unit: $(STAMP) ## pure unit tests only
+	$(BIN)/pytest -q tests/unit $(PYTEST_ARGS)
+
+test-integration: $(STAMP) ## integration tests (real broker, real Redis)
+	$(BIN)/pytest -q tests/integration $(PYTEST_ARGS)
+
+test-e2e: $(STAMP) ## end-to-end tests of the CLI and the whole stack
+	$(BIN)/pytest -q tests/e2e $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff and mypy
+	$(BIN)/ruff check streams tests
+	$(BIN)/ruff format --check streams tests
+	$(BIN)/mypy streams
+
+format: $(STAMP) ## apply ruff formatting and fixes
+	$(BIN)/ruff check --fix streams tests
+	$(BIN)/ruff format streams tests
+
+bench: $(STAMP) ## the performance harness
+	$(BIN)/segmenter bench
+
+clean: ## remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .segmenter *.egg-info

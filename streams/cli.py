@@ -1,0 +1,136 @@
+"""The ``segmenter`` command line (also ``python -m streams``).
+
+Each command imports what it needs when it runs, so ``segmenter --help`` stays fast and importing
+this module has no side effects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from streams.settings import Settings
+
+
+def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.stack.up import run_up
+
+    return run_up(settings, generate_rate=args.generate, customers=args.customers)
+
+
+def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.pipeline.worker import run_worker
+
+    return run_worker(settings)
+
+
+def _cmd_rules(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.engine.checking import check_rules, rules_json_schema
+
+    if args.rules_command == "schema":
+        import orjson
+
+        sys.stdout.write(orjson.dumps(rules_json_schema(), option=orjson.OPT_INDENT_2).decode())
+        sys.stdout.write("\n")
+        return 0
+    code, lines = check_rules(Path(args.dir) if args.dir else settings.rules)
+    out = sys.stdout if code == 0 else sys.stderr
+    for line in lines:
+        print(line, file=out)
+    return code
+
+
+def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.replay import run_replay
+
+    if args.rules:
+        settings = settings.model_copy(update={"rules": Path(args.rules)})
+    return run_replay(settings, events=Path(args.events), out=Path(args.out))
+
+
+def _cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from streams.generate.runner import run_generate
+
+    return asyncio.run(
+        run_generate(
+            settings,
+            rate=args.rate,
+            customers=args.customers,
+            duration=args.duration,
+            seed=args.seed,
+        )
+    )
+
+
+def _cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.explain import run_explain
+
+    return run_explain(settings, args.customer_id)
+
+
+def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.bench import run_bench
+
+    return run_bench(settings, as_json=args.json)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
+    parser = argparse.ArgumentParser(
+        prog="segmenter",
+        description="Real-time customer segmentation: Segment-spec events in, migrations out.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="embedded stack: broker, Redis, worker, HTTP API and dashboard")
+    up.add_argument("--generate", type=float, metavar="RATE", help="add synthetic events/s")
+    up.add_argument("--customers", type=int, default=1000, help="synthetic customers (default 1000)")
+    up.set_defaults(func=_cmd_up)
+
+    worker = sub.add_parser("worker", help="one stream-processing worker")
+    worker.set_defaults(func=_cmd_worker)
+
+    rules = sub.add_parser("rules", help="check rule files or print their JSON Schema")
+    rules_sub = rules.add_subparsers(dest="rules_command", required=True, metavar="SUBCOMMAND")
+    check = rules_sub.add_parser("check", help="validate rule files (exit 1 on any error)")
+    check.add_argument("dir", nargs="?", help="rule directory (default SEGMENTER_RULES)")
+    rules_sub.add_parser("schema", help="print the JSON Schema of a rule file")
+    rules.set_defaults(func=_cmd_rules)
+
+    replay = sub.add_parser("replay", help="run events through the real pipeline in event time")
+    replay.add_argument("--events", required=True, help="input events, one JSON object a line")
+    replay.add_argument("--rules", help="rule directory (default SEGMENTER_RULES)")
+    replay.add_argument("--out", required=True, help="where to write the migrations (JSONL)")
+    replay.set_defaults(func=_cmd_replay)
+
+    generate = sub.add_parser("generate", help="synthetic customers' events onto the input topic")
+    generate.add_argument("--rate", type=float, required=True, help="events per second")
+    generate.add_argument("--customers", type=int, required=True, help="number of customers")
+    generate.add_argument("--duration", type=float, help="seconds to run (default: until Ctrl-C)")
+    generate.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    generate.set_defaults(func=_cmd_generate)
+
+    explain = sub.add_parser("explain", help="a customer's state, segments and why")
+    explain.add_argument("customer_id")
+    explain.set_defaults(func=_cmd_explain)
+
+    bench = sub.add_parser("bench", help="the performance harness")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``segmenter`` script."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings()
+    except Exception as exc:  # pydantic.ValidationError: bad environment
+        print(f"segmenter: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    code: int = args.func(args, settings)
+    return code

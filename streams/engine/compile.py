@@ -1,0 +1,479 @@
+"""Compile condition models into plain closures, once, at load time.
+
+Each condition becomes a ``CompiledCondition`` of three closures:
+
+- ``test(ctx) -> bool``: the fast path, allocates no reasons;
+- ``explain(ctx) -> (bool, Reason)``: the outcome and the clause and values that decided it;
+- ``next_change(facts) -> float | None``: the earliest instant after ``facts.now`` at which the
+  outcome could change with no new event (early is harmless, late would be a bug).
+
+``ctx`` is an ``EvalContext``: the customer's ``Facts`` plus the segment memberships already
+resolved in this evaluation (needed by ``in_segment``). Window conditions register the
+``SeriesSpec`` they read with the ``Compiler``, one series per (event, filter).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from streams.engine import model as m
+from streams.engine.durations import format_duration
+from streams.engine.facts import MISSING, Facts, SeriesSpec, bucket_width
+from streams.engine.model import numeric_predicate, numeric_text, trait_predicate, trait_text
+
+DAY = 86400.0
+_EPSILON = 1e-3
+"""Added to a threshold instant so a strict comparison has flipped by then."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """Why a condition holds or not: the deciding clause as text, and the values it read."""
+
+    rule: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form used in migration events: ``{"rule": ..., "values": {...}}``."""
+        return {"rule": self.rule, "values": dict(self.values)}
+
+
+class EvalContext(Protocol):
+    """What compiled closures read during one evaluation."""
+
+    @property
+    def facts(self) -> Facts:
+        """The customer's facts at the evaluation instant."""
+        ...
+
+    def is_member(self, segment_id: str) -> bool:
+        """Whether the customer is a member of the segment (after family resolution)."""
+        ...
+
+
+Test = Callable[[EvalContext], bool]
+Explain = Callable[[EvalContext], tuple[bool, Reason]]
+NextChange = Callable[[Facts], float | None]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledCondition:
+    """A condition compiled into closures, with what it reads."""
+
+    test: Test
+    explain: Explain
+    next_change: NextChange
+    event_names: frozenset[str]
+    segment_refs: tuple[str, ...]
+
+
+def _never(_facts: Facts) -> float | None:
+    return None
+
+
+def _earliest(times: Sequence[float | None]) -> float | None:
+    found = [t for t in times if t is not None]
+    return min(found) if found else None
+
+
+@dataclass
+class _SeriesBuilder:
+    id: str
+    event: str
+    where: Callable[[Mapping[str, Any]], bool]
+    sum_props: set[str]
+    horizon_s: float
+
+
+def _lookup(props: Mapping[str, Any], path: str) -> Any:
+    """A property by name, or by dotted path into nested mappings; ``MISSING`` if absent."""
+    if path in props:
+        return props[path]
+    if "." not in path:
+        return MISSING
+    current: Any = props
+    for part in path.split("."):
+        if not isinstance(current, Mapping) or part not in current:
+            return MISSING
+        current = current[part]
+    return current
+
+
+def _where_predicate(where: Mapping[str, m.PropertyFilter]) -> Callable[[Mapping[str, Any]], bool]:
+    tests = tuple((prop, trait_predicate(flt.op, flt.value)) for prop, flt in sorted(where.items()))
+    if not tests:
+        return lambda _props: True
+
+    def matches(props: Mapping[str, Any]) -> bool:
+        return all(test(_lookup(props, prop)) for prop, test in tests)
+
+    return matches
+
+
+def _where_text(where: Mapping[str, m.PropertyFilter]) -> str:
+    return " and ".join(trait_text(prop, flt.op, flt.value) for prop, flt in sorted(where.items()))
+
+
+def _canonical_series(event: str, where: Mapping[str, m.PropertyFilter] | None) -> str:
+    filters = [[prop, flt.op, flt.value] for prop, flt in sorted((where or {}).items())]
+    return json.dumps(
+        {"event": event, "where": filters}, sort_keys=True, separators=(",", ":"), default=str
+    )
+
+
+def _wrap(text: str) -> str:
+    return f"({text})" if " and " in text or " or " in text else text
+
+
+class Compiler:
+    """Compiles conditions and collects the series they need.
+
+    ``in_segment`` conditions need the next-change function of the segments they reference;
+    those are bound after every segment is compiled, with ``bind_segment``.
+    """
+
+    def __init__(self) -> None:
+        self._series: dict[str, _SeriesBuilder] = {}
+        self._segment_next: dict[str, NextChange] = {}
+
+    def bind_segment(self, segment_id: str, next_change: NextChange) -> None:
+        """Set the next-change function that ``in_segment: segment_id`` delegates to."""
+        self._segment_next[segment_id] = next_change
+
+    def series(self) -> tuple[SeriesSpec, ...]:
+        """Every series registered so far, in registration order."""
+        return tuple(
+            SeriesSpec(
+                id=b.id,
+                event=b.event,
+                where=b.where,
+                sum_props=tuple(sorted(b.sum_props)),
+                horizon_s=b.horizon_s,
+                bucket_s=bucket_width(b.horizon_s),
+            )
+            for b in self._series.values()
+        )
+
+    def register_series(
+        self,
+        event: str,
+        where: Mapping[str, m.PropertyFilter] | None,
+        window_s: float,
+        sum_prop: str | None = None,
+    ) -> str:
+        """Register (or widen) the series for ``event`` and ``where``; return its id."""
+        canonical = _canonical_series(event, where)
+        builder = self._series.get(canonical)
+        if builder is None:
+            series_id = "s" + hashlib.sha1(canonical.encode()).hexdigest()[:10]
+            builder = _SeriesBuilder(
+                series_id, event, _where_predicate(where or {}), set(), window_s
+            )
+            self._series[canonical] = builder
+        builder.horizon_s = max(builder.horizon_s, window_s)
+        if sum_prop is not None:
+            builder.sum_props.add(sum_prop)
+        return builder.id
+
+    def compile(self, cond: m.Condition) -> CompiledCondition:
+        """Compile a condition tree."""
+        compiled = self._compile(cond)
+        if cond.label is None:
+            return compiled
+        label = cond.label
+        inner = compiled.explain
+
+        def explain(ctx: EvalContext) -> tuple[bool, Reason]:
+            ok, reason = inner(ctx)
+            return ok, Reason(label, reason.values)
+
+        return dataclasses.replace(compiled, explain=explain)
+
+    def _compile(self, cond: m.Condition) -> CompiledCondition:
+        if isinstance(cond, m.TraitCondition):
+            return _trait(cond)
+        if isinstance(cond, m.EventCountCondition):
+            return self._count(cond)
+        if isinstance(cond, m.EventSumCondition | m.EventAverageCondition):
+            return self._sum(cond)
+        if isinstance(cond, m.RecencyCondition):
+            return _recency(cond)
+        if isinstance(cond, m.LifetimeCondition):
+            return _lifetime(cond)
+        if isinstance(cond, m.InSegmentCondition):
+            return self._in_segment(cond)
+        if isinstance(cond, m.AllCondition):
+            return _all([self.compile(c) for c in cond.of])
+        if isinstance(cond, m.AnyCondition):
+            return _any([self.compile(c) for c in cond.of])
+        return _not(self.compile(cond.condition))
+
+    def _count(self, cond: m.EventCountCondition) -> CompiledCondition:
+        series_id = self.register_series(cond.event, cond.where, cond.within)
+        window = cond.within
+        pred = numeric_predicate(cond.op, cond.value)
+        subject = _window_subject(cond.event, cond.where, None)
+        dur = format_duration(window)
+        text = f"count({subject} within {dur}) {numeric_text(cond.op, cond.value)}"
+        key = f"count({subject}, {dur})"
+
+        def test(ctx: EvalContext) -> bool:
+            return pred(ctx.facts.window_count(series_id, window))
+
+        def explain(ctx: EvalContext) -> tuple[bool, Reason]:
+            n = ctx.facts.window_count(series_id, window)
+            return pred(n), Reason(text, {key: n})
+
+        def next_change(facts: Facts) -> float | None:
+            if facts.window_count(series_id, window) == 0:
+                return None
+            return facts.window_expiry(series_id, window)
+
+        return CompiledCondition(test, explain, next_change, frozenset({cond.event}), ())
+
+    def _sum(self, cond: m.EventSumCondition | m.EventAverageCondition) -> CompiledCondition:
+        prop = cond.property
+        series_id = self.register_series(cond.event, cond.where, cond.within, prop)
+        window = cond.within
+        pred = numeric_predicate(cond.op, cond.value)
+        average = isinstance(cond, m.EventAverageCondition)
+        fn = "avg" if average else "sum"
+        subject = _window_subject(cond.event, cond.where, prop)
+        dur = format_duration(window)
+        text = f"{fn}({subject} within {dur}) {numeric_text(cond.op, cond.value)}"
+        key = f"{fn}({subject}, {dur})"
+        count_key = f"count({_window_subject(cond.event, cond.where, None)}, {dur})"
+
+        def value(facts: Facts) -> float | None:
+            total = facts.window_sum(series_id, prop, window)
+            if not average:
+                return total
+            n = facts.window_count(series_id, window)
+            return total / n if n else None
+
+        def test(ctx: EvalContext) -> bool:
+            v = value(ctx.facts)
+            return v is not None and pred(v)
+
+        def explain(ctx: EvalContext) -> tuple[bool, Reason]:
+            v = value(ctx.facts)
+            values: dict[str, Any] = {key: v}
+            if average:
+                values[count_key] = ctx.facts.window_count(series_id, window)
+            return v is not None and pred(v), Reason(text, values)
+
+        def next_change(facts: Facts) -> float | None:
+            if facts.window_count(series_id, window) == 0:
+                return None
+            return facts.window_expiry(series_id, window)
+
+        return CompiledCondition(test, explain, next_change, frozenset({cond.event}), ())
+
+    def _in_segment(self, cond: m.InSegmentCondition) -> CompiledCondition:
+        target = cond.segment
+        text = f"in segment {target}"
+        key = f"in_segment({target})"
+        bound = self._segment_next
+
+        def test(ctx: EvalContext) -> bool:
+            return ctx.is_member(target)
+
+        def explain(ctx: EvalContext) -> tuple[bool, Reason]:
+            ok = ctx.is_member(target)
+            return ok, Reason(text, {key: ok})
+
+        def next_change(facts: Facts) -> float | None:
+            fn = bound.get(target)
+            return fn(facts) if fn is not None else None
+
+        return CompiledCondition(test, explain, next_change, frozenset(), (target,))
+
+
+def _window_subject(
+    event: str, where: Mapping[str, m.PropertyFilter] | None, prop: str | None
+) -> str:
+    subject = f"{event}.{prop}" if prop else event
+    if where:
+        subject += f" where {_where_text(where)}"
+    return subject
+
+
+def _trait(cond: m.TraitCondition) -> CompiledCondition:
+    path = cond.path
+    pred = trait_predicate(cond.op, cond.value)
+    text = trait_text(path, cond.op, cond.value)
+
+    def test(ctx: EvalContext) -> bool:
+        return pred(ctx.facts.trait(path))
+
+    def explain(ctx: EvalContext) -> tuple[bool, Reason]:
+        v = ctx.facts.trait(path)
+        return pred(v), Reason(text, {path: None if v is MISSING else v})
+
+    return CompiledCondition(test, explain, _never, frozenset(), ())
+
+
+def _days(seconds: float) -> float:
+    return round(seconds / DAY, 3)
+
+
+def _recency(cond: m.RecencyCondition) -> CompiledCondition:
+    event = cond.event
+    negate = cond.not_within is not None
+    window: float = cond.not_within if cond.not_within is not None else (cond.within or 0.0)
+    dur = format_duration(window)
+    text = f"no {event} within {dur}" if negate else f"{event} within {dur}"
+    key = f"days_since_last({event})"
+
+    def recent(facts: Facts) -> bool:
+        last = facts.last_time(event)
+        return last is not None and facts.now - last < window
+
+    def test(ctx: EvalContext) -> bool:
+        return recent(ctx.facts) != negate
+
+    def explain(ctx: EvalContext) -> tuple[bool, Reason]:
+        facts = ctx.facts
+        last = facts.last_time(event)
+        days = None if last is None else _days(facts.now - last)
+        return recent(facts) != negate, Reason(text, {key: days})
+
+    def next_change(facts: Facts) -> float | None:
+        last = facts.last_time(event)
+        if last is None:
+            return None
+        due = last + window
+        return due if due > facts.now else None
+
+    return CompiledCondition(test, explain, next_change, frozenset({event}), ())
+
+
+def _lifetime(cond: m.LifetimeCondition) -> CompiledCondition:
+    metric = cond.metric
+    pred = numeric_predicate(cond.op, cond.value)
+    text = f"lifetime {metric} {numeric_text(cond.op, cond.value)}"
+    since = metric.removeprefix("days_since_") if metric.startswith("days_since_") else None
+
+    def value(facts: Facts) -> float | None:
+        if since is None:
+            return facts.metric(metric)
+        base = facts.metric(since)
+        return None if base is None else (facts.now - base) / DAY
+
+    def test(ctx: EvalContext) -> bool:
+        v = value(ctx.facts)
+        return v is not None and pred(v)
+
+    def explain(ctx: EvalContext) -> tuple[bool, Reason]:
+        v = value(ctx.facts)
+        shown = round(v, 3) if since is not None and v is not None else v
+        return v is not None and pred(v), Reason(text, {metric: shown})
+
+    if since is None:
+        return CompiledCondition(test, explain, _never, frozenset(), ())
+    thresholds = cond.value if isinstance(cond.value, tuple) else (cond.value,)
+
+    def next_change(facts: Facts) -> float | None:
+        base = facts.metric(since)
+        if base is None:
+            return None
+        now = facts.now
+        candidates: list[float] = []
+        for threshold in thresholds:
+            at = base + threshold * DAY
+            candidates.extend(t for t in (at, at + _EPSILON) if t > now)
+        return min(candidates) if candidates else None
+
+    return CompiledCondition(test, explain, next_change, frozenset(), ())
+
+
+def _merge(reasons: Sequence[Reason]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for reason in reasons:
+        values.update(reason.values)
+    return values
+
+
+def _children_next(children: Sequence[CompiledCondition]) -> NextChange:
+    fns = tuple(c.next_change for c in children)
+    if len(fns) == 1:
+        return fns[0]
+
+    def next_change(facts: Facts) -> float | None:
+        return _earliest([fn(facts) for fn in fns])
+
+    return next_change
+
+
+def _union_names(children: Sequence[CompiledCondition]) -> frozenset[str]:
+    return frozenset().union(*(c.event_names for c in children))
+
+
+def _union_refs(children: Sequence[CompiledCondition]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(ref for c in children for ref in c.segment_refs))
+
+
+def _all(children: list[CompiledCondition]) -> CompiledCondition:
+    tests = tuple(c.test for c in children)
+    explains = tuple(c.explain for c in children)
+
+    def test(ctx: EvalContext) -> bool:
+        return all(t(ctx) for t in tests)
+
+    def explain(ctx: EvalContext) -> tuple[bool, Reason]:
+        reasons = []
+        for fn in explains:
+            ok, reason = fn(ctx)
+            if not ok:
+                return False, reason
+            reasons.append(reason)
+        return True, Reason(" and ".join(_wrap(r.rule) for r in reasons), _merge(reasons))
+
+    return CompiledCondition(
+        test, explain, _children_next(children), _union_names(children), _union_refs(children)
+    )
+
+
+def _any(children: list[CompiledCondition]) -> CompiledCondition:
+    tests = tuple(c.test for c in children)
+    explains = tuple(c.explain for c in children)
+
+    def test(ctx: EvalContext) -> bool:
+        return any(t(ctx) for t in tests)
+
+    def explain(ctx: EvalContext) -> tuple[bool, Reason]:
+        reasons = []
+        for fn in explains:
+            ok, reason = fn(ctx)
+            if ok:
+                return True, reason
+            reasons.append(reason)
+        return False, Reason(" or ".join(_wrap(r.rule) for r in reasons), _merge(reasons))
+
+    return CompiledCondition(
+        test, explain, _children_next(children), _union_names(children), _union_refs(children)
+    )
+
+
+def _not(child: CompiledCondition) -> CompiledCondition:
+    inner_test = child.test
+    inner_explain = child.explain
+
+    def test(ctx: EvalContext) -> bool:
+        return not inner_test(ctx)
+
+    def explain(ctx: EvalContext) -> tuple[bool, Reason]:
+        ok, reason = inner_explain(ctx)
+        return not ok, Reason(f"not ({reason.rule})", reason.values)
+
+    return CompiledCondition(
+        test, explain, child.next_change, child.event_names, child.segment_refs
+    )
+
+
+__all__ = ["CompiledCondition", "Compiler", "EvalContext", "Reason"]

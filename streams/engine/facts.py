@@ -1,0 +1,109 @@
+"""What the rule engine may ask about a customer: the ``Facts`` protocol.
+
+The engine is pure: it never reads Redis or Kafka. The state layer implements ``Facts`` over one
+customer's state at one instant (``now``), and the engine's compiled closures call it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+
+class _Missing:
+    """Sentinel type for a trait that is not set (distinct from a trait set to ``null``)."""
+
+    _instance: _Missing | None = None
+
+    def __new__(cls) -> _Missing:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+MISSING: Final = _Missing()
+
+LIFETIME_METRICS: Final = (
+    "orders",
+    "revenue",
+    "average_order_value",
+    "events",
+    "first_seen",
+    "last_seen",
+)
+"""Raw lifetime metrics a ``Facts`` provides (``first_seen``/``last_seen`` are epoch seconds)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesSpec:
+    """A time-bucketed series the state must keep for window conditions.
+
+    One series per (event name, property filter). Every matching event adds 1 to its bucket's
+    count and each property in ``sum_props`` (when numeric) to that property's sum. Buckets are
+    ``bucket_s`` wide, aligned to the epoch, and dropped once older than ``horizon_s`` plus one
+    bucket. A window of W seconds at ``now`` covers the buckets whose end lies after ``now - W``
+    and whose start is at or before ``now``.
+    """
+
+    id: str
+    event: str
+    where: Callable[[Mapping[str, Any]], bool]
+    sum_props: tuple[str, ...]
+    horizon_s: float
+    bucket_s: float
+
+
+def bucket_width(horizon_s: float) -> float:
+    """The bucket width for a series whose longest window is ``horizon_s`` seconds."""
+    if horizon_s <= 2 * 3600:
+        return 60.0
+    if horizon_s <= 3 * 86400:
+        return 3600.0
+    return 86400.0
+
+
+class Facts(Protocol):
+    """One customer's state seen at one instant, as the rule engine reads it."""
+
+    @property
+    def now(self) -> float:
+        """The evaluation instant, epoch seconds."""
+        ...
+
+    def trait(self, path: str) -> Any:
+        """A trait by dotted path (``address.country``), or ``MISSING``.
+
+        ``consent.<category>`` reads the consent given for that category (a bool).
+        """
+        ...
+
+    def window_count(self, series_id: str, seconds: float) -> int:
+        """Events of the series in the window of ``seconds`` ending at ``now``."""
+        ...
+
+    def window_sum(self, series_id: str, prop: str, seconds: float) -> float:
+        """Sum of ``prop`` over the series' events in the window."""
+        ...
+
+    def window_expiry(self, series_id: str, seconds: float) -> float | None:
+        """The earliest instant after ``now`` at which a bucket leaves the window, or None."""
+        ...
+
+    def last_time(self, event: str) -> float | None:
+        """When the customer last did ``event`` (epoch seconds), or None if never."""
+        ...
+
+    def first_time(self, event: str) -> float | None:
+        """When the customer first did ``event``, or None if never."""
+        ...
+
+    def metric(self, name: str) -> float | None:
+        """A lifetime metric from ``LIFETIME_METRICS``, or None when it has no value yet."""
+        ...

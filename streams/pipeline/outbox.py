@@ -1,0 +1,66 @@
+"""Messages waiting to be sent: encoded into the Redis outbox in the same Lua call as the state.
+
+Every message the worker produces (migrations, DLQ records, re-routed input) is first committed to
+the outbox of its input partition together with the state change that caused it, then sent, then
+trimmed. A crash between commit and send resends the same bytes, so nothing is lost and the
+deterministic ``ce_id`` lets subscribers drop the duplicate.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+
+import orjson
+
+
+def _pack(data: bytes | None) -> str | None:
+    if data is None:
+        return None
+    try:
+        return "u" + data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "b" + base64.b64encode(data).decode("ascii")
+
+
+def _unpack(text: str | None) -> bytes | None:
+    if text is None:
+        return None
+    if text[0] == "u":
+        return text[1:].encode("utf-8")
+    return base64.b64decode(text[1:])
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """One Kafka message to send: topic, optional fixed partition, key, value, headers."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    partition: int | None = None
+
+    def encode(self) -> bytes:
+        """Binary-safe JSON for the outbox list."""
+        return orjson.dumps(
+            {
+                "t": self.topic,
+                "p": self.partition,
+                "k": _pack(self.key),
+                "v": _pack(self.value),
+                "h": [[name, _pack(value)] for name, value in self.headers],
+            }
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes) -> OutboxEntry:
+        """Inverse of :meth:`encode`."""
+        doc = orjson.loads(raw)
+        return cls(
+            topic=doc["t"],
+            key=_unpack(doc["k"]),
+            value=_unpack(doc["v"]),
+            headers=tuple((name, _unpack(value) or b"") for name, value in doc["h"]),
+            partition=doc["p"],
+        )

@@ -1,0 +1,42 @@
+"""The one configuration object: environment variables with the ``SEGMENTER_`` prefix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the segmenter can be told. Each field is ``SEGMENTER_<FIELD>`` in the environment.
+
+    ``kafka_bootstrap`` and ``redis_url`` left unset mean "start an embedded one" for the commands
+    that can (``up``, ``replay``); a worker needs both.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SEGMENTER_", extra="ignore")
+
+    kafka_bootstrap: str | None = Field(None, description="Kafka bootstrap servers, host:port,...")
+    redis_url: str | None = Field(None, description="redis:// URL of the system of record")
+    rules: Path = Field(Path("rules"), description="directory of segment rule files (YAML)")
+    input_topic: str = "segmenter.events"
+    migrations_topic: str = "segmenter.migrations"
+    dlq_topic: str = "segmenter.events.dlq"
+    input_partitions: int = Field(8, ge=1, description="partitions of the input topic when created")
+    migrations_partitions: int = Field(8, ge=1)
+    clock: Literal["processing", "event"] = "processing"
+    allowed_lateness_s: float = Field(300.0, ge=0, description="event-time lateness allowance")
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8080, ge=0, le=65535, description="0 picks a free port")
+    api_key: SecretStr | None = None
+    group_id: str = Field("segmenter", description="Kafka consumer group of the workers")
+    namespace: str = Field("seg", description="prefix of every Redis key")
+    max_event_bytes: int = Field(32 * 1024, ge=256, description="larger input goes to the DLQ")
+    batch_size: int = Field(500, ge=1, description="events applied per Redis round trip")
+    batch_within_s: float = Field(0.02, gt=0, description="longest wait to fill a batch")
+    dedupe_depth: int = Field(32, ge=0, description="recent messageIds remembered per customer")
+    ce_source: str = Field("urn:segmenter", description="CloudEvents source attribute")
+    state_dir: Path = Field(Path(".segmenter"), description="where `up` writes stack.json")
+    log_level: str = "info"

@@ -1,0 +1,31 @@
+"""Finding a running stack: configured settings first, else ``.segmenter/stack.json``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+
+from streams.settings import Settings
+
+
+def stack_file(settings: Settings) -> Path:
+    """Where ``segmenter up`` writes the addresses of the stack it runs."""
+    return settings.state_dir / "stack.json"
+
+
+def with_running_stack(settings: Settings) -> Settings:
+    """``settings`` with Kafka, Redis and HTTP filled in from a running ``segmenter up``."""
+    path = stack_file(settings)
+    if (settings.kafka_bootstrap and settings.redis_url) or not path.exists():
+        return settings
+    try:
+        stack = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return settings
+    update: dict[str, object] = {}
+    if not settings.kafka_bootstrap and stack.get("kafka_bootstrap"):
+        update["kafka_bootstrap"] = stack["kafka_bootstrap"]
+    if not settings.redis_url and stack.get("redis_url"):
+        update["redis_url"] = stack["redis_url"]
+    return settings.model_copy(update=update)

@@ -1,0 +1,60 @@
+"""Creating the segmenter's topics (idempotent: existing topics are left as they are)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+
+from streams.settings import Settings
+
+
+def topic_layout(settings: Settings) -> dict[str, int]:
+    """Topic name -> partition count for everything the segmenter reads or writes."""
+    return {
+        settings.input_topic: settings.input_partitions,
+        settings.migrations_topic: settings.migrations_partitions,
+        settings.dlq_topic: settings.input_partitions,
+    }
+
+
+async def ensure_topics(bootstrap: str, layout: dict[str, int], timeout: float = 30.0) -> None:
+    """Create the topics in ``layout`` that do not exist yet, retrying until the broker answers."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+        try:
+            await admin.start()
+            break
+        except KafkaConnectionError:
+            await admin.close()
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(name, partitions, 1) for name, partitions in layout.items() if name not in existing
+        ]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+
+
+async def partition_count(bootstrap: str, topic: str) -> int:
+    """How many partitions ``topic`` has (0 when it does not exist)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    for item in described:
+        if item.get("topic") == topic and not item.get("error_code"):
+            return len(item.get("partitions", []))
+    return 0

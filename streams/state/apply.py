@@ -1,0 +1,163 @@
+"""Applying one event to one customer's state: a pure function, the same for every store.
+
+Window buckets follow the late-event policy: an event older than a series' horizon (its longest
+window plus one bucket, measured from the evaluation clock) is not added to that series' closed
+buckets, but it still counts in the lifetime aggregates, traits and first/last seen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from streams.engine.facts import SeriesSpec
+from streams.events.models import (
+    BaseEvent,
+    ConsentEvent,
+    GroupEvent,
+    IdentifyEvent,
+    event_name,
+    event_properties,
+)
+from streams.state.customer import CustomerState, SeriesState
+
+ORDER_EVENT = "Order Completed"
+MAX_NAMED_EVENTS = 48
+"""Event names tracked per customer (first/last seen, count); names used by rules always are."""
+
+
+def message_digest(message_id: str) -> str:
+    """A short, stable digest of a messageId for the per-customer duplicate ring."""
+    return hashlib.blake2b(message_id.encode(), digest_size=6).hexdigest()
+
+
+def seen_before(state: CustomerState, digest: str) -> bool:
+    """True when the messageId digest is among the customer's recent ones."""
+    return digest in state.recent
+
+
+def remember(state: CustomerState, digest: str, depth: int) -> None:
+    """Add a messageId digest to the ring, keeping the newest ``depth``."""
+    if depth <= 0:
+        return
+    state.recent.append(digest)
+    if len(state.recent) > depth:
+        del state.recent[: len(state.recent) - depth]
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def order_revenue(properties: dict[str, Any]) -> float:
+    """Revenue of an ``Order Completed``: ``revenue``, else ``total``, else 0."""
+    for name in ("revenue", "total"):
+        amount = _number(properties.get(name))
+        if amount is not None:
+            return amount
+    return 0.0
+
+
+def _add_to_series(
+    state: CustomerState, spec: SeriesSpec, ts: float, now: float, properties: dict[str, Any]
+) -> None:
+    if ts < now - spec.horizon_s - spec.bucket_s:
+        return
+    series = state.series.get(spec.id)
+    props = list(spec.sum_props)
+    if series is None or series.props != props:
+        series = state.series[spec.id] = SeriesState(props)
+    start = float(ts // spec.bucket_s * spec.bucket_s)
+    buckets = series.buckets
+    index = len(buckets)
+    while index > 0 and buckets[index - 1][0] > start:
+        index -= 1
+    if index > 0 and buckets[index - 1][0] == start:
+        bucket = buckets[index - 1]
+    else:
+        bucket = [start, 0.0] + [0.0] * len(props)
+        buckets.insert(index, bucket)
+    bucket[1] += 1
+    for offset, prop in enumerate(props, start=2):
+        amount = _number(properties.get(prop))
+        if amount is not None:
+            bucket[offset] += amount
+
+
+def prune(state: CustomerState, specs: Sequence[SeriesSpec], now: float) -> None:
+    """Drop buckets that no window can reach any more, and series no rule uses."""
+    by_id = {spec.id: spec for spec in specs}
+    for sid in list(state.series):
+        spec = by_id.get(sid)
+        if spec is None:
+            del state.series[sid]
+            continue
+        oldest = now - spec.horizon_s - spec.bucket_s
+        buckets = state.series[sid].buckets
+        drop = 0
+        while drop < len(buckets) and buckets[drop][0] < oldest:
+            drop += 1
+        if drop:
+            del buckets[:drop]
+        if not buckets:
+            del state.series[sid]
+
+
+def _track_name(state: CustomerState, name: str, ts: float, keep: frozenset[str]) -> None:
+    entry = state.named.get(name)
+    if entry is None:
+        if len(state.named) >= MAX_NAMED_EVENTS and name not in keep:
+            return
+        state.named[name] = [1, ts, ts]
+        return
+    entry[0] += 1
+    entry[1] = min(entry[1], ts)
+    entry[2] = max(entry[2], ts)
+
+
+def apply_event(
+    state: CustomerState,
+    event: BaseEvent,
+    specs_by_event: dict[str, list[SeriesSpec]],
+    now: float,
+    keep_names: frozenset[str] = frozenset(),
+) -> None:
+    """Fold one event into ``state`` (in place). ``now`` is the evaluation clock."""
+    ts = event.ts
+    state.first_seen = ts if state.first_seen is None else min(state.first_seen, ts)
+    state.last_seen = ts if state.last_seen is None else max(state.last_seen, ts)
+    if isinstance(event, IdentifyEvent):
+        state.traits.update(event.traits)
+        return
+    if isinstance(event, GroupEvent):
+        company = state.traits.get("company")
+        merged = dict(company) if isinstance(company, dict) else {}
+        merged.update(event.traits)
+        merged["id"] = event.groupId
+        state.traits["company"] = merged
+        return
+    if isinstance(event, ConsentEvent):
+        state.consent.update(event.categoryPreferences)
+        return
+    name = event_name(event)
+    if name is None:
+        return
+    properties = event_properties(event)
+    state.events += 1
+    _track_name(state, name, ts, keep_names)
+    if name == ORDER_EVENT:
+        state.orders += 1
+        state.revenue = round(state.revenue + order_revenue(properties), 6)
+    for spec in specs_by_event.get(name, ()):
+        if spec.where(properties):
+            _add_to_series(state, spec, ts, now, properties)

@@ -1,0 +1,93 @@
+"""``Facts`` over a :class:`CustomerState` at one instant: what the rule engine reads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streams.engine.facts import MISSING, SeriesSpec
+from streams.state.customer import CustomerState
+
+
+class StateFacts:
+    """Answers the engine's questions from one customer's state, seen at ``now``."""
+
+    __slots__ = ("_now", "_specs", "_state")
+
+    def __init__(self, state: CustomerState, now: float, specs: dict[str, SeriesSpec]) -> None:
+        self._state = state
+        self._now = now
+        self._specs = specs
+
+    @property
+    def now(self) -> float:
+        """The evaluation instant."""
+        return self._now
+
+    def trait(self, path: str) -> Any:
+        """A trait by dotted path; ``consent.<category>`` reads the consent record."""
+        head, _, rest = path.partition(".")
+        if head == "consent" and rest:
+            return self._state.consent.get(rest, MISSING)
+        value: Any = self._state.traits
+        for part in path.split("."):
+            if not isinstance(value, dict) or part not in value:
+                return MISSING
+            value = value[part]
+        return value
+
+    def _in_window(self, series_id: str, seconds: float) -> list[list[float]]:
+        series = self._state.series.get(series_id)
+        spec = self._specs.get(series_id)
+        if series is None or spec is None:
+            return []
+        start = self._now - seconds
+        width = spec.bucket_s
+        now = self._now
+        return [b for b in series.buckets if b[0] + width > start and b[0] <= now]
+
+    def window_count(self, series_id: str, seconds: float) -> int:
+        """Events of the series whose bucket overlaps the window ending at ``now``."""
+        return int(sum(b[1] for b in self._in_window(series_id, seconds)))
+
+    def window_sum(self, series_id: str, prop: str, seconds: float) -> float:
+        """Sum of ``prop`` over the window (0 when the property is not summed)."""
+        series = self._state.series.get(series_id)
+        if series is None or prop not in series.props:
+            return 0.0
+        offset = series.props.index(prop) + 2
+        return float(sum(b[offset] for b in self._in_window(series_id, seconds)))
+
+    def window_expiry(self, series_id: str, seconds: float) -> float | None:
+        """When the oldest bucket now inside the window leaves it."""
+        buckets = self._in_window(series_id, seconds)
+        spec = self._specs.get(series_id)
+        if not buckets or spec is None:
+            return None
+        return buckets[0][0] + spec.bucket_s + seconds
+
+    def last_time(self, event: str) -> float | None:
+        """When ``event`` last happened."""
+        entry = self._state.named.get(event)
+        return entry[2] if entry else None
+
+    def first_time(self, event: str) -> float | None:
+        """When ``event`` first happened."""
+        entry = self._state.named.get(event)
+        return entry[1] if entry else None
+
+    def metric(self, name: str) -> float | None:
+        """A lifetime metric (see ``LIFETIME_METRICS``)."""
+        state = self._state
+        if name == "orders":
+            return float(state.orders)
+        if name == "revenue":
+            return state.revenue
+        if name == "average_order_value":
+            return state.revenue / state.orders if state.orders else None
+        if name == "events":
+            return float(state.events)
+        if name == "first_seen":
+            return state.first_seen
+        if name == "last_seen":
+            return state.last_seen
+        return None

@@ -1,0 +1,111 @@
+"""The store interface: what the pipeline and the API need from the system of record.
+
+Two implementations honour it: :mod:`streams.store.redis_store` (Redis, one Lua call per batch)
+and :mod:`streams.store.memory` (in-memory, for pure unit tests). One contract test runs against
+both. The store does not interpret customer state: it keeps opaque JSON plus a version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class StoredState:
+    """A customer's state as stored: its JSON and the version it was written with."""
+
+    version: int
+    data: bytes
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """What a batch reads before it is applied."""
+
+    states: dict[str, StoredState | None]
+    offsets: dict[int, int]
+    """Input partition -> highest offset already applied (absent: nothing applied)."""
+    clocks: dict[int, float]
+    """Input partition -> highest event time seen (the event-time clock)."""
+
+
+@dataclass(slots=True)
+class StateWrite:
+    """Replace a customer's state (``data``) or delete it (``None``), if still at ``expected``."""
+
+    customer_id: str
+    expected: int
+    data: bytes | None
+
+
+@dataclass(slots=True)
+class MembershipChange:
+    """A customer entered (``+1``) or left (``-1``) a segment."""
+
+    segment: str
+    customer_id: str
+    delta: int
+
+
+@dataclass(slots=True)
+class CommitBatch:
+    """Everything one batch changes, written atomically or not at all."""
+
+    states: list[StateWrite] = field(default_factory=list)
+    memberships: list[MembershipChange] = field(default_factory=list)
+    offsets: dict[int, int] = field(default_factory=dict)
+    clocks: dict[int, float] = field(default_factory=dict)
+    outbox: dict[int, list[bytes]] = field(default_factory=dict)
+    """Input partition -> messages to send (encoded :class:`OutboxEntry`), in order."""
+    due: dict[int, dict[str, float | None]] = field(default_factory=dict)
+    """Input partition -> customer -> next timer (None removes it)."""
+
+
+class ConflictError(Exception):
+    """A state changed since it was read: nothing was written; reload and apply again."""
+
+
+class Store(Protocol):
+    """The system of record."""
+
+    async def load(self, customer_ids: Sequence[str], partitions: Sequence[int]) -> Snapshot:
+        """Read the states of ``customer_ids`` and the progress of ``partitions``."""
+        ...
+
+    async def commit(self, batch: CommitBatch) -> None:
+        """Apply ``batch`` atomically; raise :class:`ConflictError` if a version moved."""
+        ...
+
+    async def outbox(self, partition: int, limit: int) -> list[bytes]:
+        """The oldest ``limit`` unsent messages of a partition, oldest first."""
+        ...
+
+    async def outbox_trim(self, partition: int, count: int) -> None:
+        """Forget the oldest ``count`` messages of a partition (they were sent)."""
+        ...
+
+    async def due(self, partition: int, until: float, limit: int) -> list[tuple[str, float]]:
+        """Customers of a partition whose timer is due at or before ``until``, earliest first."""
+        ...
+
+    async def get_state(self, customer_id: str) -> StoredState | None:
+        """One customer's stored state."""
+        ...
+
+    async def segment_sizes(self) -> dict[str, int]:
+        """Segment id -> live member count."""
+        ...
+
+    async def members(self, segment: str, cursor: int, count: int) -> tuple[int, list[str]]:
+        """A page of a segment's members and the cursor of the next page (0 when done)."""
+        ...
+
+    async def ping(self) -> bool:
+        """True when the store answers."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...

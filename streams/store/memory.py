@@ -1,0 +1,94 @@
+"""An in-memory store with the same contract as the Redis one (for pure unit tests)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from streams.store.base import CommitBatch, ConflictError, Snapshot, StoredState
+
+
+class MemoryStore:
+    """Dictionaries behind the :class:`~streams.store.base.Store` interface."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, StoredState] = {}
+        self.offsets: dict[int, int] = {}
+        self.clocks: dict[int, float] = {}
+        self.segments: dict[str, set[str]] = {}
+        self.outboxes: dict[int, list[bytes]] = {}
+        self.timers: dict[int, dict[str, float]] = {}
+
+    async def load(self, customer_ids: Sequence[str], partitions: Sequence[int]) -> Snapshot:
+        """Read states and partition progress."""
+        return Snapshot(
+            states={cid: self.states.get(cid) for cid in customer_ids},
+            offsets={p: self.offsets[p] for p in partitions if p in self.offsets},
+            clocks={p: self.clocks[p] for p in partitions if p in self.clocks},
+        )
+
+    async def commit(self, batch: CommitBatch) -> None:
+        """Check every expected version first, then write everything."""
+        for write in batch.states:
+            current = self.states.get(write.customer_id)
+            if (current.version if current else 0) != write.expected:
+                raise ConflictError(write.customer_id)
+        for write in batch.states:
+            if write.data is None:
+                self.states.pop(write.customer_id, None)
+            else:
+                self.states[write.customer_id] = StoredState(write.expected + 1, write.data)
+        for change in batch.memberships:
+            members = self.segments.setdefault(change.segment, set())
+            if change.delta > 0:
+                members.add(change.customer_id)
+            else:
+                members.discard(change.customer_id)
+        for partition, offset in batch.offsets.items():
+            self.offsets[partition] = max(offset, self.offsets.get(partition, -1))
+        for partition, clock in batch.clocks.items():
+            self.clocks[partition] = max(clock, self.clocks.get(partition, clock))
+        for partition, entries in batch.outbox.items():
+            self.outboxes.setdefault(partition, []).extend(entries)
+        for partition, timers in batch.due.items():
+            table = self.timers.setdefault(partition, {})
+            for cid, when in timers.items():
+                if when is None:
+                    table.pop(cid, None)
+                else:
+                    table[cid] = when
+
+    async def outbox(self, partition: int, limit: int) -> list[bytes]:
+        """Oldest unsent messages."""
+        return list(self.outboxes.get(partition, [])[:limit])
+
+    async def outbox_trim(self, partition: int, count: int) -> None:
+        """Drop sent messages."""
+        del self.outboxes.get(partition, [])[:count]
+
+    async def due(self, partition: int, until: float, limit: int) -> list[tuple[str, float]]:
+        """Due timers, earliest first (ties by customer id)."""
+        table = self.timers.get(partition, {})
+        due = sorted((when, cid) for cid, when in table.items() if when <= until)
+        return [(cid, when) for when, cid in due[:limit]]
+
+    async def get_state(self, customer_id: str) -> StoredState | None:
+        """One state."""
+        return self.states.get(customer_id)
+
+    async def segment_sizes(self) -> dict[str, int]:
+        """Live counts."""
+        return {segment: len(members) for segment, members in self.segments.items() if members}
+
+    async def members(self, segment: str, cursor: int, count: int) -> tuple[int, list[str]]:
+        """Members in id order, paged by position."""
+        ordered = sorted(self.segments.get(segment, ()))
+        page = ordered[cursor : cursor + count]
+        following = cursor + count
+        return (following if following < len(ordered) else 0), page
+
+    async def ping(self) -> bool:
+        """Always reachable."""
+        return True
+
+    async def close(self) -> None:
+        """Nothing to release."""

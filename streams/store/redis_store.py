@@ -1,0 +1,180 @@
+"""The Redis store: the system of record, written one Lua call per batch.
+
+Key layout (``ns`` = ``SEGMENTER_NAMESPACE``; ``{...}`` is a Redis Cluster hash tag):
+
+| key | type | holds |
+| --- | --- | --- |
+| ``ns:c:{customer}`` | hash | ``s`` the state JSON, ``v`` its version |
+| ``ns:m:<segment>`` | set | the segment's members |
+| ``ns:sizes`` | hash | segment -> live member count |
+| ``ns:offsets`` / ``ns:clocks`` | hash | input partition -> last applied offset / event-time clock |
+| ``ns:outbox:<partition>`` | list | messages committed but not yet acknowledged by Kafka |
+| ``ns:due:<partition>`` | sorted set | customer -> next timer (epoch seconds) |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from streams.store.base import CommitBatch, ConflictError, Snapshot, StoredState
+
+
+def _lua(name: str) -> str:
+    return resources.files("streams.store").joinpath("lua", name).read_text()
+
+
+class Keys:
+    """Names of every key under one namespace."""
+
+    def __init__(self, namespace: str) -> None:
+        self.ns = namespace
+        self.sizes = f"{namespace}:sizes"
+        self.offsets = f"{namespace}:offsets"
+        self.clocks = f"{namespace}:clocks"
+
+    def customer(self, customer_id: str) -> str:
+        """The customer's state hash (hash-tagged by customer)."""
+        return f"{self.ns}:c:{{{customer_id}}}"
+
+    def members(self, segment: str) -> str:
+        """A segment's member set."""
+        return f"{self.ns}:m:{segment}"
+
+    def outbox(self, partition: int) -> str:
+        """A partition's outbox list."""
+        return f"{self.ns}:outbox:{partition}"
+
+    def due(self, partition: int) -> str:
+        """A partition's timer sorted set."""
+        return f"{self.ns}:due:{partition}"
+
+
+class _KeyIndex:
+    """Collects keys for KEYS[] and hands out their 1-based positions."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self._pos: dict[str, int] = {}
+
+    def __call__(self, key: str) -> int:
+        pos = self._pos.get(key)
+        if pos is None:
+            self.keys.append(key)
+            pos = self._pos[key] = len(self.keys)
+        return pos
+
+
+class RedisStore:
+    """The :class:`~streams.store.base.Store` on Redis."""
+
+    def __init__(self, client: aioredis.Redis, namespace: str) -> None:
+        self.client = client
+        self.keys = Keys(namespace)
+        self._commit = client.register_script(_lua("commit.lua"))
+
+    @classmethod
+    def from_url(cls, url: str, namespace: str) -> RedisStore:
+        """Connect lazily to ``url``."""
+        return cls(aioredis.Redis.from_url(url, decode_responses=False), namespace)
+
+    async def load(self, customer_ids: Sequence[str], partitions: Sequence[int]) -> Snapshot:
+        """One pipelined round trip: every state plus partition offsets and clocks."""
+        pipe = self.client.pipeline(transaction=False)
+        for cid in customer_ids:
+            pipe.hmget(self.keys.customer(cid), "v", "s")
+        parts = [str(p) for p in partitions]
+        if parts:
+            pipe.hmget(self.keys.offsets, parts)
+            pipe.hmget(self.keys.clocks, parts)
+        replies: list[Any] = await pipe.execute()
+        states: dict[str, StoredState | None] = {}
+        for cid, (version, data) in zip(customer_ids, replies, strict=False):
+            states[cid] = StoredState(int(version), data) if data is not None else None
+        offsets: dict[int, int] = {}
+        clocks: dict[int, float] = {}
+        if parts:
+            for p, off, clock in zip(partitions, replies[-2], replies[-1], strict=True):
+                if off is not None:
+                    offsets[p] = int(float(off))
+                if clock is not None:
+                    clocks[p] = float(clock)
+        return Snapshot(states=states, offsets=offsets, clocks=clocks)
+
+    async def commit(self, batch: CommitBatch) -> None:
+        """Run commit.lua once for the whole batch."""
+        index = _KeyIndex()
+        keys = self.keys
+        plan = {
+            "states": [
+                [index(keys.customer(w.customer_id)), w.expected, w.data.decode() if w.data else False]
+                for w in batch.states
+            ],
+            "members": [
+                [index(keys.members(m.segment)), m.customer_id, m.delta, m.segment]
+                for m in batch.memberships
+            ],
+            "sizes": index(keys.sizes),
+            "offsets": [index(keys.offsets), [[str(p), o] for p, o in batch.offsets.items()]],
+            "clocks": [index(keys.clocks), [[str(p), c] for p, c in batch.clocks.items()]],
+            "outbox": [
+                [index(keys.outbox(p)), entry.decode()]
+                for p, entries in batch.outbox.items()
+                for entry in entries
+            ],
+            "due": [
+                [index(keys.due(p)), cid, when if when is not None else False]
+                for p, timers in batch.due.items()
+                for cid, when in timers.items()
+            ],
+        }
+        reply = await self._commit(keys=index.keys, args=[orjson.dumps(plan)])
+        if int(reply[0]) != 1:
+            raise ConflictError(reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1]))
+
+    async def outbox(self, partition: int, limit: int) -> list[bytes]:
+        """Oldest unsent messages."""
+        entries: list[bytes] = await self.client.lrange(self.keys.outbox(partition), 0, limit - 1)
+        return entries
+
+    async def outbox_trim(self, partition: int, count: int) -> None:
+        """Drop the ``count`` oldest messages."""
+        if count > 0:
+            await self.client.ltrim(self.keys.outbox(partition), count, -1)
+
+    async def due(self, partition: int, until: float, limit: int) -> list[tuple[str, float]]:
+        """Due timers, earliest first."""
+        rows = await self.client.zrangebyscore(
+            self.keys.due(partition), "-inf", until, start=0, num=limit, withscores=True
+        )
+        return [(member.decode(), float(score)) for member, score in rows]
+
+    async def get_state(self, customer_id: str) -> StoredState | None:
+        """One customer's state."""
+        version, data = await self.client.hmget(self.keys.customer(customer_id), "v", "s")
+        return StoredState(int(version), data) if data is not None else None
+
+    async def segment_sizes(self) -> dict[str, int]:
+        """Live counts (segments with members)."""
+        raw: dict[bytes, bytes] = await self.client.hgetall(self.keys.sizes)
+        return {k.decode(): int(v) for k, v in raw.items() if int(v) > 0}
+
+    async def members(self, segment: str, cursor: int, count: int) -> tuple[int, list[str]]:
+        """SSCAN paging (a cursor of 0 means done)."""
+        following, page = await self.client.sscan(self.keys.members(segment), cursor, count=count)
+        return int(following), sorted(m.decode() for m in page)
+
+    async def ping(self) -> bool:
+        """True when Redis answers PING."""
+        try:
+            return bool(await self.client.ping())
+        except Exception:
+            return False
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self.client.aclose()

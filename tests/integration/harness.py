@@ -1,0 +1,162 @@
+"""Helpers for tests that run real workers against the real broker and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+
+from streams.stack.children import Child, settings_env
+from streams.stack.topics import ensure_topics
+
+TEST_RULES = {
+    "value.yaml": """
+family: value
+name: Value
+description: value by lifetime revenue
+kind: value
+segments:
+  - id: big_spender
+    name: Big spender
+    description: revenue of at least 1000
+    priority: 20
+    condition: {type: lifetime, metric: revenue, op: ge, value: 1000}
+  - id: buyer
+    name: Buyer
+    description: at least one order
+    priority: 10
+    condition: {type: lifetime, metric: orders, op: ge, value: 1}
+""",
+    "canada.yaml": """
+id: canadians
+name: Canadians
+description: lives in Canada
+kind: demographic
+condition: {type: trait, path: address.country, op: eq, value: CA}
+""",
+}
+
+
+@dataclass
+class Deployment:
+    """Topics, namespace and group of one test's pipeline."""
+
+    kafka: str
+    redis: str
+    prefix: str
+    rules: Path
+    partitions: int = 8
+
+    @property
+    def input(self) -> str:
+        return f"{self.prefix}.events"
+
+    @property
+    def migrations(self) -> str:
+        return f"{self.prefix}.migrations"
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.prefix}.dlq"
+
+    def env(self, **extra: object) -> dict[str, str]:
+        return settings_env(
+            kafka_bootstrap=self.kafka,
+            redis_url=self.redis,
+            rules=self.rules,
+            input_topic=self.input,
+            migrations_topic=self.migrations,
+            dlq_topic=self.dlq,
+            input_partitions=self.partitions,
+            namespace=self.prefix,
+            group_id=f"{self.prefix}-group",
+            clock="event",
+            http_port=0,
+            log_level="warning",
+            **extra,
+        )
+
+    async def create_topics(self) -> None:
+        await ensure_topics(
+            self.kafka, {self.input: self.partitions, self.migrations: 4, self.dlq: 1}
+        )
+
+    def worker(self, **extra: object) -> Child:
+        return Child(["worker"], self.env(**extra)).start()
+
+
+def write_rules(directory: Path, files: dict[str, str] | None = None) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in (files or TEST_RULES).items():
+        (directory / name).write_text(text)
+    return directory
+
+
+def event(kind: str, mid: str, user: str, ts: str, **fields: object) -> dict[str, object]:
+    return {"type": kind, "messageId": mid, "userId": user, "timestamp": ts, **fields}
+
+
+def order(mid: str, user: str, revenue: float, ts: str = "2026-01-01T10:00:00Z") -> dict[str, object]:
+    return event("track", mid, user, ts, event="Order Completed", properties={"revenue": revenue})
+
+
+async def produce(
+    kafka: str, topic: str, items: list[tuple[bytes | None, bytes]], partition: int | None = None
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=kafka, acks="all")
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(topic, value=value, key=key, partition=partition)
+            for key, value in items
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def keyed(docs: list[dict[str, object]]) -> list[tuple[bytes | None, bytes]]:
+    return [(str(d["userId"]).encode(), orjson.dumps(d)) for d in docs]
+
+
+async def consume_until(
+    kafka: str,
+    topic: str,
+    done: Callable[[list[ConsumerRecord]], bool],
+    timeout: float = 60.0,
+    worker: Child | None = None,
+    settle: float = 0.0,
+) -> list[ConsumerRecord]:
+    """Read ``topic`` from the beginning until ``done(records)`` (then ``settle`` s more)."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=kafka, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    seen: list[ConsumerRecord] = []
+    try:
+        deadline = time.monotonic() + timeout
+        settle_until: float | None = None
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=300)
+            for records in batch.values():
+                seen.extend(records)
+            if settle_until is None and done(seen):
+                settle_until = time.monotonic() + settle
+            if settle_until is not None and time.monotonic() >= settle_until:
+                return seen
+            if worker is not None and not worker.alive():
+                raise AssertionError(f"worker died:\n{worker.log_tail()}")
+        tail = worker.log_tail() if worker else ""
+        raise AssertionError(f"timed out with {len(seen)} records on {topic}\n{tail}")
+    finally:
+        await consumer.stop()
+
+
+def values(records: list[ConsumerRecord]) -> list[dict[str, object]]:
+    return [orjson.loads(r.value) for r in records]

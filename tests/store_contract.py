@@ -1,0 +1,122 @@
+"""The store contract: one set of checks every Store implementation must pass."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.store.base import CommitBatch, ConflictError, MembershipChange, StateWrite, Store
+
+
+async def check_round_trip(store: Store) -> None:
+    """A committed state, offset and clock read back; versions count up."""
+    snap = await store.load(["a", "b"], [0, 1])
+    assert snap.states == {"a": None, "b": None}
+    assert snap.offsets == {} and snap.clocks == {}
+    await store.commit(
+        CommitBatch(
+            states=[StateWrite("a", 0, b'{"id":"a"}')],
+            offsets={0: 41},
+            clocks={0: 1700000000.5},
+        )
+    )
+    snap = await store.load(["a", "b"], [0, 1])
+    stored = snap.states["a"]
+    assert stored is not None and stored.version == 1 and stored.data == b'{"id":"a"}'
+    assert snap.states["b"] is None
+    assert snap.offsets == {0: 41} and snap.clocks == {0: 1700000000.5}
+    await store.commit(CommitBatch(states=[StateWrite("a", 1, b'{"id":"a","x":1}')], offsets={0: 7}))
+    again = await store.get_state("a")
+    assert again is not None and again.version == 2 and again.data == b'{"id":"a","x":1}'
+    snap = await store.load([], [0])
+    assert snap.offsets == {0: 41}, "an offset never moves backwards"
+
+
+async def check_conflict_writes_nothing(store: Store) -> None:
+    """A stale expected version rejects the whole batch."""
+    await store.commit(CommitBatch(states=[StateWrite("c", 0, b'{"id":"c"}')]))
+    with pytest.raises(ConflictError):
+        await store.commit(
+            CommitBatch(
+                states=[StateWrite("d", 0, b'{"id":"d"}'), StateWrite("c", 0, b'{"id":"c2"}')],
+                memberships=[MembershipChange("vip", "d", 1)],
+                offsets={3: 10},
+                outbox={3: [b"m1"]},
+            )
+        )
+    assert await store.get_state("d") is None
+    stored = await store.get_state("c")
+    assert stored is not None and stored.data == b'{"id":"c"}'
+    assert await store.segment_sizes() == {}
+    assert await store.outbox(3, 10) == []
+    assert (await store.load([], [3])).offsets == {}
+
+
+async def check_memberships_and_sizes(store: Store) -> None:
+    """Sizes follow membership exactly, and repeated adds or removes do not double count."""
+    batch = CommitBatch(
+        memberships=[
+            MembershipChange("vip", "u1", 1),
+            MembershipChange("vip", "u2", 1),
+            MembershipChange("vip", "u2", 1),
+            MembershipChange("new", "u1", 1),
+        ]
+    )
+    await store.commit(batch)
+    assert await store.segment_sizes() == {"vip": 2, "new": 1}
+    await store.commit(
+        CommitBatch(
+            memberships=[
+                MembershipChange("new", "u1", -1),
+                MembershipChange("new", "u1", -1),
+                MembershipChange("vip", "u9", -1),
+            ]
+        )
+    )
+    assert await store.segment_sizes() == {"vip": 2}
+    seen: list[str] = []
+    cursor = 0
+    while True:
+        cursor, page = await store.members("vip", cursor, 1)
+        seen.extend(page)
+        if cursor == 0:
+            break
+    assert sorted(seen) == ["u1", "u2"]
+
+
+async def check_delete(store: Store) -> None:
+    """A ``None`` write deletes the state."""
+    await store.commit(CommitBatch(states=[StateWrite("e", 0, b'{"id":"e"}')]))
+    await store.commit(CommitBatch(states=[StateWrite("e", 1, None)]))
+    assert await store.get_state("e") is None
+    assert (await store.load(["e"], [])).states == {"e": None}
+
+
+async def check_outbox_order_and_trim(store: Store) -> None:
+    """The outbox keeps commit order per partition and trims from the head."""
+    await store.commit(CommitBatch(outbox={2: [b"one", b"two"], 5: [b"other"]}))
+    await store.commit(CommitBatch(outbox={2: [b"three"]}))
+    assert await store.outbox(2, 10) == [b"one", b"two", b"three"]
+    assert await store.outbox(2, 2) == [b"one", b"two"]
+    await store.outbox_trim(2, 2)
+    assert await store.outbox(2, 10) == [b"three"]
+    assert await store.outbox(5, 10) == [b"other"]
+
+
+async def check_timers(store: Store) -> None:
+    """Timers are set, moved and removed per partition; ``due`` is earliest first."""
+    await store.commit(CommitBatch(due={1: {"x": 300.0, "y": 100.0, "z": 200.0}, 2: {"w": 50.0}}))
+    assert await store.due(1, 250.0, 10) == [("y", 100.0), ("z", 200.0)]
+    await store.commit(CommitBatch(due={1: {"y": None, "x": 150.0}}))
+    assert await store.due(1, 1000.0, 10) == [("x", 150.0), ("z", 200.0)]
+    assert await store.due(1, 1000.0, 1) == [("x", 150.0)]
+    assert await store.due(2, 1000.0, 10) == [("w", 50.0)]
+
+
+CONTRACT = [
+    check_round_trip,
+    check_conflict_writes_nothing,
+    check_memberships_and_sizes,
+    check_delete,
+    check_outbox_order_and_trim,
+    check_timers,
+]
