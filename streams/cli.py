@@ -88,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="embedded stack: broker, Redis, worker, HTTP API and dashboard")
     up.add_argument("--generate", type=float, metavar="RATE", help="add synthetic events/s")
-    up.add_argument("--customers", type=int, default=1000, help="synthetic customers (default 1000)")
+    up.add_argument(
+        "--customers", type=int, default=1000, help="synthetic customers (default 1000)"
+    )
     up.set_defaults(func=_cmd_up)
 
     worker = sub.add_parser("worker", help="one stream-processing worker")

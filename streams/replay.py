@@ -19,7 +19,10 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from streams.events.decode import decode
+from streams.events.models import BaseEvent
 from streams.pipeline.migrations import structured
+from streams.pipeline.processor import CONTROL_HEADER
 from streams.settings import Settings
 from streams.stack.children import Child, settings_env
 from streams.stack.embedded import EmbeddedBroker, EmbeddedRedis, StackError
@@ -42,19 +45,38 @@ def _key_of(line: bytes) -> bytes | None:
     return str(cid).encode() if cid else None
 
 
-async def _produce(bootstrap: str, topic: str, lines: list[bytes]) -> None:
+def _last_time(lines: list[bytes]) -> float | None:
+    """The latest valid event time in the input (epoch seconds)."""
+    latest: float | None = None
+    for line in lines:
+        event = decode(line, 1 << 30)
+        if isinstance(event, BaseEvent):
+            latest = event.ts if latest is None else max(latest, event.ts)
+    return latest
+
+
+async def _produce(bootstrap: str, topic: str, lines: list[bytes]) -> int:
+    """Send the events, then a control record that fires every timer due by the last event."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
     try:
         futures = [
             await producer.send(topic, value=line, key=_key_of(line), partition=0) for line in lines
         ]
+        until = _last_time(lines)
+        if until is not None:
+            control = orjson.dumps({"until": until})
+            headers = [(CONTROL_HEADER, b"watermark")]
+            futures.append(await producer.send(topic, value=control, partition=0, headers=headers))
         await asyncio.gather(*futures)
+        return len(futures)
     finally:
         await producer.stop()
 
 
-async def _wait_applied(redis_url: str, keys: Keys, count: int, worker: Child, timeout: float) -> None:
+async def _wait_applied(
+    redis_url: str, keys: Keys, count: int, worker: Child, timeout: float
+) -> None:
     client = aioredis.Redis.from_url(redis_url)
     deadline = time.monotonic() + timeout
     last_report = 0.0
@@ -123,8 +145,11 @@ def run_replay(settings: Settings, events: Path, out: Path) -> int:
     started = time.monotonic()
     run = uuid.uuid4().hex[:10]
     prefix = f"segmenter.replay.{run}"
-    topics = {"input_topic": f"{prefix}.events", "migrations_topic": f"{prefix}.migrations",
-              "dlq_topic": f"{prefix}.dlq"}
+    topics = {
+        "input_topic": f"{prefix}.events",
+        "migrations_topic": f"{prefix}.migrations",
+        "dlq_topic": f"{prefix}.dlq",
+    }
     namespace = f"replay-{run}"
     broker = EmbeddedBroker() if not settings.kafka_bootstrap else None
     redis_server = EmbeddedRedis() if not settings.redis_url else None
@@ -134,22 +159,31 @@ def run_replay(settings: Settings, events: Path, out: Path) -> int:
         bootstrap = broker.start() if broker else str(settings.kafka_bootstrap)
         redis_url = redis_server.start() if redis_server else str(settings.redis_url)
         asyncio.run(ensure_topics(bootstrap, {name: 1 for name in topics.values()}))
-        asyncio.run(_produce(bootstrap, topics["input_topic"], lines))
+        sent = asyncio.run(_produce(bootstrap, topics["input_topic"], lines))
         _say(f"{len(lines)} events sent; starting the worker (event-time clock)")
         env = settings_env(
-            kafka_bootstrap=bootstrap, redis_url=redis_url, rules=settings.rules.resolve(),
-            namespace=namespace, group_id=f"segmenter-replay-{run}", clock="event",
-            input_partitions=1, migrations_partitions=1, http_port=0, log_level="warning",
+            kafka_bootstrap=bootstrap,
+            redis_url=redis_url,
+            rules=settings.rules.resolve(),
+            namespace=namespace,
+            group_id=f"segmenter-replay-{run}",
+            clock="event",
+            input_partitions=1,
+            migrations_partitions=1,
+            http_port=0,
+            log_level="warning",
             **topics,
         )
         worker = Child(["worker"], env).start()
         timeout = 120 + len(lines) / 500
-        asyncio.run(_wait_applied(redis_url, Keys(namespace), len(lines), worker, timeout))
+        asyncio.run(_wait_applied(redis_url, Keys(namespace), sent, worker, timeout))
         migrations = asyncio.run(_read_all(bootstrap, topics["migrations_topic"]))
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(b"".join(line + b"\n" for line in migrations))
-        _say(f"{len(lines)} events -> {len(migrations)} migrations in "
-             f"{time.monotonic() - started:.1f}s, written to {out}")
+        _say(
+            f"{len(lines)} events -> {len(migrations)} migrations in "
+            f"{time.monotonic() - started:.1f}s, written to {out}"
+        )
         return 0
     except StackError as exc:
         print(f"segmenter replay: {exc}", file=sys.stderr)

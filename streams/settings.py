@@ -36,7 +36,8 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(32 * 1024, ge=256, description="larger input goes to the DLQ")
     batch_size: int = Field(500, ge=1, description="events applied per Redis round trip")
     batch_within_s: float = Field(0.02, gt=0, description="longest wait to fill a batch")
-    dedupe_depth: int = Field(32, ge=0, description="recent messageIds remembered per customer")
+    timer_interval_s: float = Field(0.25, gt=0, description="how often due timers are fired")
+    dedupe_depth: int = Field(16, ge=0, description="recent messageIds remembered per customer")
     ce_source: str = Field("urn:segmenter", description="CloudEvents source attribute")
     state_dir: Path = Field(Path(".segmenter"), description="where `up` writes stack.json")
     log_level: str = "info"

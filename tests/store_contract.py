@@ -24,7 +24,9 @@ async def check_round_trip(store: Store) -> None:
     assert stored is not None and stored.version == 1 and stored.data == b'{"id":"a"}'
     assert snap.states["b"] is None
     assert snap.offsets == {0: 41} and snap.clocks == {0: 1700000000.5}
-    await store.commit(CommitBatch(states=[StateWrite("a", 1, b'{"id":"a","x":1}')], offsets={0: 7}))
+    await store.commit(
+        CommitBatch(states=[StateWrite("a", 1, b'{"id":"a","x":1}')], offsets={0: 7})
+    )
     again = await store.get_state("a")
     assert again is not None and again.version == 2 and again.data == b'{"id":"a","x":1}'
     snap = await store.load([], [0])

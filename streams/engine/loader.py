@@ -281,7 +281,8 @@ def _read_file(file: str, text: bytes) -> tuple[list[_Segment], list[RuleProblem
             [*problems, RuleProblem(file, 1, "expected a mapping: a segment or a family")],
             None,
         )
-    top: type[BaseModel] = m.FamilyFile if "segments" in data else m.SegmentFile
+    family_file = "segments" in data or ("family" in data and "id" not in data)
+    top: type[BaseModel] = m.FamilyFile if family_file else m.SegmentFile
     try:
         parsed = top.model_validate(data)
     except ValidationError as exc:

@@ -402,6 +402,8 @@ def _cycle_problem(
         for target, line in node.refs:
             if unit_of.get(target) == following:
                 text = " -> ".join([*cycle, first])
+                if len(cycle) == 1 and node.family:
+                    text += " (members of a family cannot read each other)"
                 return node.file, line, f"in_segment '{target}' creates a cycle: {text}"
     node = units[first][0]
     return node.file, node.line, f"in_segment cycle: {' -> '.join([*cycle, first])}"

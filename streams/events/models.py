@@ -96,7 +96,9 @@ class EraseEvent(BaseEvent):
 
 
 class ConsentEvent(BaseEvent):
-    """Consent given or withdrawn per category, e.g. ``{"categoryPreferences": {"marketing": false}}``.
+    """Consent given or withdrawn per category.
+
+    Example: ``{"categoryPreferences": {"marketing": false}}``.
     """
 
     type: Literal["consent"]

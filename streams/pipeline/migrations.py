@@ -82,7 +82,9 @@ class Migration:
 
     def to_outbox(self, topic: str, source: str) -> OutboxEntry:
         """The Kafka message: ``ce_*`` headers, key = customer id, JSON value."""
-        headers = [(f"ce_{name}", value.encode()) for name, value in self.attributes(source).items()]
+        headers = [
+            (f"ce_{name}", value.encode()) for name, value in self.attributes(source).items()
+        ]
         headers.append(("content-type", b"application/json"))
         return OutboxEntry(
             topic=topic,
@@ -99,7 +101,9 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def structured(headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...], value: bytes) -> dict[str, Any]:
+def structured(
+    headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...], value: bytes
+) -> dict[str, Any]:
     """A binary-mode Kafka message as a CloudEvent in JSON structured form."""
     event: dict[str, Any] = {}
     for name, raw in headers:

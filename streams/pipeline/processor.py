@@ -4,35 +4,42 @@ Named steps, each a plain function of explicit inputs:
 
 1. ``decode``   raw bytes -> event, or a failure (errors are data: failures go to the DLQ);
 2. ``route``    an event read from the wrong partition for its customer is re-sent to the right one;
-3. ``load``     one store round trip: customer states, applied offsets, event-time clocks;
-4. ``apply``    per event, in order: skip redeliveries and duplicates, fold the event into the
-                state, evaluate the rules, turn membership changes into migrations;
-5. ``commit``   one Lua call: states, memberships, offsets, clocks and the outbox, atomically.
+3. ``load``     customer states, applied offsets, event-time clocks, and the timers now due;
+4. ``apply``    per record, in partition order: skip redeliveries and duplicates, fire due timers,
+                fold the event into the state, turn membership changes into migrations
+                (:class:`~streams.pipeline.working_set.WorkingSet`);
+5. ``commit``   one Lua call: states, memberships, offsets, clocks, timers and the outbox.
 
-Sending the outbox to Kafka is the worker's job (:mod:`streams.pipeline.worker`).
+Sending the outbox to Kafka is the worker's job (:mod:`streams.pipeline.sender`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+
+import orjson
 
 from streams.engine import RuleSet
 from streams.engine.facts import SeriesSpec
 from streams.events.decode import DecodeFailure, decode
-from streams.events.models import BaseEvent, EraseEvent, event_name
-from streams.pipeline.migrations import Migration, Trigger, TriggerKind
+from streams.events.models import BaseEvent
 from streams.pipeline.outbox import OutboxEntry
 from streams.pipeline.routing import partition_for
+from streams.pipeline.working_set import WorkingSet
 from streams.settings import Settings
-from streams.state.apply import apply_event, message_digest, prune, remember
 from streams.state.customer import CustomerState
-from streams.state.facts import StateFacts
-from streams.store.base import CommitBatch, MembershipChange, StateWrite, Store
+from streams.store.base import CommitBatch, Store
 
 log = logging.getLogger(__name__)
+
+CONTROL_HEADER = "segmenter.control"
+"""A record with this header set to ``watermark`` and value ``{"until": <epoch s>}`` fires every
+timer of its partition due up to ``until`` (``segmenter replay`` sends one after the last event)."""
+DUE_LIMIT = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +66,16 @@ class Metrics:
     forwarded: int = 0
     migrations: int = 0
     late: int = 0
-    migrations_by: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    timers_fired: int = 0
+    timer_lateness_max: float = 0.0
     eval_seconds: float = 0.0
+    migrations_by: dict[tuple[str, str, str], int] = field(default_factory=dict)
+
+    def count_migration(self, segment: str, direction: str, trigger: str) -> None:
+        """Count one migration by segment, direction and trigger kind."""
+        self.migrations += 1
+        label = (segment, direction, trigger)
+        self.migrations_by[label] = self.migrations_by.get(label, 0) + 1
 
 
 @dataclass(frozen=True)
@@ -107,182 +122,156 @@ def dlq_entry(ctx: PipelineContext, record: Record, kind: str, message: str) -> 
     return OutboxEntry(ctx.settings.dlq_topic, record.key, record.value, headers)
 
 
-@dataclass
-class _Batch:
-    """The mutable working set of one batch."""
-
-    ctx: PipelineContext
-    states: dict[str, CustomerState | None]
-    versions: dict[str, int]
-    offsets: dict[int, int]
-    clocks: dict[int, float]
-    commit: CommitBatch = field(default_factory=CommitBatch)
-    dirty: set[str] = field(default_factory=set)
-
-    def outbox(self, partition: int, entry: OutboxEntry) -> None:
-        self.commit.outbox.setdefault(partition, []).append(entry.encode())
-
-    def now(self, partition: int, event_ts: float) -> float:
-        """The evaluation clock for an event: event time, or the wall clock in processing mode."""
-        clock = max(self.clocks.get(partition, event_ts), event_ts)
-        self.clocks[partition] = clock
-        if self.ctx.settings.clock == "event":
-            return clock
-        return max(time.time(), event_ts)
+def control_until(record: Record) -> float | None:
+    """The watermark a control record asks for, or None for an ordinary record."""
+    for name, value in record.headers:
+        if name == CONTROL_HEADER and value == b"watermark":
+            try:
+                until = orjson.loads(record.value or b"")["until"]
+                return float(until)
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                return None
+    return None
 
 
-def _migrate(
-    batch: _Batch,
-    partition: int,
-    state: CustomerState,
-    new_members: frozenset[str],
-    facts: StateFacts,
-    trigger: Trigger,
-    when: float,
-    reason_override: str | None = None,
-) -> None:
-    """Record the migrations from ``state.members`` to ``new_members`` (state and outbox)."""
-    ctx = batch.ctx
-    old = frozenset(state.members)
-    if old == new_members:
-        return
-    for move in ctx.rules.transitions(old, new_members, facts):
-        state.sequence += 1
-        migration = Migration(
-            customer_id=state.customer_id,
-            segment=move.segment,
-            direction=move.direction,
-            family=move.family,
-            from_segment=move.from_segment,
-            to_segment=move.to_segment,
-            trigger=trigger,
-            reason_rule=reason_override or move.reason.rule,
-            reason_values={} if reason_override else dict(move.reason.values),
-            rule_version=ctx.rules.version,
-            sequence=state.sequence,
-            time=when,
-        )
-        batch.outbox(partition, migration.to_outbox(ctx.settings.migrations_topic, ctx.settings.ce_source))
-        if move.direction == "entered":
-            state.members[move.segment] = when
-        else:
-            state.members.pop(move.segment, None)
-        batch.commit.memberships.append(
-            MembershipChange(move.segment, state.customer_id, 1 if move.direction == "entered" else -1)
-        )
-        ctx.metrics.migrations += 1
-        label = (move.segment, move.direction, trigger.kind)
-        ctx.metrics.migrations_by[label] = ctx.metrics.migrations_by.get(label, 0) + 1
+Item = BaseEvent | DecodeFailure | float
+"""A decoded record: an event, a failure for the DLQ, or a control watermark."""
 
 
-def _trigger_for(event: BaseEvent) -> Trigger:
-    kind: TriggerKind = "consent" if event.type == "consent" else "event"
-    return Trigger(kind, event.messageId, event_name(event) or event.type)
-
-
-def _apply_one(batch: _Batch, record: Record, event: BaseEvent) -> None:
-    """Fold one event into its customer's state and record the migrations it causes."""
-    ctx = batch.ctx
-    cid = event.customer_id
-    state = batch.states.get(cid)
-    digest = message_digest(event.messageId)
-    if state is not None and digest in state.recent:
-        ctx.metrics.duplicates += 1
-        return
-    now = batch.now(record.partition, event.ts)
-    if isinstance(event, EraseEvent):
-        if state is not None:
-            facts = StateFacts(state, now, ctx.specs_by_id)
-            _migrate(batch, record.partition, state, frozenset(), facts,
-                     Trigger("erasure", event.messageId, "erase"), event.ts, "customer erased")
-            batch.states[cid] = None
-            batch.dirty.add(cid)
-        return
-    if state is None:
-        state = CustomerState(customer_id=cid)
-        batch.states[cid] = state
-    if now - event.ts > ctx.settings.allowed_lateness_s:
-        ctx.metrics.late += 1
-    apply_event(state, event, ctx.specs_by_event, now, ctx.rules.event_names)
-    remember(state, digest, ctx.settings.dedupe_depth)
-    prune(state, ctx.rules.series, now)
-    facts = StateFacts(state, now, ctx.specs_by_id)
-    started = time.perf_counter()
-    evaluation = ctx.rules.evaluate(facts)
-    ctx.metrics.eval_seconds += time.perf_counter() - started
-    _migrate(batch, record.partition, state, evaluation.members, facts, _trigger_for(event), event.ts)
-    state.primary = evaluation.primary
-    batch.dirty.add(cid)
-
-
-def _route(ctx: PipelineContext, record: Record, event: BaseEvent) -> int | None:
-    """The partition the event belongs on, when it is not the one it was read from."""
-    if ctx.input_partitions <= 1 or record.topic != ctx.settings.input_topic:
-        return None
-    target = partition_for(event.customer_id.encode(), ctx.input_partitions)
-    return None if target == record.partition else target
-
-
-async def process_batch(ctx: PipelineContext, records: Sequence[Record]) -> CommitBatch:
-    """Apply a batch of records and commit the result atomically; return what was committed."""
-    max_bytes = ctx.settings.max_event_bytes
-    decoded: list[tuple[Record, BaseEvent | DecodeFailure, int | None]] = []
-    customers: dict[str, None] = {}
+def _decode_all(
+    ctx: PipelineContext, records: Sequence[Record]
+) -> list[tuple[Record, Item, int | None]]:
+    """Steps 1 and 2: decode every record and decide where each event belongs."""
+    out: list[tuple[Record, Item, int | None]] = []
     for record in records:
-        item = decode(record.value, max_bytes)
-        target = _route(ctx, record, item) if isinstance(item, BaseEvent) else None
-        if isinstance(item, BaseEvent) and target is None:
-            customers[item.customer_id] = None
-        decoded.append((record, item, target))
+        until = control_until(record)
+        if until is not None:
+            out.append((record, until, None))
+            continue
+        item = decode(record.value, ctx.settings.max_event_bytes)
+        target = None
+        if (
+            isinstance(item, BaseEvent)
+            and ctx.input_partitions > 1
+            and record.topic == ctx.settings.input_topic
+        ):
+            right = partition_for(item.customer_id.encode(), ctx.input_partitions)
+            target = right if right != record.partition else None
+        out.append((record, item, target))
+    return out
 
-    partitions = sorted({record.partition for record in records})
-    snapshot = await ctx.store.load(list(customers), partitions)
-    batch = _Batch(
+
+def _due_horizon(
+    ctx: PipelineContext, items: Iterable[tuple[Record, Item, int | None]]
+) -> dict[int, float]:
+    """Per partition, the latest instant a timer can become due during this batch."""
+    horizon: dict[int, float] = {}
+    lateness = ctx.settings.allowed_lateness_s
+    for record, item, _target in items:
+        if isinstance(item, float):
+            reach = item
+        elif isinstance(item, BaseEvent):
+            reach = item.ts - lateness if ctx.settings.clock == "event" else item.ts
+        else:
+            continue
+        horizon[record.partition] = max(reach, horizon.get(record.partition, reach))
+    return horizon
+
+
+async def _load(
+    ctx: PipelineContext, customers: list[str], partitions: list[int], horizon: dict[int, float]
+) -> tuple[WorkingSet, dict[int, int], list[tuple[int, str, float]]]:
+    """Step 3: due timers first, then one round trip for states, offsets and clocks."""
+    now = time.time()
+    bounds = {
+        p: max(
+            horizon.get(p, float("-inf")),
+            now if ctx.settings.clock == "processing" else float("-inf"),
+        )
+        for p in partitions
+    }
+    queried = [p for p in partitions if bounds[p] > float("-inf")]
+    results = await asyncio.gather(*(ctx.store.due(p, bounds[p], DUE_LIMIT) for p in queried))
+    due = [(p, cid, when) for p, rows in zip(queried, results, strict=True) for cid, when in rows]
+    wanted = list(dict.fromkeys([*customers, *(cid for _, cid, _ in due)]))
+    snapshot = await ctx.store.load(wanted, partitions)
+    states = {
+        cid: CustomerState.from_json(stored.data) if stored else None
+        for cid, stored in snapshot.states.items()
+    }
+    work = WorkingSet(
         ctx=ctx,
-        states={
-            cid: CustomerState.from_json(stored.data) if stored else None
-            for cid, stored in snapshot.states.items()
-        },
+        states=states,
         versions={cid: stored.version if stored else 0 for cid, stored in snapshot.states.items()},
-        offsets=dict(snapshot.offsets),
         clocks=dict(snapshot.clocks),
+        stored_due={cid: state.due if state else None for cid, state in states.items()},
     )
-    applied = dict(snapshot.offsets)
-    for record, item, target in decoded:
-        if record.offset <= applied.get(record.partition, -1):
+    for p, cid, when in due:
+        work.home[cid] = p
+        work.schedule(cid, when)
+    return work, dict(snapshot.offsets), due
+
+
+async def process_batch(
+    ctx: PipelineContext, records: Sequence[Record], partitions: Iterable[int] = ()
+) -> CommitBatch:
+    """Apply ``records`` (and the timers due on ``partitions``) and commit atomically."""
+    items = _decode_all(ctx, records)
+    customers = list(
+        dict.fromkeys(
+            item.customer_id
+            for _, item, target in items
+            if isinstance(item, BaseEvent) and target is None
+        )
+    )
+    involved = sorted({r.partition for r in records} | set(partitions))
+    work, applied, _due = await _load(ctx, customers, involved, _due_horizon(ctx, items))
+    offsets: dict[int, int] = {}
+    for record, item, target in items:
+        p = record.partition
+        if record.offset <= applied.get(p, -1):
             ctx.metrics.redelivered += 1
             continue
-        batch.commit.offsets[record.partition] = max(
-            record.offset, batch.commit.offsets.get(record.partition, -1)
-        )
-        if isinstance(item, DecodeFailure):
+        offsets[p] = max(record.offset, offsets.get(p, -1))
+        if isinstance(item, float):
+            work.clocks[p] = max(work.clocks.get(p, item), item + ctx.settings.allowed_lateness_s)
+            work.fire_due(p, item)
+        elif isinstance(item, DecodeFailure):
             ctx.metrics.dlq += 1
-            batch.outbox(record.partition, dlq_entry(ctx, record, item.kind, item.message))
-            continue
-        if target is not None:
+            work.outbox(p, dlq_entry(ctx, record, item.kind, item.message))
+        elif target is not None:
             ctx.metrics.forwarded += 1
-            forwarded = (*record.headers, ("segmenter.rerouted-from", str(record.partition).encode()))
-            entry = OutboxEntry(record.topic, item.customer_id.encode(), record.value, forwarded, target)
-            batch.outbox(record.partition, entry)
-            continue
-        ctx.metrics.events += 1
-        cid = item.customer_id
-        state = batch.states.get(cid)
-        backup = state.to_json() if state is not None else None
-        try:
-            _apply_one(batch, record, item)
-        except Exception as exc:
-            log.exception("event %s could not be processed; sent to the DLQ", item.messageId)
-            batch.states[cid] = CustomerState.from_json(backup) if backup is not None else None
-            ctx.metrics.dlq += 1
-            batch.outbox(record.partition, dlq_entry(ctx, record, "processing", repr(exc)))
-
-    for cid in sorted(batch.dirty):
-        state = batch.states.get(cid)
-        batch.commit.states.append(
-            StateWrite(cid, batch.versions.get(cid, 0), state.to_json() if state is not None else None)
-        )
-    batch.commit.clocks = {p: c for p, c in batch.clocks.items() if p in batch.commit.offsets}
-    await ctx.store.commit(batch.commit)
+            headers = (*record.headers, ("segmenter.rerouted-from", str(p).encode()))
+            work.outbox(
+                p,
+                OutboxEntry(record.topic, item.customer_id.encode(), record.value, headers, target),
+            )
+        else:
+            _apply_guarded(ctx, work, record, item)
+    for p in involved:
+        work.fire_due(p, work.watermark(p))
+    commit = work.finish(offsets)
+    await ctx.store.commit(commit)
     ctx.metrics.batches += 1
-    return batch.commit
+    return commit
+
+
+def _apply_guarded(
+    ctx: PipelineContext, work: WorkingSet, record: Record, event: BaseEvent
+) -> None:
+    """Apply one event; a bug while applying sends it to the DLQ instead of stopping the worker."""
+    ctx.metrics.events += 1
+    cid = event.customer_id
+    state = work.states.get(cid)
+    backup = state.to_json() if state is not None else None
+    queued = len(work.commit.outbox.get(record.partition, ()))
+    changes = len(work.commit.memberships)
+    try:
+        work.apply(record.partition, event)
+    except Exception as exc:
+        log.exception("event %s could not be processed; sent to the DLQ", event.messageId)
+        work.states[cid] = CustomerState.from_json(backup) if backup is not None else None
+        del work.commit.outbox.get(record.partition, [])[queued:]
+        del work.commit.memberships[changes:]
+        ctx.metrics.dlq += 1
+        work.outbox(record.partition, dlq_entry(ctx, record, "processing", repr(exc)))

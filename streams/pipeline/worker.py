@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +56,7 @@ class Runtime:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     started: bool = False
     ready: bool = False
+    last_progress: float = field(default_factory=time.monotonic)
 
     async def ensure_started(self) -> PipelineContext:
         """Connect to Redis and Kafka, start the HTTP server (idempotent)."""
@@ -86,17 +88,23 @@ class Runtime:
         store_ok = self.ctx is not None and await self.ctx.store.ping()
         return {"ok": bool(self.started and store_ok), "redis": store_ok, "started": self.started}
 
-    async def handle(self, records: list[Record]) -> None:
-        """Apply one batch and send its outbox, retrying infrastructure errors."""
+    async def handle(self, records: list[Record], partitions: frozenset[int] = frozenset()) -> None:
+        """Apply one batch (and the timers due on ``partitions``), then send its outbox.
+
+        Infrastructure errors are retried with backoff; when retries run out the process exits
+        without acknowledging the batch.
+        """
         ctx = await self.ensure_started()
         assert self.producer is not None
         delay = 0.2
+        involved = sorted({r.partition for r in records} | partitions)
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 async with self.lock:
-                    await process_batch(ctx, records)
-                    for partition in sorted({r.partition for r in records}):
+                    await process_batch(ctx, records, involved)
+                    for partition in involved:
                         await flush_outbox(ctx.store, self.producer, partition)
+                self.last_progress = time.monotonic()
                 return
             except ConflictError as exc:
                 log.warning("state of %s changed under this batch; applying it again", exc)
@@ -162,6 +170,18 @@ def create_app(settings: Settings, rules: RuleSet) -> tuple[faust.App, Runtime]:
         runtime.ready = True
 
     app.task(start_runtime)
+
+    async def tick() -> None:
+        """Fire due timers and send leftover outbox messages of the assigned partitions."""
+        if runtime.ctx is None:
+            return
+        assigned = frozenset(
+            tp.partition for tp in app.consumer.assignment() if tp.topic == settings.input_topic
+        )
+        if assigned:
+            await runtime.handle([], assigned)
+
+    app.timer(settings.timer_interval_s)(tick)
     return app, runtime
 
 

@@ -70,7 +70,9 @@ def find_redis_server() -> Path:
     )
 
 
-def wait_for_port(host: str, port: int, proc: subprocess.Popen[bytes], what: str, timeout: float) -> None:
+def wait_for_port(
+    host: str, port: int, proc: subprocess.Popen[bytes], what: str, timeout: float
+) -> None:
     """Block until ``host:port`` accepts connections; fail clearly if ``proc`` dies first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -132,7 +134,10 @@ class EmbeddedBroker:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()
 
@@ -163,13 +168,20 @@ class EmbeddedRedis:
             self.workdir = Path(self._tmp.name)
         args = [
             str(binary),
-            "--bind", self.host,
-            "--port", str(self.port),
-            "--save", "",
-            "--dir", str(self.workdir),
-            "--appendonly", "yes" if self.appendonly else "no",
-            "--protected-mode", "no",
-            "--loglevel", "warning",
+            "--bind",
+            self.host,
+            "--port",
+            str(self.port),
+            "--save",
+            "",
+            "--dir",
+            str(self.workdir),
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--protected-mode",
+            "no",
+            "--loglevel",
+            "warning",
         ]
         if self.appendonly:
             args += ["--appendfsync", "always"]
@@ -196,6 +208,9 @@ class EmbeddedRedis:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()

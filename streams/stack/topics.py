@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
@@ -35,13 +36,13 @@ async def ensure_topics(bootstrap: str, layout: dict[str, int], timeout: float =
     try:
         existing = set(await admin.list_topics())
         missing = [
-            NewTopic(name, partitions, 1) for name, partitions in layout.items() if name not in existing
+            NewTopic(name, partitions, 1)
+            for name, partitions in layout.items()
+            if name not in existing
         ]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass
     finally:
         await admin.close()
 

@@ -90,7 +90,10 @@ class CustomerState:
             orders=doc.get("o", 0),
             revenue=doc.get("rv", 0.0),
             named=doc.get("n", {}),
-            series={sid: SeriesState(props, buckets) for sid, (props, buckets) in doc.get("s", {}).items()},
+            series={
+                sid: SeriesState(props, buckets)
+                for sid, (props, buckets) in doc.get("s", {}).items()
+            },
             members=doc.get("m", {}),
             primary=doc.get("p"),
             sequence=doc.get("q", 0),

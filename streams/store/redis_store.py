@@ -7,7 +7,8 @@ Key layout (``ns`` = ``SEGMENTER_NAMESPACE``; ``{...}`` is a Redis Cluster hash 
 | ``ns:c:{customer}`` | hash | ``s`` the state JSON, ``v`` its version |
 | ``ns:m:<segment>`` | set | the segment's members |
 | ``ns:sizes`` | hash | segment -> live member count |
-| ``ns:offsets`` / ``ns:clocks`` | hash | input partition -> last applied offset / event-time clock |
+| ``ns:offsets`` | hash | input partition -> last applied offset |
+| ``ns:clocks`` | hash | input partition -> event-time clock (highest event time seen) |
 | ``ns:outbox:<partition>`` | list | messages committed but not yet acknowledged by Kafka |
 | ``ns:due:<partition>`` | sorted set | customer -> next timer (epoch seconds) |
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import redis.asyncio as aioredis
@@ -111,7 +112,11 @@ class RedisStore:
         keys = self.keys
         plan = {
             "states": [
-                [index(keys.customer(w.customer_id)), w.expected, w.data.decode() if w.data else False]
+                [
+                    index(keys.customer(w.customer_id)),
+                    w.expected,
+                    w.data.decode() if w.data else False,
+                ]
                 for w in batch.states
             ],
             "members": [
@@ -138,8 +143,8 @@ class RedisStore:
 
     async def outbox(self, partition: int, limit: int) -> list[bytes]:
         """Oldest unsent messages."""
-        entries: list[bytes] = await self.client.lrange(self.keys.outbox(partition), 0, limit - 1)
-        return entries
+        entries = await self.client.lrange(self.keys.outbox(partition), 0, limit - 1)
+        return cast(list[bytes], entries)
 
     async def outbox_trim(self, partition: int, count: int) -> None:
         """Drop the ``count`` oldest messages."""
@@ -148,25 +153,26 @@ class RedisStore:
 
     async def due(self, partition: int, until: float, limit: int) -> list[tuple[str, float]]:
         """Due timers, earliest first."""
-        rows = await self.client.zrangebyscore(
+        rows: list[tuple[bytes, float]] = await self.client.zrangebyscore(
             self.keys.due(partition), "-inf", until, start=0, num=limit, withscores=True
-        )
+        )  # type: ignore[assignment]
         return [(member.decode(), float(score)) for member, score in rows]
 
     async def get_state(self, customer_id: str) -> StoredState | None:
         """One customer's state."""
-        version, data = await self.client.hmget(self.keys.customer(customer_id), "v", "s")
-        return StoredState(int(version), data) if data is not None else None
+        reply = await self.client.hmget(self.keys.customer(customer_id), "v", "s")
+        version, data = cast(list[bytes | None], reply)
+        return StoredState(int(version or 0), data) if data is not None else None
 
     async def segment_sizes(self) -> dict[str, int]:
         """Live counts (segments with members)."""
-        raw: dict[bytes, bytes] = await self.client.hgetall(self.keys.sizes)
+        raw = cast(dict[bytes, bytes], await self.client.hgetall(self.keys.sizes))
         return {k.decode(): int(v) for k, v in raw.items() if int(v) > 0}
 
     async def members(self, segment: str, cursor: int, count: int) -> tuple[int, list[str]]:
         """SSCAN paging (a cursor of 0 means done)."""
         following, page = await self.client.sscan(self.keys.members(segment), cursor, count=count)
-        return int(following), sorted(m.decode() for m in page)
+        return int(following), sorted(cast(bytes, m).decode() for m in page)
 
     async def ping(self) -> bool:
         """True when Redis answers PING."""

@@ -102,7 +102,9 @@ def event(kind: str, mid: str, user: str, ts: str, **fields: object) -> dict[str
     return {"type": kind, "messageId": mid, "userId": user, "timestamp": ts, **fields}
 
 
-def order(mid: str, user: str, revenue: float, ts: str = "2026-01-01T10:00:00Z") -> dict[str, object]:
+def order(
+    mid: str, user: str, revenue: float, ts: str = "2026-01-01T10:00:00Z"
+) -> dict[str, object]:
     return event("track", mid, user, ts, event="Order Completed", properties={"revenue": revenue})
 
 

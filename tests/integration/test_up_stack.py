@@ -274,9 +274,15 @@ def test_up_killed_hard_still_stops_its_worker(
     stack_file = workdir / ".segmenter" / "stack.json"
     wait_for(lambda: stack_file.exists() or proc.poll() is not None, 60, "stack.json")
     worker_pid = int((workdir / "fake-worker.pid").read_text())
+    kids = children_of(proc.pid)
     proc.kill()
     proc.wait()
-    wait_for(lambda: not alive(worker_pid), 10, "the orphaned worker to exit")
+    try:
+        wait_for(lambda: not alive(worker_pid), 10, "the orphaned worker to exit")
+    finally:  # the broker and Redis outlive a SIGKILLed `up`: stop them here
+        for pid in kids - {worker_pid}:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
 
 
 def test_child_stop_escalates_to_sigkill() -> None:

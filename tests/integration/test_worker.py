@@ -24,7 +24,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def deployment(kafka_bootstrap: str, redis_url: str, topic_prefix: str, tmp_path: Path) -> Deployment:
+def deployment(
+    kafka_bootstrap: str, redis_url: str, topic_prefix: str, tmp_path: Path
+) -> Deployment:
     return Deployment(kafka_bootstrap, redis_url, topic_prefix, write_rules(tmp_path / "rules"))
 
 
@@ -33,7 +35,13 @@ async def test_events_become_migrations_and_poison_goes_to_the_dlq(deployment: D
     worker = deployment.worker()
     try:
         docs = [
-            event("identify", "i1", "ada", "2026-01-01T09:00:00Z", traits={"address": {"country": "CA"}}),
+            event(
+                "identify",
+                "i1",
+                "ada",
+                "2026-01-01T09:00:00Z",
+                traits={"address": {"country": "CA"}},
+            ),
             order("o1", "ada", 200.0, "2026-01-01T10:00:00Z"),
             order("o2", "ada", 900.0, "2026-01-02T10:00:00Z"),
             order("o3", "bob", 50.0, "2026-01-01T10:00:00Z"),
@@ -42,7 +50,11 @@ async def test_events_become_migrations_and_poison_goes_to_the_dlq(deployment: D
         poison = [(b"x", b"{oops"), (None, orjson.dumps({"type": "track", "userId": "ada"}))]
         await produce(deployment.kafka, deployment.input, poison, partition=3)
         got = await consume_until(
-            deployment.kafka, deployment.migrations, lambda r: len(r) >= 5, worker=worker, settle=1.0
+            deployment.kafka,
+            deployment.migrations,
+            lambda r: len(r) >= 5,
+            worker=worker,
+            settle=1.0,
         )
         data = values(got)
         by_customer = {
@@ -64,7 +76,9 @@ async def test_events_become_migrations_and_poison_goes_to_the_dlq(deployment: D
             assert headers["ce_id"].decode() == ce_id(
                 body["customer_id"], body["sequence"], body["segment"], body["direction"]
             )
-        dlq = await consume_until(deployment.kafka, deployment.dlq, lambda r: len(r) >= 2, worker=worker)
+        dlq = await consume_until(
+            deployment.kafka, deployment.dlq, lambda r: len(r) >= 2, worker=worker
+        )
         assert sorted(r.value for r in dlq) == sorted(v for _, v in poison)
         kinds = sorted(dict(r.headers)["segmenter.error.kind"] for r in dlq)
         assert kinds == [b"json", b"schema"]
@@ -78,15 +92,27 @@ async def test_redelivery_and_unkeyed_events_are_handled(deployment: Deployment)
     worker = deployment.worker()
     try:
         first = order("o1", "cy", 100.0)
-        await produce(deployment.kafka, deployment.input, [(None, orjson.dumps(first))], partition=0)
-        await produce(deployment.kafka, deployment.input, [(b"cy", orjson.dumps(first))], partition=5)
+        await produce(
+            deployment.kafka, deployment.input, [(None, orjson.dumps(first))], partition=0
+        )
+        await produce(
+            deployment.kafka, deployment.input, [(b"cy", orjson.dumps(first))], partition=5
+        )
         again = order("o2", "cy", 2000.0, "2026-01-03T00:00:00Z")
         await produce(deployment.kafka, deployment.input, [(b"wrong-key", orjson.dumps(again))])
         got = await consume_until(
-            deployment.kafka, deployment.migrations, lambda r: len(r) >= 3, worker=worker, settle=2.0
+            deployment.kafka,
+            deployment.migrations,
+            lambda r: len(r) >= 3,
+            worker=worker,
+            settle=2.0,
         )
         moves = [(d["segment"], d["direction"], d["sequence"]) for d in values(got)]
-        assert moves == [("buyer", "entered", 1), ("buyer", "exited", 2), ("big_spender", "entered", 3)]
+        assert moves == [
+            ("buyer", "entered", 1),
+            ("buyer", "exited", 2),
+            ("big_spender", "entered", 3),
+        ]
     finally:
         worker.stop()
 
@@ -102,7 +128,9 @@ async def test_a_killed_worker_resumes_without_loss_or_gap(deployment: Deploymen
             docs.append(order(f"{cid}-{step}", cid, revenue, ts))
     worker = deployment.worker()
     await produce(deployment.kafka, deployment.input, keyed(docs[:150]))
-    await consume_until(deployment.kafka, deployment.migrations, lambda r: len(r) >= 40, worker=worker)
+    await consume_until(
+        deployment.kafka, deployment.migrations, lambda r: len(r) >= 40, worker=worker
+    )
     worker.kill()
     await produce(deployment.kafka, deployment.input, keyed(docs[150:]))
     worker = deployment.worker()

@@ -276,9 +276,7 @@ def test_nested_composites_are_parenthesised() -> None:
 
 
 def test_not_and_label() -> None:
-    rules = one(
-        "{type: not, condition: {type: lifetime, metric: orders, op: ge, value: 1}}"
-    )
+    rules = one("{type: not, condition: {type: lifetime, metric: orders, op: ge, value: 1}}")
     facts = FakeFacts.of(rules, metrics={"orders": 0})
     assert check(rules, facts) == (True, "not (lifetime orders >= 1)", {"orders": 0})
     labelled = one(
@@ -298,3 +296,16 @@ def test_composite_next_change_is_the_earliest_child() -> None:
     facts = FakeFacts.of(rules, events=[Ev("A", NOW - 1800), Ev("B", NOW - 1200)])
     assert rules.next_due(facts) == NOW + 1800
     assert rules.next_due(facts.at(NOW + 1800)) == NOW + 6000
+
+
+def test_where_reads_nested_properties_and_other_ops() -> None:
+    rules = one(
+        "{type: event_count, event: Order Completed, within: 1d, op: eq, value: 1,"
+        " where: {product.category: {op: in, value: [shoes, hats]}, coupon: {op: exists}}}"
+    )
+    [spec] = rules.series
+    assert spec.where({"product": {"category": "hats"}, "coupon": "X"})
+    assert spec.where({"product.category": "shoes", "coupon": "X"})
+    assert not spec.where({"product": {"category": "socks"}, "coupon": "X"})
+    assert not spec.where({"product": {"category": "hats"}})
+    assert not spec.where({"product": "hats", "coupon": "X"})

@@ -75,7 +75,9 @@ def migrations(ctx: PipelineContext) -> list[dict]:
 
 async def test_an_event_that_changes_membership_emits_a_cloudevent() -> None:
     ctx = make_ctx()
-    await process_batch(ctx, records([event("identify", "m1", traits={"address": {"country": "CA"}})]))
+    await process_batch(
+        ctx, records([event("identify", "m1", traits={"address": {"country": "CA"}})])
+    )
     (entry,) = outbox(ctx)
     headers = dict(entry.headers)
     assert entry.key == b"u1"
@@ -87,7 +89,9 @@ async def test_an_event_that_changes_membership_emits_a_cloudevent() -> None:
     assert headers["content-type"] == b"application/json"
     data = orjson.loads(entry.value or b"")
     assert data["segment"] == "canadians" and data["direction"] == "entered"
-    assert data["sequence"] == 1 and data["from_segment"] is None and data["to_segment"] == "canadians"
+    assert (
+        data["sequence"] == 1 and data["from_segment"] is None and data["to_segment"] == "canadians"
+    )
     assert data["trigger"] == {"kind": "event", "message_id": "m1", "event": "identify"}
     assert data["reason"]["values"] == {"address.country": "CA"}
     assert data["rule_version"] == ctx.rules.version
@@ -97,7 +101,9 @@ async def test_an_event_that_changes_membership_emits_a_cloudevent() -> None:
 async def test_a_family_move_is_one_exit_and_one_entry() -> None:
     ctx = make_ctx()
     await process_batch(ctx, records([order("o1", 100.0), order("o2", 950.0)]))
-    moves = [(m["segment"], m["direction"], m["from_segment"], m["to_segment"]) for m in migrations(ctx)]
+    moves = [
+        (m["segment"], m["direction"], m["from_segment"], m["to_segment"]) for m in migrations(ctx)
+    ]
     assert moves == [
         ("buyer", "entered", None, "buyer"),
         ("buyer", "exited", "buyer", "big_spender"),

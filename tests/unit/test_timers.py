@@ -1,0 +1,220 @@
+"""Time-driven migrations: exact due times, event-time watermark, per-customer time order."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+
+from streams.engine import load_rules, parse_rules
+from streams.pipeline.outbox import OutboxEntry
+from streams.pipeline.processor import CONTROL_HEADER, PipelineContext, Record, process_batch
+from streams.settings import Settings
+from streams.store.memory import MemoryStore
+
+PACK = Path(__file__).resolve().parents[2] / "rules"
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def at(**delta: float) -> str:
+    return (T0 + timedelta(**delta)).isoformat()
+
+
+def ctx_for(rules=None, clock: str = "event", lateness: float = 0.0) -> PipelineContext:
+    settings = Settings(clock=clock, allowed_lateness_s=lateness)  # type: ignore[arg-type]
+    return PipelineContext.create(settings, rules or load_rules(PACK), MemoryStore(), 1)
+
+
+def track(mid: str, user: str, name: str, ts: str, **props: object) -> bytes:
+    doc = {
+        "type": "track",
+        "messageId": mid,
+        "userId": user,
+        "timestamp": ts,
+        "event": name,
+        "properties": props,
+    }
+    return orjson.dumps(doc)
+
+
+def recs(values: list[bytes], start: int = 0) -> list[Record]:
+    return [Record("segmenter.events", 0, start + i, None, v) for i, v in enumerate(values)]
+
+
+def emitted(
+    ctx: PipelineContext, user: str | None = None, segment: str | None = None
+) -> list[dict]:
+    store = ctx.store
+    assert isinstance(store, MemoryStore)
+    out = []
+    for raw in store.outboxes.get(0, []):
+        entry = OutboxEntry.decode(raw)
+        if entry.topic != "segmenter.migrations":
+            continue
+        data = orjson.loads(entry.value or b"")
+        data["ce_time"] = dict(entry.headers)["ce_time"].decode()
+        if (user is None or data["customer_id"] == user) and (
+            segment is None or data["segment"] == segment
+        ):
+            out.append(data)
+    return out
+
+
+def iso_z(**delta: float) -> str:
+    return (T0 + timedelta(**delta)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+async def test_lapsed_exactly_90_days_after_the_last_order() -> None:
+    ctx = ctx_for()
+    await process_batch(ctx, recs([track("o1", "ada", "Order Completed", at(), revenue=40)]))
+    await process_batch(ctx, recs([track("p1", "bob", "Product Viewed", at(days=200))], start=1))
+    stages = [
+        (m["segment"], m["direction"], m["ce_time"], m["trigger"]["kind"])
+        for m in emitted(ctx, "ada")
+        if m["family"] == "lifecycle"
+    ]
+    assert stages == [
+        ("new_customer", "entered", iso_z(), "event"),
+        ("new_customer", "exited", iso_z(days=30), "time"),
+        ("active", "entered", iso_z(days=30), "time"),
+        ("active", "exited", iso_z(days=60), "time"),
+        ("at_risk", "entered", iso_z(days=60), "time"),
+        ("at_risk", "exited", iso_z(days=90), "time"),
+        ("lapsed", "entered", iso_z(days=90), "time"),
+    ]
+    lapsed = emitted(ctx, "ada", "lapsed")
+    assert [(m["direction"], m["ce_time"]) for m in lapsed] == [("entered", iso_z(days=90))]
+    assert lapsed[0]["trigger"] == {"kind": "time", "message_id": None, "event": None}
+    sequences = [m["sequence"] for m in emitted(ctx, "ada")]
+    assert sequences == list(range(1, len(sequences) + 1))
+
+
+async def test_cart_abandoner_exactly_one_hour_after_the_add() -> None:
+    ctx = ctx_for()
+    await process_batch(ctx, recs([track("a1", "cy", "Product Added", at(), price=20)]))
+    assert emitted(ctx, "cy", "cart_abandoner") == []
+    await process_batch(ctx, recs([track("x", "dee", "Product Viewed", at(hours=3))], start=1))
+    moves = [(m["direction"], m["ce_time"]) for m in emitted(ctx, "cy", "cart_abandoner")]
+    assert moves == [("entered", iso_z(hours=1))]
+
+
+async def test_checkout_within_the_hour_prevents_cart_abandonment() -> None:
+    ctx = ctx_for()
+    batch = [
+        track("a1", "cy", "Product Added", at(), price=20),
+        track("c1", "cy", "Checkout Started", at(minutes=20)),
+        track("x", "dee", "Product Viewed", at(hours=5)),
+    ]
+    await process_batch(ctx, recs(batch))
+    assert emitted(ctx, "cy", "cart_abandoner") == []
+
+
+async def test_a_window_count_drops_as_its_buckets_age() -> None:
+    rules = parse_rules(
+        {
+            "busy.yaml": """
+id: busy
+name: Busy
+description: three page views within a week
+kind: behavioral
+condition: {type: event_count, event: Page Viewed, within: 7d, op: ge, value: 3}
+"""
+        }
+    )
+    ctx = ctx_for(rules)
+    views = [
+        orjson.dumps(
+            {"type": "page", "messageId": f"v{i}", "userId": "ed", "timestamp": at(days=i)}
+        )
+        for i in range(3)
+    ]
+    await process_batch(ctx, recs(views))
+    await process_batch(ctx, recs([track("z", "fay", "Product Viewed", at(days=30))], start=3))
+    moves = [(m["direction"], m["ce_time"]) for m in emitted(ctx, "ed", "busy")]
+    # day buckets: the first view's bucket (day 0) leaves the 7-day window at day 0 + 1d + 7d,
+    # measured from the bucket start (midnight of T0's day)
+    midnight = T0.replace(hour=0)
+    exit_at = (
+        (midnight + timedelta(days=8)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
+    assert moves == [("entered", iso_z(days=2)), ("exited", exit_at)]
+
+
+async def test_a_customers_own_timers_fire_before_its_next_event() -> None:
+    ctx = ctx_for(lateness=40 * 86400)
+    await process_batch(ctx, recs([track("o1", "gus", "Order Completed", at(), revenue=10)]))
+    await process_batch(
+        ctx, recs([track("o2", "gus", "Order Completed", at(days=95), revenue=10)], start=1)
+    )
+    times = [m["ce_time"] for m in emitted(ctx, "gus")]
+    assert times == sorted(times), "every customer's migrations come out in time order"
+    lapsed = emitted(ctx, "gus", "lapsed")
+    assert [(m["direction"], m["ce_time"]) for m in lapsed] == [
+        ("entered", iso_z(days=90)),
+        ("exited", iso_z(days=95)),
+    ]
+
+
+async def test_a_control_watermark_fires_everything_due_up_to_it() -> None:
+    ctx = ctx_for(lateness=300)
+    await process_batch(ctx, recs([track("a1", "hal", "Product Added", at())]))
+    control = Record(
+        "segmenter.events",
+        0,
+        1,
+        None,
+        orjson.dumps({"until": (T0 + timedelta(hours=2)).timestamp()}),
+        ((CONTROL_HEADER, b"watermark"),),
+    )
+    await process_batch(ctx, [control])
+    assert [(m["direction"], m["ce_time"]) for m in emitted(ctx, "hal", "cart_abandoner")] == [
+        ("entered", iso_z(hours=1))
+    ]
+
+
+async def test_batch_boundaries_do_not_change_time_driven_output() -> None:
+    history = [
+        track("o1", "ann", "Order Completed", at(), revenue=700),
+        track("a1", "ben", "Product Added", at(hours=2)),
+        track("o2", "ann", "Order Completed", at(days=20), revenue=500),
+        track("p1", "ben", "Product Viewed", at(days=40)),
+        track("o3", "cat", "Order Completed", at(days=70), revenue=5),
+        track("p2", "ann", "Product Viewed", at(days=150)),
+        track("p3", "cat", "Product Viewed", at(days=400)),
+    ]
+    whole = ctx_for(lateness=86400)
+    await process_batch(whole, recs(history))
+    pieces = ctx_for(lateness=86400)
+    for i, value in enumerate(history):
+        await process_batch(pieces, recs([value], start=i))
+    assert emitted(whole) == emitted(pieces)
+    assert any(m["trigger"]["kind"] == "time" for m in emitted(whole))
+
+
+async def test_processing_clock_fires_due_timers_on_a_tick() -> None:
+    rules = parse_rules(
+        {
+            "recent.yaml": """
+id: pinged
+name: Pinged
+description: pinged within the last second
+kind: behavioral
+condition: {type: recency, event: Ping, within: 1s}
+"""
+        }
+    )
+    ctx = ctx_for(rules, clock="processing")
+    now = datetime.now(UTC)
+    await process_batch(ctx, recs([track("p", "ivy", "Ping", now.isoformat())]))
+    assert [m["direction"] for m in emitted(ctx, "ivy")] == ["entered"]
+    await process_batch(ctx, [], [0])
+    assert [m["direction"] for m in emitted(ctx, "ivy")] == ["entered"], "not due yet"
+    time.sleep(1.1)
+    await process_batch(ctx, [], [0])
+    moves = emitted(ctx, "ivy")
+    assert [m["direction"] for m in moves] == ["entered", "exited"]
+    assert moves[1]["trigger"]["kind"] == "time"
+    due = (now + timedelta(seconds=1)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    assert moves[1]["ce_time"] == due
