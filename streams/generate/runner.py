@@ -3,6 +3,9 @@
 The broker is ``SEGMENTER_KAFKA_BOOTSTRAP``; when that is unset and a ``segmenter up`` is running
 from the same working directory, the ``kafka_bootstrap`` recorded in its
 ``.segmenter/stack.json`` (``SEGMENTER_STATE_DIR``) is used instead.
+
+The events are deterministic for a ``--seed``, ``messageId`` included. The worker ignores
+events whose ``messageId`` it has seen, so a second run against the same Redis needs another seed.
 """
 
 from __future__ import annotations

@@ -9,8 +9,11 @@ retries run out the process exits without acknowledging, for its supervisor to r
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,10 +132,13 @@ def create_app(settings: Settings, rules: RuleSet) -> tuple[faust.App, Runtime]:
             "(or use `segmenter up`, which starts both)"
         )
     runtime = Runtime(settings=settings, rules=rules, bootstrap=settings.kafka_bootstrap)
+    datadir = tempfile.mkdtemp(prefix="segmenter-faust-")
+    atexit.register(shutil.rmtree, datadir, True)
     app = faust.App(
         settings.group_id,
         broker=_faust_broker(settings.kafka_bootstrap),
         web_enabled=False,
+        datadir=datadir,
         store="memory://",
         key_serializer="raw",
         value_serializer="raw",

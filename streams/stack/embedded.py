@@ -7,16 +7,22 @@ configured. Each server is a child process that is stopped (and waited for) on `
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import importlib.util
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+
+PR_SET_PDEATHSIG = 1
 
 
 class StackError(RuntimeError):
@@ -70,6 +76,27 @@ def find_redis_server() -> Path:
     )
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux to SIGTERM us when the parent dies (no orphans)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def spawn(args: list[str]) -> subprocess.Popen[bytes]:
+    """Start a server process quietly, in its own session, stopped if its parent dies."""
+    return subprocess.Popen(
+        args,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+    )
+
+
 def wait_for_port(
     host: str, port: int, proc: subprocess.Popen[bytes], what: str, timeout: float
 ) -> None:
@@ -115,12 +142,8 @@ class EmbeddedBroker:
         if not self.port:
             self.port = free_port(self.host)
         url = f"tcp://{self.host}:{self.port}"
-        self.proc = subprocess.Popen(
-            [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
+        self.proc = spawn(
+            [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url]
         )
         wait_for_port(self.host, self.port, self.proc, "the Tansu broker", timeout)
         return self.bootstrap
@@ -185,13 +208,7 @@ class EmbeddedRedis:
         ]
         if self.appendonly:
             args += ["--appendfsync", "always"]
-        self.proc = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        self.proc = spawn(args)
         wait_for_port(self.host, self.port, self.proc, f"{binary.name}", timeout)
         return self.url
 
