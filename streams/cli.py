@@ -72,10 +72,24 @@ def _cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
     return run_explain(settings, args.customer_id)
 
 
+def _cmd_erase(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.erase import run_erase
+
+    return run_erase(settings, args.customer_id)
+
+
 def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from streams.bench import run_bench
 
-    return run_bench(settings, as_json=args.json)
+    return run_bench(
+        settings,
+        as_json=args.json,
+        events=args.events,
+        customers=args.customers,
+        rate=args.rate,
+        seconds=args.seconds,
+        api_rate=args.api_rate,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,8 +134,27 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("customer_id")
     explain.set_defaults(func=_cmd_explain)
 
+    erase = sub.add_parser("erase", help="forget a customer: profile, aliases, memberships")
+    erase.add_argument("customer_id")
+    erase.set_defaults(func=_cmd_erase)
+
     bench = sub.add_parser("bench", help="the performance harness")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_argument(
+        "--events", type=int, default=100_000, help="events for (a) and (b) (default 100000)"
+    )
+    bench.add_argument(
+        "--customers", type=int, default=100_000, help="synthetic customers (default 100000)"
+    )
+    bench.add_argument(
+        "--rate", type=float, default=1000.0, help="events/s of the latency phase (default 1000)"
+    )
+    bench.add_argument(
+        "--seconds", type=float, default=10.0, help="length of the latency phase (default 10)"
+    )
+    bench.add_argument(
+        "--api-rate", type=float, default=500.0, help="API lookups/s during it (default 500)"
+    )
     bench.set_defaults(func=_cmd_bench)
     return parser
 

@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     input_topic: str = "segmenter.events"
     migrations_topic: str = "segmenter.migrations"
     dlq_topic: str = "segmenter.events.dlq"
+    memberships_topic: str = Field(
+        "segmenter.memberships", description="compacted topic: each customer's current segments"
+    )
     input_partitions: int = Field(8, ge=1, description="partitions of the input topic when created")
     migrations_partitions: int = Field(8, ge=1)
     clock: Literal["processing", "event"] = "processing"
@@ -38,6 +41,20 @@ class Settings(BaseSettings):
     batch_within_s: float = Field(0.02, gt=0, description="longest wait to fill a batch")
     timer_interval_s: float = Field(0.25, gt=0, description="how often due timers are fired")
     dedupe_depth: int = Field(16, ge=0, description="recent messageIds remembered per customer")
+    max_identities: int = Field(50, ge=2, description="ids one profile may merge, at most")
+    personal_traits: list[str] = Field(
+        default_factory=lambda: [
+            "email",
+            "phone",
+            "name",
+            "first_name",
+            "last_name",
+            "birthday",
+            "address.street",
+            "address.postal_code",
+        ],
+        description="trait paths never written to migration events or logs",
+    )
     ce_source: str = Field("urn:segmenter", description="CloudEvents source attribute")
     state_dir: Path = Field(Path(".segmenter"), description="where `up` writes stack.json")
     log_level: str = "info"

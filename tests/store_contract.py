@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from streams.store.base import CommitBatch, ConflictError, MembershipChange, StateWrite, Store
+from streams.store.base import (
+    ANY_VERSION,
+    CommitBatch,
+    ConflictError,
+    MembershipChange,
+    StateWrite,
+    Store,
+)
 
 
 async def check_round_trip(store: Store) -> None:
@@ -122,3 +129,29 @@ CONTRACT = [
     check_outbox_order_and_trim,
     check_timers,
 ]
+
+
+async def check_matrix_and_suppression(store: Store) -> None:
+    """Matrix counts add up per day; erased ids are remembered by digest only."""
+    await store.commit(CommitBatch(matrix={"2026-01-01": {"-|vip": 2, "vip|-": 1}}))
+    await store.commit(CommitBatch(matrix={"2026-01-01": {"-|vip": 1}, "2026-01-02": {"a|b": 1}}))
+    assert await store.matrix("2026-01-01") == {"-|vip": 3, "vip|-": 1}
+    assert await store.matrix("2026-01-02") == {"a|b": 1}
+    assert await store.matrix("2026-01-03") == {}
+    await store.commit(CommitBatch(suppress={"gone": 1700000000.25}))
+    snap = await store.load(["gone", "here"], [])
+    assert snap.suppressed == {"gone": 1700000000.25}
+
+
+async def check_unconditional_delete(store: Store) -> None:
+    """``ANY_VERSION`` writes regardless of the current version."""
+    await store.commit(CommitBatch(states=[StateWrite("f", 0, b'{"id":"f"}')]))
+    await store.commit(CommitBatch(states=[StateWrite("f", 1, b'{"id":"f","n":2}')]))
+    await store.commit(CommitBatch(states=[StateWrite("f", ANY_VERSION, b'{"id":"f","n":3}')]))
+    stored = await store.get_state("f")
+    assert stored is not None and stored.version == 3 and stored.data == b'{"id":"f","n":3}'
+    await store.commit(CommitBatch(states=[StateWrite("f", ANY_VERSION, None)]))
+    assert await store.get_state("f") is None
+
+
+CONTRACT += [check_matrix_and_suppression, check_unconditional_delete]

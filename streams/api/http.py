@@ -1,42 +1,80 @@
-"""The HTTP API served by every worker: lookups, segment sizes, health and metrics.
+"""The HTTP API served by every worker: lookups, segments, previews, health, metrics, dashboard.
 
-Routes (see CONTRACT.md): ``GET /v1/customers/{id}``, ``GET /v1/customers/{id}/explain``,
-``GET /v1/segments``, ``GET /v1/segments/{id}/members?cursor=``, ``GET /healthz``,
-``GET /metrics``, ``GET /openapi.json`` and the dashboard at ``/``.
+Routes (documented in ``docs/api.md`` and ``GET /openapi.json``):
+
+| route | what |
+| --- | --- |
+| ``GET /v1/customers/{id}`` | segments, primary segment, traits, key features |
+| ``GET /v1/customers/{id}/explain`` | every segment: holds or not, deciding clause, values |
+| ``GET /v1/segments`` | every segment with its live size |
+| ``GET /v1/segments/{id}`` | a segment's summary over a sample of its members |
+| ``GET /v1/segments/{id}/members?cursor=&limit=`` | a page of members |
+| ``POST /v1/segments/preview`` | what a draft segment would do, without activating it |
+| ``GET /v1/migrations/matrix?day=YYYY-MM-DD`` | moves between segments on a day |
+| ``GET /v1/rfm/grid`` | a 5x5 recency x frequency grid of a sample of customers |
+| ``GET /healthz``, ``GET /metrics``, ``GET /openapi.json``, ``GET /`` | ops and dashboard |
+
+Every ``/v1/`` route needs ``Authorization: Bearer <SEGMENTER_API_KEY>`` when that is set.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
+import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from streams.api import queries
 from streams.api.customers import customer_view, explain_view
+from streams.api.metrics import CONTENT_TYPE, render
 from streams.api.openapi import openapi_document
+from streams.api.preview import DraftError, run_preview
 from streams.engine import RuleSet
 from streams.pipeline.processor import Metrics
 from streams.settings import Settings
 from streams.stack.embedded import free_port
 from streams.store.base import Store
 
+log = logging.getLogger("segmenter.http")
+
 HealthCheck = Callable[[], Awaitable[dict[str, Any]]]
+LagProbe = Callable[[], Awaitable[Mapping[int, int]]]
+"""Input partition -> records behind the end of the partition (for ``/metrics``)."""
+
+STATIC = {
+    "app.js": "application/javascript",
+    "charts.js": "application/javascript",
+    "app.css": "text/css",
+}
+DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+RFM_SAMPLE = 5000
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
-def _error(status: int, message: str) -> web.Response:
-    return _json({"error": message}, status)
+def _error(status: int, message: str, **extra: Any) -> web.Response:
+    return _json({"error": message, **extra}, status)
+
+
+def _static(name: str) -> bytes:
+    return resources.files("streams.api").joinpath("static", name).read_bytes()
 
 
 class HttpServer:
-    """An aiohttp server bound to ``settings.http_host``/``http_port`` (0 picks a free port)."""
+    """An aiohttp server bound to ``settings.http_host``/``http_port`` (0 picks a free port).
+
+    ``lag``, when given, reports consumer lag per input partition on ``/metrics``; a
+    ``consumer_lag`` mapping attribute on ``metrics`` is read too when present.
+    """
 
     def __init__(
         self,
@@ -45,12 +83,14 @@ class HttpServer:
         store: Store,
         metrics: Metrics,
         health: HealthCheck,
+        lag: LagProbe | None = None,
     ) -> None:
         self.settings = settings
         self.rules = rules
         self.store = store
         self.metrics = metrics
         self.health = health
+        self.lag = lag
         self.port = settings.http_port or free_port(settings.http_host)
         self._runner: web.AppRunner | None = None
 
@@ -61,15 +101,20 @@ class HttpServer:
 
     def application(self) -> web.Application:
         """The aiohttp application with every route."""
-        app = web.Application(middlewares=[self._auth])
+        app = web.Application(middlewares=[self._auth], client_max_size=1024 * 1024)
         app.router.add_get("/", self._dashboard)
+        app.router.add_get("/static/{name}", self._static)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/openapi.json", self._openapi)
         app.router.add_get("/v1/segments", self._segments)
-        app.router.add_get("/v1/segments/{segment}/members", self._members)
-        app.router.add_get("/v1/customers/{customer_id}", self._customer)
-        app.router.add_get("/v1/customers/{customer_id}/explain", self._explain)
+        app.router.add_post("/v1/segments/preview", self._preview)
+        app.router.add_get("/v1/segments/{id}", self._segment)
+        app.router.add_get("/v1/segments/{id}/members", self._members)
+        app.router.add_get("/v1/customers/{id}", self._customer)
+        app.router.add_get("/v1/customers/{id}/explain", self._explain)
+        app.router.add_get("/v1/migrations/matrix", self._matrix)
+        app.router.add_get("/v1/rfm/grid", self._rfm)
         return app
 
     async def start(self) -> None:
@@ -93,89 +138,164 @@ class HttpServer:
             given = request.headers.get("Authorization", "")
             expected = f"Bearer {key.get_secret_value()}"
             if not hmac.compare_digest(given.encode(), expected.encode()):
-                return _error(401, "expected 'Authorization: Bearer <SEGMENTER_API_KEY>'")
+                response = _error(401, "expected 'Authorization: Bearer <SEGMENTER_API_KEY>'")
+                response.headers["WWW-Authenticate"] = 'Bearer realm="segmenter"'
+                return response
         return await handler(request)
 
+    # -- dashboard and operations ------------------------------------------------------------
+
     async def _dashboard(self, request: web.Request) -> web.Response:
-        page = resources.files("streams.api").joinpath("static", "index.html").read_text()
-        return web.Response(text=page, content_type="text/html")
+        return web.Response(body=_static("index.html"), content_type="text/html", charset="utf-8")
+
+    async def _static(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in STATIC:
+            return _error(404, "no such file")
+        return web.Response(body=_static(name), content_type=STATIC[name], charset="utf-8")
+
+    async def _status(self) -> dict[str, Any]:
+        try:
+            status = dict(await self.health())
+        except Exception as exc:
+            return {"ok": False, "error": repr(exc)}
+        ok = bool(status.get("ok"))
+        ok = ok and status.get("redis") is not False and not status.get("stalled")
+        status["ok"] = ok
+        return status
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        status = await self.health()
-        return _json(status, 200 if status.get("ok") else 503)
+        status = await self._status()
+        return _json(status, 200 if status["ok"] else 503)
 
     async def _openapi(self, request: web.Request) -> web.Response:
         return _json(openapi_document())
 
+    async def _lag(self) -> Mapping[int, int] | None:
+        if self.lag is not None:
+            try:
+                return await self.lag()
+            except Exception as exc:
+                log.debug("consumer lag unavailable: %r", exc)
+                return None
+        found = getattr(self.metrics, "consumer_lag", None)
+        return found if isinstance(found, Mapping) else None
+
     async def _metrics(self, request: web.Request) -> web.Response:
-        m = self.metrics
-        lines = [
-            "# TYPE segmenter_events_total counter",
-            f"segmenter_events_total {m.events}",
-            "# TYPE segmenter_dlq_total counter",
-            f"segmenter_dlq_total {m.dlq}",
-            "# TYPE segmenter_duplicates_total counter",
-            f"segmenter_duplicates_total {m.duplicates}",
-            "# TYPE segmenter_redelivered_total counter",
-            f"segmenter_redelivered_total {m.redelivered}",
-            "# TYPE segmenter_rerouted_total counter",
-            f"segmenter_rerouted_total {m.forwarded}",
-            "# TYPE segmenter_late_events_total counter",
-            f"segmenter_late_events_total {m.late}",
-            "# TYPE segmenter_batches_total counter",
-            f"segmenter_batches_total {m.batches}",
-            "# TYPE segmenter_rule_eval_seconds_total counter",
-            f"segmenter_rule_eval_seconds_total {m.eval_seconds:.6f}",
-            "# TYPE segmenter_migrations_total counter",
-        ]
-        for (segment, direction, trigger), count in sorted(m.migrations_by.items()):
-            lines.append(
-                f'segmenter_migrations_total{{segment="{segment}",direction="{direction}",'
-                f'trigger="{trigger}"}} {count}'
-            )
-        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+        status = await self._status()
+        try:
+            sizes = await self.store.segment_sizes()
+        except Exception as exc:
+            log.debug("segment sizes unavailable: %r", exc)
+            sizes = {}
+        text = render(self.metrics, sizes, list(self.rules.ids), await self._lag(), status["ok"])
+        response = web.Response(text=text)
+        response.headers["Content-Type"] = CONTENT_TYPE
+        return response
+
+    # -- segments ----------------------------------------------------------------------------
+
+    def _describe(self, segment_id: str, size: int) -> dict[str, Any]:
+        s = self.rules.segment(segment_id)
+        return {
+            "id": s.id,
+            "name": s.name,
+            "description": s.description,
+            "kind": s.kind,
+            "family": s.family,
+            "priority": s.priority,
+            "size": size,
+        }
 
     async def _segments(self, request: web.Request) -> web.Response:
         sizes = await self.store.segment_sizes()
         return _json(
             {
                 "rule_version": self.rules.version,
-                "segments": [
-                    {
-                        "id": s.id,
-                        "name": s.name,
-                        "description": s.description,
-                        "kind": s.kind,
-                        "family": s.family,
-                        "priority": s.priority,
-                        "size": sizes.get(s.id, 0),
-                    }
-                    for s in self.rules.segments
-                ],
+                "at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+                "segments": [self._describe(sid, sizes.get(sid, 0)) for sid in self.rules.ids],
+            }
+        )
+
+    async def _segment(self, request: web.Request) -> web.Response:
+        segment = request.match_info["id"]
+        if segment not in self.rules:
+            return _error(404, f"no segment {segment!r}")
+        sizes = await self.store.segment_sizes()
+        ids = await queries.sample_members(self.store, segment, queries.SAMPLE_SIZE)
+        states = await queries.load_states(self.store, ids)
+        return _json(
+            {
+                **self._describe(segment, sizes.get(segment, 0)),
+                "members": sizes.get(segment, 0),
+                "summary": queries.summarize(states),
             }
         )
 
     async def _members(self, request: web.Request) -> web.Response:
-        segment = request.match_info["segment"]
-        if segment not in {s.id for s in self.rules.segments}:
+        segment = request.match_info["id"]
+        if segment not in self.rules:
             return _error(404, f"no segment {segment!r}")
         try:
-            cursor = int(request.query.get("cursor", "0"))
+            cursor = int(request.query.get("cursor") or "0")
             limit = min(max(int(request.query.get("limit", "100")), 1), 1000)
         except ValueError:
             return _error(400, "expected integer 'cursor' and 'limit'")
+        if cursor < 0:
+            return _error(400, "expected a non-negative 'cursor'")
         following, members = await self.store.members(segment, cursor, limit)
         return _json({"segment": segment, "members": members, "next_cursor": following or None})
 
+    async def _preview(self, request: web.Request) -> web.Response:
+        text = await request.text()
+        if text.lstrip().startswith("{"):
+            text = text.replace("\t", " ")  # JSON may indent with tabs, YAML may not
+        try:
+            preview = await run_preview(self.store, self.rules, text, self.settings.rules)
+        except DraftError as exc:
+            return _error(422, "invalid draft", errors=exc.lines)
+        return _json(preview.as_json())
+
+    # -- customers ---------------------------------------------------------------------------
+
     async def _customer(self, request: web.Request) -> web.Response:
-        view = await customer_view(self.store, self.rules, request.match_info["customer_id"])
+        view = await customer_view(self.store, self.rules, request.match_info["id"])
         if view is None:
             return _error(404, "unknown customer")
         return _json(view)
 
     async def _explain(self, request: web.Request) -> web.Response:
         now = time.time()
-        view = await explain_view(self.store, self.rules, request.match_info["customer_id"], now)
+        view = await explain_view(self.store, self.rules, request.match_info["id"], now)
         if view is None:
             return _error(404, "unknown customer")
         return _json(view)
+
+    # -- analytics ---------------------------------------------------------------------------
+
+    async def _matrix(self, request: web.Request) -> web.Response:
+        day = request.query.get("day") or datetime.now(UTC).strftime("%Y-%m-%d")
+        if not DAY.match(day):
+            return _error(400, "expected 'day' as YYYY-MM-DD")
+        try:
+            datetime.strptime(day, "%Y-%m-%d")
+        except ValueError:
+            return _error(400, f"no such day {day!r}")
+        cells = await queries.migration_matrix(self.store, day)
+        names = {s.id: s.name for s in self.rules.segments}
+        used = sorted({sid for pair in cells for sid in pair} - {queries.NONE_SEGMENT})
+        return _json(
+            {
+                "day": day,
+                "segments": [{"id": sid, "name": names.get(sid, sid)} for sid in used],
+                "cells": [
+                    {"from": a, "to": b, "count": n}
+                    for (a, b), n in sorted(cells.items(), key=lambda kv: (-kv[1], kv[0]))
+                ],
+                "total": sum(cells.values()),
+            }
+        )
+
+    async def _rfm(self, request: web.Request) -> web.Response:
+        states = [s async for s in queries.iter_states(self.store, RFM_SAMPLE)]
+        return _json(queries.rfm_grid(states))

@@ -1,4 +1,4 @@
-"""The OpenAPI document of the HTTP API."""
+"""The OpenAPI 3.1 document of the HTTP API (served at ``GET /openapi.json``)."""
 
 from __future__ import annotations
 
@@ -6,43 +6,280 @@ from typing import Any
 
 from streams import __version__
 
+_STR = {"type": "string"}
+_INT = {"type": "integer"}
+_NUM = {"type": "number"}
+_NULLABLE_STR = {"type": ["string", "null"]}
+_NULLABLE_NUM = {"type": ["number", "null"]}
 
-def _get(summary: str, params: list[str] | None = None, auth: bool = True) -> dict[str, Any]:
-    operation: dict[str, Any] = {
-        "summary": summary,
-        "responses": {"200": {"description": "OK"}},
-    }
-    if params:
-        operation["parameters"] = [
-            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-            for p in params
+
+def _obj(props: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    return {"type": "object", "properties": props, "required": required or list(props)}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _list(item: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "array", "items": item}
+
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "properties": {"error": _STR, "errors": _list(_STR)},
+        "required": ["error"],
+    },
+    "Features": _obj(
+        {
+            "orders": _INT,
+            "revenue": _NUM,
+            "average_order_value": _NULLABLE_NUM,
+            "events": _INT,
+            "first_seen": _NULLABLE_STR,
+            "last_seen": _NULLABLE_STR,
+        }
+    ),
+    "Customer": _obj(
+        {
+            "customer_id": _STR,
+            "segments": _list(_STR),
+            "primary_segment": _NULLABLE_STR,
+            "traits": {"type": "object"},
+            "features": _ref("Features"),
+            "rule_version": _STR,
+        }
+    ),
+    "Explanation": _obj(
+        {
+            "customer_id": _STR,
+            "evaluated_at": _STR,
+            "segments": _list(
+                _obj(
+                    {
+                        "segment": _STR,
+                        "member": {"type": "boolean"},
+                        "holds_now": {"type": "boolean"},
+                        "rule": {"type": "string", "description": "the clause that decided"},
+                        "values": {"type": "object", "description": "the values it read"},
+                    }
+                )
+            ),
+            "features": _ref("Features"),
+        }
+    ),
+    "Segment": _obj(
+        {
+            "id": _STR,
+            "name": _STR,
+            "description": _STR,
+            "kind": _STR,
+            "family": _NULLABLE_STR,
+            "priority": _INT,
+            "size": _INT,
+        }
+    ),
+    "SegmentList": _obj({"rule_version": _STR, "at": _STR, "segments": _list(_ref("Segment"))}),
+    "SegmentSummary": {
+        "allOf": [
+            _ref("Segment"),
+            _obj(
+                {
+                    "members": _INT,
+                    "summary": _obj(
+                        {
+                            "sampled": _INT,
+                            "average_lifetime_revenue": _NULLABLE_NUM,
+                            "average_order_value": _NULLABLE_NUM,
+                            "average_orders": _NULLABLE_NUM,
+                            "top_traits": _list(
+                                _obj({"trait": _STR, "value": _STR, "count": _INT, "share": _NUM})
+                            ),
+                        }
+                    ),
+                }
+            ),
         ]
+    },
+    "Members": _obj(
+        {"segment": _STR, "members": _list(_STR), "next_cursor": {"type": ["integer", "null"]}}
+    ),
+    "Preview": _obj(
+        {
+            "segment": _STR,
+            "size": _INT,
+            "would_enter": _INT,
+            "would_leave": _INT,
+            "scanned": _INT,
+            "errors": _list(_STR),
+            "warnings": _list(_STR),
+        }
+    ),
+    "Matrix": _obj(
+        {
+            "day": _STR,
+            "segments": _list(_obj({"id": _STR, "name": _STR})),
+            "cells": _list(
+                _obj(
+                    {
+                        "from": {"type": "string", "description": "segment id, '-' for none"},
+                        "to": {"type": "string", "description": "segment id, '-' for none"},
+                        "count": _INT,
+                    }
+                )
+            ),
+            "total": _INT,
+        }
+    ),
+    "RfmGrid": _obj(
+        {
+            "method": _STR,
+            "sampled": _INT,
+            "scored": _INT,
+            "without_orders": _INT,
+            "bounds": _obj({"recency_days": _list(_NUM), "orders": _list(_NUM)}),
+            "grid": {
+                "description": "grid[r-1][f-1]: customers with recency score r, frequency f",
+                **_list(_list(_INT)),
+            },
+        }
+    ),
+    "Health": {
+        "type": "object",
+        "properties": {"ok": {"type": "boolean"}, "redis": {"type": "boolean"}},
+        "required": ["ok"],
+    },
+}
+
+
+def _op(
+    summary: str,
+    schema: str | None,
+    *,
+    path: list[str] | None = None,
+    query: dict[str, dict[str, Any]] | None = None,
+    auth: bool = True,
+    not_found: str | None = None,
+    media: str = "application/json",
+) -> dict[str, Any]:
+    """One operation with its parameters and responses."""
+    ok: dict[str, Any] = {"description": "OK"}
+    if schema is not None:
+        ok["content"] = {media: {"schema": _ref(schema)}}
+    elif media != "application/json":
+        ok["content"] = {media: {"schema": _STR}}
+    error = {"content": {"application/json": {"schema": _ref("Error")}}}
+    operation: dict[str, Any] = {"summary": summary, "responses": {"200": ok}}
+    params = [{"name": p, "in": "path", "required": True, "schema": _STR} for p in (path or [])]
+    params += [
+        {"name": n, "in": "query", "required": False, **spec} for n, spec in (query or {}).items()
+    ]
+    if params:
+        operation["parameters"] = params
     if auth:
-        operation["responses"]["401"] = {"description": "missing or wrong API key"}
-    return {"get": operation}
+        operation["security"] = [{"bearer": []}]
+        operation["responses"]["401"] = {"description": "missing or wrong API key", **error}
+    else:
+        operation["security"] = []
+    if not_found:
+        operation["responses"]["404"] = {"description": not_found, **error}
+    return operation
 
 
 def openapi_document() -> dict[str, Any]:
     """OpenAPI 3.1 description of every route."""
-    customer = _get("A customer's segments, primary segment, traits and features", ["id"])
-    customer["get"]["responses"]["404"] = {"description": "unknown or erased customer"}
-    explain = _get("For every segment: whether it holds, the deciding clause, the values", ["id"])
-    explain["get"]["responses"]["404"] = {"description": "unknown or erased customer"}
-    members = _get("A page of a segment's members", ["id"])
-    members["get"]["parameters"].append(
-        {"name": "cursor", "in": "query", "required": False, "schema": {"type": "integer"}}
+    preview = _op("What a draft segment would do (not activated)", "Preview")
+    preview["requestBody"] = {
+        "required": True,
+        "description": "one segment rule file: YAML text, or JSON of the same shape",
+        "content": {"application/yaml": {"schema": _STR}, "application/json": {"schema": {}}},
+    }
+    preview["responses"]["422"] = {
+        "description": "invalid draft: `errors` has `file:line: message` lines",
+        "content": {"application/json": {"schema": _ref("Error")}},
+    }
+    health = _op("Liveness and readiness (503 when not ready)", "Health", auth=False)
+    health["responses"]["503"] = {
+        "description": "Redis unreachable, or no progress although partitions are assigned",
+        "content": {"application/json": {"schema": _ref("Health")}},
+    }
+    matrix = _op(
+        "Moves between segments on a day",
+        "Matrix",
+        query={"day": {"schema": {**_STR, "format": "date"}, "description": "UTC, default today"}},
+    )
+    matrix["responses"]["400"] = {"description": "malformed day"}
+    members = _op(
+        "A page of a segment's members",
+        "Members",
+        path=["id"],
+        query={
+            "cursor": {"schema": _INT, "description": "from the previous page's next_cursor"},
+            "limit": {"schema": {**_INT, "minimum": 1, "maximum": 1000, "default": 100}},
+        },
+        not_found="unknown segment",
     )
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Segmenter API", "version": __version__},
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "info": {
+            "title": "Segmenter API",
+            "version": __version__,
+            "description": "Real-time customer segments: lookups, explanations, previews.",
+        },
+        "components": {
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "the value of SEGMENTER_API_KEY (only when it is set)",
+                }
+            },
+            "schemas": SCHEMAS,
+        },
         "paths": {
-            "/v1/customers/{id}": customer,
-            "/v1/customers/{id}/explain": explain,
-            "/v1/segments": _get("Every segment with its live size"),
-            "/v1/segments/{id}/members": members,
-            "/healthz": _get("Liveness and readiness", auth=False),
-            "/metrics": _get("Prometheus metrics", auth=False),
-            "/openapi.json": _get("This document", auth=False),
+            "/v1/customers/{id}": {
+                "get": _op(
+                    "A customer's segments, primary segment, traits and features",
+                    "Customer",
+                    path=["id"],
+                    not_found="unknown or erased customer",
+                )
+            },
+            "/v1/customers/{id}/explain": {
+                "get": _op(
+                    "For every segment: whether it holds, the deciding clause, the values",
+                    "Explanation",
+                    path=["id"],
+                    not_found="unknown or erased customer",
+                )
+            },
+            "/v1/segments": {"get": _op("Every segment with its live size", "SegmentList")},
+            "/v1/segments/preview": {"post": preview},
+            "/v1/segments/{id}": {
+                "get": _op(
+                    "A segment with a summary over up to 1000 sampled members",
+                    "SegmentSummary",
+                    path=["id"],
+                    not_found="unknown segment",
+                )
+            },
+            "/v1/segments/{id}/members": {"get": members},
+            "/v1/migrations/matrix": {"get": matrix},
+            "/v1/rfm/grid": {"get": _op("Recency x frequency quintile grid", "RfmGrid")},
+            "/healthz": {"get": health},
+            "/metrics": {"get": _op("Prometheus metrics", None, auth=False, media="text/plain")},
+            "/openapi.json": {"get": _op("This document", None, auth=False)},
+            "/": {"get": _op("The dashboard", None, auth=False, media="text/html")},
+            "/static/{name}": {
+                "get": _op(
+                    "Dashboard assets",
+                    None,
+                    path=["name"],
+                    auth=False,
+                    media="application/javascript",
+                    not_found="no such file",
+                )
+            },
         },
     }

@@ -8,6 +8,14 @@ from streams.engine.compile import Reason
 from streams.engine.durations import DurationError, format_duration, parse_duration
 from streams.engine.facts import LIFETIME_METRICS, MISSING, Facts, SeriesSpec, bucket_width
 from streams.engine.loader import RuleLoadError, RuleProblem, load_rules, parse_rules, rules_version
+from streams.engine.membership import is_holdout
+from streams.engine.rfm import (
+    RfmBoundaries,
+    RfmConfig,
+    next_rfm_change,
+    quintile_boundaries,
+    rfm_scores,
+)
 from streams.engine.ruleset import (
     REMOVED_RULE,
     Evaluation,
@@ -25,6 +33,8 @@ __all__ = [
     "Evaluation",
     "Facts",
     "Reason",
+    "RfmBoundaries",
+    "RfmConfig",
     "RuleLoadError",
     "RuleProblem",
     "RuleSet",
@@ -35,9 +45,13 @@ __all__ = [
     "bucket_width",
     "check_rules",
     "format_duration",
+    "is_holdout",
     "load_rules",
+    "next_rfm_change",
     "parse_duration",
     "parse_rules",
+    "quintile_boundaries",
+    "rfm_scores",
     "rules_json_schema",
     "rules_version",
 ]

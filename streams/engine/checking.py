@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from streams.engine.loader import RULE_SUFFIXES, RuleLoadError, load_rules
-from streams.engine.model import FamilyFile, SegmentFile
+from streams.engine.model import FamilyFile, RfmFile, SegmentFile
 
 
 def check_rules(directory: Path) -> tuple[int, list[str]]:
@@ -21,7 +21,9 @@ def check_rules(directory: Path) -> tuple[int, list[str]]:
         rules = load_rules(directory)
     except RuleLoadError as exc:
         return 1, [str(problem) for problem in exc.problems]
-    files = sorted({info.file for info in rules.segments})
+    files = sorted(
+        {info.file for info in rules.segments} | ({rules.rfm.file} if rules.rfm else set())
+    )
     if not files:
         suffixes = ", ".join(f"*{s}" for s in RULE_SUFFIXES)
         return 1, [f"{directory}: no rule files ({suffixes}) found"]
@@ -31,14 +33,18 @@ def check_rules(directory: Path) -> tuple[int, list[str]]:
 
 
 def rules_json_schema() -> dict[str, Any]:
-    """The JSON Schema of a rule file: one segment or one family, from the pydantic models."""
-    adapter: TypeAdapter[SegmentFile | FamilyFile] = TypeAdapter(SegmentFile | FamilyFile)
+    """The JSON Schema of a rule file (one segment, one family, or the rfm configuration)."""
+    adapter: TypeAdapter[SegmentFile | FamilyFile | RfmFile] = TypeAdapter(
+        SegmentFile | FamilyFile | RfmFile
+    )
     schema = adapter.json_schema()
     choices = schema.pop("anyOf")
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "Segmenter rule file",
-        "description": "One segment, or one family of mutually exclusive segments.",
+        "description": (
+            "One segment, one family of mutually exclusive segments, or the RFM configuration."
+        ),
         "oneOf": choices,
         **schema,
     }

@@ -18,67 +18,24 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 from streams.engine import model as m
+from streams.engine.compiled import (
+    DAY,
+    CompiledCondition,
+    EvalContext,
+    NextChange,
+    Reason,
+    earliest,
+    never,
+)
 from streams.engine.durations import format_duration
 from streams.engine.facts import MISSING, Facts, SeriesSpec, bucket_width
-from streams.engine.model import numeric_predicate, numeric_text, trait_predicate, trait_text
-
-DAY = 86400.0
-_EPSILON = 1e-3
-"""Added to a threshold instant so a strict comparison has flipped by then."""
-
-
-@dataclass(frozen=True, slots=True)
-class Reason:
-    """Why a condition holds or not: the deciding clause as text, and the values it read."""
-
-    rule: str
-    values: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form used in migration events: ``{"rule": ..., "values": {...}}``."""
-        return {"rule": self.rule, "values": dict(self.values)}
-
-
-class EvalContext(Protocol):
-    """What compiled closures read during one evaluation."""
-
-    @property
-    def facts(self) -> Facts:
-        """The customer's facts at the evaluation instant."""
-        ...
-
-    def is_member(self, segment_id: str) -> bool:
-        """Whether the customer is a member of the segment (after family resolution)."""
-        ...
-
-
-Test = Callable[[EvalContext], bool]
-Explain = Callable[[EvalContext], tuple[bool, Reason]]
-NextChange = Callable[[Facts], float | None]
-
-
-@dataclass(frozen=True, slots=True)
-class CompiledCondition:
-    """A condition compiled into closures, with what it reads."""
-
-    test: Test
-    explain: Explain
-    next_change: NextChange
-    event_names: frozenset[str]
-    segment_refs: tuple[str, ...]
-
-
-def _never(_facts: Facts) -> float | None:
-    return None
-
-
-def _earliest(times: Sequence[float | None]) -> float | None:
-    found = [t for t in times if t is not None]
-    return min(found) if found else None
+from streams.engine.ops import numeric_predicate, numeric_text, trait_predicate, trait_text
+from streams.engine.rfm import RfmConfig
+from streams.engine.value import compile_lifetime, compile_rfm
 
 
 @dataclass
@@ -137,9 +94,10 @@ class Compiler:
     those are bound after every segment is compiled, with ``bind_segment``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, rfm: RfmConfig | None = None) -> None:
         self._series: dict[str, _SeriesBuilder] = {}
         self._segment_next: dict[str, NextChange] = {}
+        self._rfm = rfm
 
     def bind_segment(self, segment_id: str, next_change: NextChange) -> None:
         """Set the next-change function that ``in_segment: segment_id`` delegates to."""
@@ -204,7 +162,11 @@ class Compiler:
         if isinstance(cond, m.RecencyCondition):
             return _recency(cond)
         if isinstance(cond, m.LifetimeCondition):
-            return _lifetime(cond)
+            return compile_lifetime(cond)
+        if isinstance(cond, m.RfmCondition):
+            if self._rfm is None:
+                raise ValueError("an 'rfm' condition needs the pack's rfm file")
+            return compile_rfm(cond, self._rfm)
         if isinstance(cond, m.InSegmentCondition):
             return self._in_segment(cond)
         if isinstance(cond, m.AllCondition):
@@ -315,7 +277,7 @@ def _trait(cond: m.TraitCondition) -> CompiledCondition:
         v = ctx.facts.trait(path)
         return pred(v), Reason(text, {path: None if v is MISSING else v})
 
-    return CompiledCondition(test, explain, _never, frozenset(), ())
+    return CompiledCondition(test, explain, never, frozenset(), ())
 
 
 def _days(seconds: float) -> float:
@@ -353,45 +315,6 @@ def _recency(cond: m.RecencyCondition) -> CompiledCondition:
     return CompiledCondition(test, explain, next_change, frozenset({event}), ())
 
 
-def _lifetime(cond: m.LifetimeCondition) -> CompiledCondition:
-    metric = cond.metric
-    pred = numeric_predicate(cond.op, cond.value)
-    text = f"lifetime {metric} {numeric_text(cond.op, cond.value)}"
-    since = metric.removeprefix("days_since_") if metric.startswith("days_since_") else None
-
-    def value(facts: Facts) -> float | None:
-        if since is None:
-            return facts.metric(metric)
-        base = facts.metric(since)
-        return None if base is None else (facts.now - base) / DAY
-
-    def test(ctx: EvalContext) -> bool:
-        v = value(ctx.facts)
-        return v is not None and pred(v)
-
-    def explain(ctx: EvalContext) -> tuple[bool, Reason]:
-        v = value(ctx.facts)
-        shown = round(v, 3) if since is not None and v is not None else v
-        return v is not None and pred(v), Reason(text, {metric: shown})
-
-    if since is None:
-        return CompiledCondition(test, explain, _never, frozenset(), ())
-    thresholds = cond.value if isinstance(cond.value, tuple) else (cond.value,)
-
-    def next_change(facts: Facts) -> float | None:
-        base = facts.metric(since)
-        if base is None:
-            return None
-        now = facts.now
-        candidates: list[float] = []
-        for threshold in thresholds:
-            at = base + threshold * DAY
-            candidates.extend(t for t in (at, at + _EPSILON) if t > now)
-        return min(candidates) if candidates else None
-
-    return CompiledCondition(test, explain, next_change, frozenset(), ())
-
-
 def _merge(reasons: Sequence[Reason]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for reason in reasons:
@@ -405,7 +328,7 @@ def _children_next(children: Sequence[CompiledCondition]) -> NextChange:
         return fns[0]
 
     def next_change(facts: Facts) -> float | None:
-        return _earliest([fn(facts) for fn in fns])
+        return earliest([fn(facts) for fn in fns])
 
     return next_change
 
@@ -476,4 +399,4 @@ def _not(child: CompiledCondition) -> CompiledCondition:
     )
 
 
-__all__ = ["CompiledCondition", "Compiler", "EvalContext", "Reason"]
+__all__ = ["CompiledCondition", "Compiler", "EvalContext", "NextChange", "Reason"]

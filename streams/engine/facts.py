@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+if TYPE_CHECKING:
+    from streams.engine.rfm import RfmBoundaries
 
 
 class _Missing:
@@ -107,3 +110,30 @@ class Facts(Protocol):
     def metric(self, name: str) -> float | None:
         """A lifetime metric from ``LIFETIME_METRICS``, or None when it has no value yet."""
         ...
+
+    def member_since(self, segment_id: str) -> float | None:
+        """When the customer entered ``segment_id`` (epoch seconds), or None if not a member.
+
+        The membership as it stood before this evaluation (what the store holds). Read only for
+        segments with ``stay_condition`` or ``min_dwell``.
+        """
+        ...
+
+    def rfm_boundaries(self) -> RfmBoundaries | None:
+        """The live RFM quintile boundaries, or None to use the rule pack's fixed ones.
+
+        Read only when the pack's ``rfm`` file says ``boundaries: live``.
+        """
+        ...
+
+
+def member_since(facts: Facts, segment_id: str) -> float | None:
+    """``facts.member_since(segment_id)``; None for a ``Facts`` written before that method."""
+    method = getattr(facts, "member_since", None)
+    return None if method is None else method(segment_id)
+
+
+def live_rfm_boundaries(facts: Facts) -> RfmBoundaries | None:
+    """``facts.rfm_boundaries()``; None for a ``Facts`` written before that method."""
+    method = getattr(facts, "rfm_boundaries", None)
+    return None if method is None else method()

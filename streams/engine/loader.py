@@ -9,238 +9,38 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from streams.engine import model as m
 from streams.engine.compile import CompiledCondition, Compiler
 from streams.engine.facts import Facts
+from streams.engine.membership import segment_condition
+from streams.engine.problems import (
+    LineDict,
+    LineList,
+    RuleLoadError,
+    RuleProblem,
+    parse_yaml,
+    validation_problems,
+)
+from streams.engine.rfm import RfmBoundaries, RfmConfig
 from streams.engine.ruleset import Node, RuleSet, SegmentInfo, evaluation_order
 
 RULE_SUFFIXES = (".yaml", ".yml")
 
-
-@dataclass(frozen=True, slots=True)
-class RuleProblem:
-    """One problem in a rule pack; ``line`` is 1-based (0 when it concerns the whole file)."""
-
-    file: str
-    line: int
-    message: str
-
-    def __str__(self) -> str:
-        return (
-            f"{self.file}:{self.line}: {self.message}"
-            if self.line
-            else f"{self.file}: {self.message}"
-        )
-
-
-class RuleLoadError(Exception):
-    """The rule pack has problems; ``problems`` lists all of them, by file and line."""
-
-    def __init__(self, problems: Sequence[RuleProblem]) -> None:
-        self.problems = list(problems)
-        super().__init__("\n".join(str(p) for p in self.problems))
-
-
-class _LineDict(dict[Any, Any]):
-    """A YAML mapping that remembers its own line and the line of each key."""
-
-    line: int
-    key_lines: dict[Any, int]
-
-
-class _LineList(list[Any]):
-    """A YAML sequence that remembers its own line and the line of each item."""
-
-    line: int
-    item_lines: list[int]
-
-
-class _LineLoader(yaml.SafeLoader):
-    """A safe YAML loader whose mappings and sequences carry line numbers."""
-
-    duplicate_keys: list[tuple[int, str]]
-
-
-def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _LineDict:
-    loader.flatten_mapping(node)
-    result = _LineDict()
-    result.line = node.start_mark.line + 1
-    result.key_lines = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        try:
-            hash(key)
-        except TypeError as exc:
-            raise yaml.constructor.ConstructorError(
-                None, None, "found an unhashable mapping key", key_node.start_mark
-            ) from exc
-        line = key_node.start_mark.line + 1
-        if key in result:
-            loader.duplicate_keys.append((line, f"duplicate key {key!r} in the same mapping"))
-        result[key] = loader.construct_object(value_node, deep=True)
-        result.key_lines[key] = line
-    return result
-
-
-def _construct_sequence(loader: _LineLoader, node: yaml.SequenceNode) -> _LineList:
-    result = _LineList(loader.construct_object(child, deep=True) for child in node.value)
-    result.line = node.start_mark.line + 1
-    result.item_lines = [child.start_mark.line + 1 for child in node.value]
-    return result
-
-
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
-
-
-def parse_yaml(text: str | bytes, file: str) -> tuple[Any, list[RuleProblem]]:
-    """Parse one YAML document with line numbers; return (data or None, problems)."""
-    loader = _LineLoader(text)
-    loader.duplicate_keys = []
-    try:
-        data = loader.get_single_data()
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else 1
-        detail = ": ".join(str(x) for x in (exc.context, exc.problem) if x)
-        return None, [RuleProblem(file, line, f"YAML syntax error: {detail}")]
-    except yaml.YAMLError as exc:
-        return None, [RuleProblem(file, 1, f"YAML error: {exc}")]
-    finally:
-        loader.dispose()
-    return data, [RuleProblem(file, line, msg) for line, msg in loader.duplicate_keys]
-
-
-def _walk(data: Any, loc: Sequence[int | str]) -> tuple[int, list[int | str], Any]:
-    """Follow a pydantic error location through the YAML data.
-
-    Returns the line of the deepest node reached, the location parts that were real keys or
-    indices (pydantic also inserts union tags and validator names, which are skipped), and the
-    parent container of the last part reached.
-    """
-    current = data
-    line = getattr(data, "line", 1)
-    walked: list[int | str] = []
-    parent: Any = data
-    for part in loc:
-        if isinstance(current, _LineDict) and part in current:
-            line = current.key_lines.get(part, line)
-            parent, current = current, current[part]
-        elif isinstance(current, _LineList) and isinstance(part, int) and part < len(current):
-            line = current.item_lines[part]
-            parent, current = current, current[part]
-        else:
-            continue
-        walked.append(part)
-    return line, walked, parent
-
-
-def _dotted(parts: Sequence[int | str]) -> str:
-    text = ""
-    for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
-
-
-def _suggest(word: str, options: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    if close:
-        return f", did you mean '{close[0]}'?"
-    return f"; expected one of: {', '.join(options)}"
-
-
-def _fields_of(parent: Any, walked: Sequence[int | str], top: type[BaseModel]) -> list[str]:
-    """The field names allowed in the mapping at ``walked`` (for 'did you mean')."""
-    if not walked:
-        return list(top.model_fields)
-    kind = parent.get("type") if isinstance(parent, dict) else None
-    if isinstance(kind, str) and kind in m.CONDITION_MODELS:
-        return list(m.CONDITION_MODELS[kind].model_fields)
-    if len(walked) >= 2 and walked[-2] == "where":
-        return list(m.PropertyFilter.model_fields)
-    if top is m.FamilyFile and len(walked) == 2 and walked[0] == "segments":
-        return list(m.FamilyMember.model_fields)
-    return []
-
-
-def _message(error: Any, data: Any, top: type[BaseModel]) -> tuple[int, str, str]:
-    """(line, path, message) for one pydantic error."""
-    loc: tuple[int | str, ...] = tuple(error["loc"])
-    kind: str = error["type"]
-    ctx: dict[str, Any] = error.get("ctx") or {}
-    if kind in ("extra_forbidden", "missing"):
-        line, walked, _ = _walk(data, loc[:-1])
-        field = str(loc[-1])
-        path = _dotted(walked)
-        if kind == "missing":
-            return line, path, f"missing required field '{field}'"
-        line, _, parent = _walk(data, loc)
-        fields = _fields_of(parent, walked, top)
-        hint = _suggest(field, fields) if fields else ""
-        return line, path, f"unknown field '{field}'{hint}"
-    line, walked, _ = _walk(data, loc)
-    path = _dotted(walked)
-    given = error.get("input")
-    if kind == "union_tag_invalid":
-        tags = re.findall(r"'([^']+)'", str(ctx.get("expected_tags", "")))
-        return (
-            line,
-            path,
-            f"unknown condition type '{ctx.get('tag')}'{_suggest(str(ctx.get('tag')), tags)}",
-        )
-    if kind == "union_tag_not_found":
-        return line, path, f"a condition needs a 'type': one of {', '.join(m.CONDITION_MODELS)}"
-    if kind == "literal_error":
-        options = re.findall(r"'([^']+)'", str(ctx.get("expected", "")))
-        return line, path, f"invalid value {given!r}{_suggest(str(given), options)}"
-    if kind == "string_pattern_mismatch" and walked and walked[-1] in ("id", "family", "segment"):
-        return (
-            line,
-            path,
-            (
-                f"invalid id {given!r}: expected lower case letters, digits and underscores,"
-                " starting with a letter"
-            ),
-        )
-    text = str(error["msg"]).removeprefix("Value error, ").replace("Input should be", "expected")
-    if kind in ("model_type", "dict_type", "model_attributes_type"):
-        text = f"expected a mapping, got {type(given).__name__}"
-    elif kind in ("list_type", "tuple_type"):
-        text = f"expected a list, got {type(given).__name__}"
-    elif (
-        not kind.startswith("value_error")
-        and given is not None
-        and not isinstance(given, dict | list)
-    ):
-        text += f", got {given!r}"
-    return line, path, text
-
-
-def validation_problems(
-    exc: ValidationError, data: Any, file: str, top: type[BaseModel]
-) -> list[RuleProblem]:
-    """Turn a pydantic error into problems with lines; one per location, clearest first."""
-    best: dict[tuple[int, str, str], tuple[int, str]] = {}
-    for error in exc.errors():
-        line, path, text = _message(error, data, top)
-        loc_key = (
-            line,
-            path,
-            str(error["loc"][-1]) if error["type"] in ("extra_forbidden", "missing") else "",
-        )
-        rank = 1 if error["type"] == "none_required" else 0
-        if loc_key not in best or rank < best[loc_key][0]:
-            best[loc_key] = (rank, f"{path}: {text}" if path else text)
-    return [RuleProblem(file, key[0], text) for key, (_, text) in best.items()]
+__all__ = [
+    "RULE_SUFFIXES",
+    "RuleLoadError",
+    "RuleProblem",
+    "load_rules",
+    "parse_rules",
+    "rules_version",
+]
 
 
 @dataclass
@@ -249,75 +49,113 @@ class _Segment:
 
     info: SegmentInfo
     condition: m.Condition
+    stay_condition: m.Condition | None
     line: int
     refs: list[tuple[str, int]]
 
 
+@dataclass
+class _File:
+    """What one file gave: segments, problems, the family it defines, its rfm section."""
+
+    segments: list[_Segment] = field(default_factory=list)
+    problems: list[RuleProblem] = field(default_factory=list)
+    family: str | None = None
+    rfm: m.RfmSection | None = None
+    rfm_lines: list[int] = field(default_factory=list)
+
+
 def _refs(raw: Any) -> Iterator[tuple[str, int]]:
     """Every ``in_segment`` reference in a raw condition, with its line."""
-    if isinstance(raw, _LineDict):
+    if isinstance(raw, LineDict):
         if raw.get("type") == "in_segment" and isinstance(raw.get("segment"), str):
             yield raw["segment"], raw.key_lines.get("segment", raw.line)
         for value in raw.values():
             yield from _refs(value)
-    elif isinstance(raw, _LineList):
+    elif isinstance(raw, LineList):
         for item in raw:
             yield from _refs(item)
 
 
-def _read_file(file: str, text: bytes) -> tuple[list[_Segment], list[RuleProblem], str | None]:
-    """Parse and validate one file: (segments, problems, family id if a family file)."""
+def _rfm_lines(raw: Any) -> Iterator[int]:
+    """The line of every ``type: rfm`` condition in a raw segment."""
+    if isinstance(raw, LineDict):
+        if raw.get("type") == "rfm":
+            yield raw.key_lines.get("type", raw.line)
+        for value in raw.values():
+            yield from _rfm_lines(value)
+    elif isinstance(raw, LineList):
+        for item in raw:
+            yield from _rfm_lines(item)
+
+
+def _segment(
+    raw: LineDict, member: m.SegmentFile | m.FamilyMember, kind: str, family: str | None, file: str
+) -> _Segment:
+    info = SegmentInfo(
+        member.id,
+        member.name,
+        member.description,
+        kind,
+        family,
+        member.priority,
+        file,
+        requires_consent=member.requires_consent,
+        holdout_percent=member.holdout_percent,
+        min_dwell_s=member.min_dwell,
+        has_stay_condition=member.stay_condition is not None,
+    )
+    refs = [*_refs(raw.get("condition")), *_refs(raw.get("stay_condition"))]
+    return _Segment(info, member.condition, member.stay_condition, raw.line, refs)
+
+
+def _top_model(data: LineDict) -> type[BaseModel]:
+    if "rfm" in data and not {"id", "family", "segments"} & data.keys():
+        return m.RfmFile
+    if "segments" in data or ("family" in data and "id" not in data):
+        return m.FamilyFile
+    return m.SegmentFile
+
+
+def _read_file(file: str, text: bytes) -> _File:
+    """Parse and validate one file."""
     data, problems = parse_yaml(text, file)
+    result = _File(problems=problems)
     if problems and data is None:
-        return [], problems, None
+        return result
     if data is None:
         expected = (
-            "a segment (id, name, kind, condition) or a family (family, name, kind, segments)"
+            "a segment (id, name, kind, condition), a family (family, name, kind, segments)"
+            " or an rfm configuration (rfm)"
         )
-        return [], [*problems, RuleProblem(file, 1, f"empty file: expected {expected}")], None
-    if not isinstance(data, _LineDict):
-        return (
-            [],
-            [*problems, RuleProblem(file, 1, "expected a mapping: a segment or a family")],
-            None,
-        )
-    family_file = "segments" in data or ("family" in data and "id" not in data)
-    top: type[BaseModel] = m.FamilyFile if family_file else m.SegmentFile
+        problems.append(RuleProblem(file, 1, f"empty file: expected {expected}"))
+        return result
+    if not isinstance(data, LineDict):
+        problems.append(RuleProblem(file, 1, "expected a mapping: a segment or a family"))
+        return result
+    top = _top_model(data)
     try:
         parsed = top.model_validate(data)
     except ValidationError as exc:
-        return [], [*problems, *validation_problems(exc, data, file, top)], None
-    if isinstance(parsed, m.SegmentFile):
-        info = SegmentInfo(
-            parsed.id,
-            parsed.name,
-            parsed.description,
-            parsed.kind,
-            parsed.family,
-            parsed.priority,
-            file,
-        )
-        return (
-            [_Segment(info, parsed.condition, data.line, list(_refs(data.get("condition"))))],
-            problems,
-            None,
-        )
-    assert isinstance(parsed, m.FamilyFile)
-    segments = []
-    for raw, member in zip(data["segments"], parsed.segments, strict=True):
-        info = SegmentInfo(
-            member.id,
-            member.name,
-            member.description,
-            member.kind or parsed.kind,
-            parsed.family,
-            member.priority,
-            file,
-        )
-        segments.append(
-            _Segment(info, member.condition, raw.line, list(_refs(raw.get("condition"))))
-        )
-    return segments, problems, parsed.family
+        problems.extend(validation_problems(exc, data, file, top))
+        return result
+    result.rfm_lines = list(_rfm_lines(data))
+    if isinstance(parsed, m.RfmFile):
+        result.rfm = parsed.rfm
+    elif isinstance(parsed, m.SegmentFile):
+        result.segments.append(_segment(data, parsed, parsed.kind, parsed.family, file))
+    else:
+        assert isinstance(parsed, m.FamilyFile)
+        for raw, member in zip(data["segments"], parsed.segments, strict=True):
+            kind = member.kind or parsed.kind
+            result.segments.append(_segment(raw, member, kind, parsed.family, file))
+        result.family = parsed.family
+    return result
+
+
+def _rfm_config(section: m.RfmSection, file: str) -> RfmConfig:
+    fixed = RfmBoundaries(section.recency_days, section.frequency, section.monetary)
+    return RfmConfig(live=section.boundaries == "live", fixed=fixed, file=file)
 
 
 def rules_version(files: Mapping[str, bytes]) -> str:
@@ -338,6 +176,19 @@ def _unit_next_change(conditions: Sequence[CompiledCondition]) -> Any:
     return next_change
 
 
+def _compile(compiler: Compiler, seg: _Segment) -> CompiledCondition:
+    """The segment's membership condition: its condition with consent, stay and dwell."""
+    info = seg.info
+    stay = None if seg.stay_condition is None else compiler.compile(seg.stay_condition)
+    return segment_condition(
+        info.id,
+        compiler.compile(seg.condition),
+        stay,
+        info.min_dwell_s,
+        info.requires_consent,
+    )
+
+
 def parse_rules(
     files: Mapping[str, str | bytes], display: Mapping[str, str] | None = None
 ) -> RuleSet:
@@ -352,10 +203,19 @@ def parse_rules(
     problems: list[RuleProblem] = []
     segments: list[_Segment] = []
     family_files: dict[str, str] = {}
+    rfm: RfmConfig | None = None
+    rfm_uses: list[tuple[str, int]] = []
     for name in sorted(blobs):
         shown = (display or {}).get(name, name)
-        found, file_problems, family = _read_file(shown, blobs[name])
-        problems.extend(file_problems)
+        read = _read_file(shown, blobs[name])
+        problems.extend(read.problems)
+        rfm_uses.extend((shown, line) for line in read.rfm_lines)
+        if read.rfm is not None:
+            if rfm is not None:
+                problems.append(RuleProblem(shown, 1, f"rfm is already configured in {rfm.file}"))
+            else:
+                rfm = _rfm_config(read.rfm, shown)
+        family = read.family
         if family is not None:
             if family in family_files:
                 problems.append(
@@ -364,7 +224,12 @@ def parse_rules(
                     )
                 )
             family_files.setdefault(family, shown)
-        segments.extend(found)
+        segments.extend(read.segments)
+    if rfm is None:
+        problems.extend(
+            RuleProblem(file, line, "an 'rfm' condition needs an rfm file in the pack (rfm: ...)")
+            for file, line in rfm_uses
+        )
     by_id: dict[str, _Segment] = {}
     for seg in segments:
         first = by_id.get(seg.info.id)
@@ -404,9 +269,9 @@ def parse_rules(
     problems.extend(RuleProblem(file, line, msg) for file, line, msg in cycles)
     if problems:
         raise RuleLoadError(sorted(set(problems), key=lambda p: (p.file, p.line, p.message)))
-    compiler = Compiler()
-    compiled = [(by_id[sid].info, compiler.compile(by_id[sid].condition)) for sid in ordered]
-    rules = RuleSet.build(rules_version(blobs), compiled, compiler.series())
+    compiler = Compiler(rfm)
+    compiled = [(by_id[sid].info, _compile(compiler, by_id[sid])) for sid in ordered]
+    rules = RuleSet.build(rules_version(blobs), compiled, compiler.series(), rfm)
     conditions = dict((info.id, cond) for info, cond in compiled)
     for info, _ in compiled:
         members = rules.families.get(info.family, (info.id,)) if info.family else (info.id,)

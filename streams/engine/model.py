@@ -7,7 +7,7 @@ a typo is an error rather than a silently ignored key. The loader turns validati
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -22,7 +22,44 @@ from pydantic import (
 )
 
 from streams.engine.durations import DURATION_PATTERN, parse_duration
-from streams.engine.facts import MISSING
+from streams.engine.ops import (
+    check_numeric_value,
+    check_trait_value,
+    compare,
+    format_value,
+    is_scalar,
+    numeric_predicate,
+    numeric_text,
+    trait_predicate,
+    trait_text,
+    values_equal,
+)
+
+__all__ = [
+    "CONDITION_MODELS",
+    "AllCondition",
+    "AnyCondition",
+    "Condition",
+    "FamilyFile",
+    "FamilyMember",
+    "InSegmentCondition",
+    "Kind",
+    "LifetimeCondition",
+    "NotCondition",
+    "RfmCondition",
+    "RfmFile",
+    "RfmSection",
+    "SegmentFile",
+    "check_numeric_value",
+    "check_trait_value",
+    "compare",
+    "format_value",
+    "numeric_predicate",
+    "numeric_text",
+    "trait_predicate",
+    "trait_text",
+    "values_equal",
+]
 
 SEGMENT_ID_PATTERN = r"^[a-z][a-z0-9_]*$"
 """Segment and family ids: lower case letters, digits and underscores, starting with a letter."""
@@ -54,8 +91,9 @@ LifetimeMetric = Literal[
     "events",
     "days_since_first_seen",
     "days_since_last_seen",
+    "predicted_value",
 ]
-"""Lifetime metrics a ``lifetime`` condition may test."""
+"""Lifetime metrics a ``lifetime`` condition may test (``predicted_value``: see value.py)."""
 
 Scalar = str | int | float | bool | None
 """A JSON scalar."""
@@ -83,170 +121,6 @@ Duration = Annotated[
     ),
 ]
 """A positive duration, stored as seconds."""
-
-
-def _is_scalar(value: object) -> bool:
-    return value is None or isinstance(value, str | int | float | bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def check_trait_value(op: str, value: object) -> None:
-    """Check that ``value`` has the shape ``op`` expects; raise ``ValueError`` if not."""
-    if op == "exists":
-        raise ValueError("'exists' takes no 'value'; remove it")
-    if op == "between":
-        if (
-            not isinstance(value, list)
-            or len(value) != 2
-            or not all(_is_scalar(v) and v is not None for v in value)
-        ):
-            raise ValueError("'between' expects a list of two values [low, high]")
-        return
-    if op in ("in", "not_in"):
-        if not isinstance(value, list) or not value or not all(_is_scalar(v) for v in value):
-            raise ValueError(f"'{op}' expects a non-empty list of values")
-        return
-    if op in ("lt", "le", "gt", "ge"):
-        if not (_is_number(value) or isinstance(value, str)):
-            raise ValueError(f"'{op}' expects a number or a string")
-        return
-    if not _is_scalar(value):
-        raise ValueError(f"'{op}' expects a single value (string, number, boolean or null)")
-
-
-def check_numeric_value(op: str, value: object) -> None:
-    """Check a numeric comparison's value: a number, or ``[low, high]`` for ``between``."""
-    if op == "between":
-        if not isinstance(value, list) or len(value) != 2 or not all(map(_is_number, value)):
-            raise ValueError("'between' expects a list of two numbers [low, high]")
-        if value[0] > value[1]:
-            raise ValueError("'between' expects [low, high] with low <= high")
-        return
-    if not _is_number(value):
-        raise ValueError(f"'{op}' expects a number")
-
-
-_SYMBOLS = {"eq": "=", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
-
-
-def format_value(value: object) -> str:
-    """A value as reason text: ``1000.0`` -> ``1000``, ``["CA", "US"]`` -> ``[CA, US]``."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(format_value(v) for v in value) + "]"
-    return str(value)
-
-
-def trait_text(path: str, op: str, value: object) -> str:
-    """The clause ``path op value`` as reason text (``address.country in [CA, US]``)."""
-    if op == "exists":
-        return f"{path} exists"
-    if op == "between" and isinstance(value, list | tuple):
-        return f"{path} between {format_value(value[0])} and {format_value(value[1])}"
-    if op in _SYMBOLS:
-        return f"{path} {_SYMBOLS[op]} {format_value(value)}"
-    return f"{path} {op.replace('_', ' ')} {format_value(value)}"
-
-
-def numeric_text(op: str, value: float | tuple[float, float]) -> str:
-    """The comparison part of a numeric clause (``>= 1``, ``between 1 and 99``)."""
-    if isinstance(value, tuple):
-        return f"between {format_value(value[0])} and {format_value(value[1])}"
-    return f"{_SYMBOLS[op]} {format_value(value)}"
-
-
-def values_equal(a: object, b: object) -> bool:
-    """Equality that never mixes types: ``1 == 1.0`` but ``1 != True`` and ``1 != "1"``."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return isinstance(a, bool) and isinstance(b, bool) and a == b
-    if _is_number(a) and _is_number(b):
-        return a == b
-    return type(a) is type(b) and a == b
-
-
-def compare(a: object, b: object) -> int | None:
-    """-1, 0 or 1 for two numbers or two strings; ``None`` when they are not comparable."""
-    if _is_number(a) and _is_number(b):
-        x, y = float(a), float(b)  # type: ignore[arg-type]
-    elif isinstance(a, str) and isinstance(b, str):
-        return (a > b) - (a < b)
-    else:
-        return None
-    if x != x or y != y:
-        return None
-    return (x > y) - (x < y)
-
-
-def trait_predicate(op: str, value: Any) -> Callable[[Any], bool]:
-    """A predicate applying ``op value`` to a trait or property (``MISSING`` when absent).
-
-    A missing value makes every op false except ``ne`` and ``not_in`` (true); values of
-    incompatible types never compare (false, never an exception).
-    """
-    if op == "exists":
-        return lambda a: a is not MISSING and a is not None
-    if op == "eq":
-        return lambda a: values_equal(a, value)
-    if op == "ne":
-        return lambda a: a is MISSING or not values_equal(a, value)
-    if op in ("in", "not_in"):
-        options = tuple(value)
-        if op == "in":
-            return lambda a: any(values_equal(a, o) for o in options)
-        return lambda a: a is MISSING or not any(values_equal(a, o) for o in options)
-    if op == "contains":
-        return lambda a: _contains(a, value)
-    if op == "between":
-        low, high = value
-
-        def between(a: Any) -> bool:
-            lo, hi = compare(a, low), compare(a, high)
-            return lo is not None and hi is not None and lo >= 0 and hi <= 0
-
-        return between
-    wanted = _ORDER[op]
-    return lambda a: compare(a, value) in wanted
-
-
-_ORDER: dict[str, frozenset[int | None]] = {
-    "lt": frozenset({-1}),
-    "le": frozenset({-1, 0}),
-    "gt": frozenset({1}),
-    "ge": frozenset({0, 1}),
-}
-
-
-def _contains(actual: object, item: object) -> bool:
-    if isinstance(actual, str):
-        return isinstance(item, str) and item in actual
-    if isinstance(actual, list | tuple):
-        return any(values_equal(x, item) for x in actual)
-    return False
-
-
-def numeric_predicate(op: str, value: float | tuple[float, float]) -> Callable[[float], bool]:
-    """A predicate applying ``op value`` to a number (a count, sum, average or metric)."""
-    if isinstance(value, tuple):
-        low, high = value
-        return lambda x: low <= x <= high
-    v = float(value)
-    tests: dict[str, Callable[[float], bool]] = {
-        "eq": lambda x: x == v,
-        "ne": lambda x: x != v,
-        "lt": lambda x: x < v,
-        "le": lambda x: x <= v,
-        "gt": lambda x: x > v,
-        "ge": lambda x: x >= v,
-    }
-    return tests[op]
 
 
 class _Strict(BaseModel):
@@ -277,7 +151,7 @@ def _scalar_to_filter(value: object) -> object:
     """``category: shoes`` is shorthand for ``category: {op: eq, value: shoes}``."""
     if isinstance(value, dict):
         return value
-    if _is_scalar(value):
+    if is_scalar(value):
         return {"op": "eq", "value": value}
     raise ValueError("expected a value (equality) or a mapping {op: ..., value: ...}")
 
@@ -413,6 +287,54 @@ class NotCondition(_Condition):
     condition: Condition
 
 
+def _score_range(value: object) -> object:
+    """``[low, high]`` of RFM scores: integers 1 to 5 with low <= high."""
+    if (
+        not isinstance(value, list | tuple)
+        or len(value) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
+        raise ValueError("expected [low, high]: two whole scores from 1 to 5")
+    low, high = value
+    if not 1 <= low <= high <= 5:
+        raise ValueError("expected [low, high] with 1 <= low <= high <= 5")
+    return (low, high)
+
+
+ScoreRange = Annotated[
+    tuple[int, int],
+    BeforeValidator(_score_range),
+    WithJsonSchema(
+        {
+            "type": "array",
+            "items": {"type": "integer", "minimum": 1, "maximum": 5},
+            "minItems": 2,
+            "maxItems": 2,
+            "description": "An inclusive range of scores [low, high], 1 <= low <= high <= 5.",
+        }
+    ),
+]
+"""An inclusive range of RFM scores."""
+
+
+class RfmCondition(_Condition):
+    """The customer's RFM scores (1..5 each) fall in the given inclusive ranges.
+
+    False for a customer with no order. Boundaries come from the pack's ``rfm`` file.
+    """
+
+    type: Literal["rfm"]
+    r: ScoreRange | None = None
+    f: ScoreRange | None = None
+    m: ScoreRange | None = None
+
+    @model_validator(mode="after")
+    def _some_score(self) -> RfmCondition:
+        if self.r is None and self.f is None and self.m is None:
+            raise ValueError("expected at least one of 'r', 'f' or 'm'")
+        return self
+
+
 Condition = Annotated[
     TraitCondition
     | EventCountCondition
@@ -421,6 +343,7 @@ Condition = Annotated[
     | RecencyCondition
     | LifetimeCondition
     | InSegmentCondition
+    | RfmCondition
     | AllCondition
     | AnyCondition
     | NotCondition,
@@ -435,6 +358,7 @@ CONDITION_MODELS: dict[str, type[BaseModel]] = {
     "recency": RecencyCondition,
     "lifetime": LifetimeCondition,
     "in_segment": InSegmentCondition,
+    "rfm": RfmCondition,
     "all": AllCondition,
     "any": AnyCondition,
     "not": NotCondition,
@@ -443,31 +367,49 @@ CONDITION_MODELS: dict[str, type[BaseModel]] = {
 
 WindowCondition = EventCountCondition | EventSumCondition | EventAverageCondition
 
+ConsentCategory = Annotated[str, Field(pattern=SEGMENT_ID_PATTERN, min_length=1, max_length=100)]
 
-class SegmentFile(_Strict):
+
+class _SegmentFields(_Strict):
+    """Fields every segment has, in a segment file or inside a family file."""
+
+    id: SegmentId
+    name: Annotated[str, Field(min_length=1)]
+    description: str = ""
+    priority: int = 0
+    family: SegmentId | None = None
+    condition: Condition
+    stay_condition: Condition | None = Field(
+        default=None,
+        description="For a customer already in the segment: membership holds while this holds"
+        " (instead of 'condition'). Hysteresis: enter at >= 1000, stay while >= 900.",
+    )
+    min_dwell: Duration | None = Field(
+        default=None,
+        description="Once entered, the customer stays at least this long, whatever the condition.",
+    )
+    requires_consent: ConsentCategory | None = Field(
+        default=None,
+        description="The segment holds only when consent.<category> is true (e.g. marketing).",
+    )
+    holdout_percent: Annotated[float, Field(ge=0, le=50)] = Field(
+        default=0.0,
+        description="Share of members (0 to 50 percent) put in a stable control group.",
+    )
+
+
+class SegmentFile(_SegmentFields):
     """A file defining one segment."""
 
     model_config = ConfigDict(title="Segment file")
 
-    id: SegmentId
-    name: Annotated[str, Field(min_length=1)]
-    description: str = ""
     kind: Kind
-    priority: int = 0
-    family: SegmentId | None = None
-    condition: Condition
 
 
-class FamilyMember(_Strict):
+class FamilyMember(_SegmentFields):
     """A segment of a family file: ``kind`` and ``family`` default to the family's."""
 
-    id: SegmentId
-    name: Annotated[str, Field(min_length=1)]
-    description: str = ""
     kind: Kind | None = None
-    priority: int = 0
-    family: SegmentId | None = None
-    condition: Condition
 
 
 class FamilyFile(_Strict):
@@ -494,5 +436,65 @@ class FamilyFile(_Strict):
         return segments
 
 
-for _model in (AllCondition, AnyCondition, NotCondition, SegmentFile, FamilyMember, FamilyFile):
+def _cut_points(value: object) -> object:
+    """Four non-negative numbers in ascending order (equal neighbours allowed)."""
+    if (
+        not isinstance(value, list | tuple)
+        or len(value) != 4
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    ):
+        raise ValueError("expected a list of 4 numbers (the cut points between scores)")
+    cuts = tuple(float(v) for v in value)
+    if any(c < 0 or c != c for c in cuts):
+        raise ValueError("expected cut points >= 0")
+    if any(a > b for a, b in itertools.pairwise(cuts)):
+        raise ValueError("expected cut points in ascending order")
+    return cuts
+
+
+CutPoints = Annotated[
+    tuple[float, float, float, float],
+    BeforeValidator(_cut_points),
+    WithJsonSchema(
+        {
+            "type": "array",
+            "items": {"type": "number", "minimum": 0},
+            "minItems": 4,
+            "maxItems": 4,
+            "description": "Four ascending cut points between the scores 1|2|3|4|5.",
+        }
+    ),
+]
+
+
+class RfmSection(_Strict):
+    """How RFM scores are computed: fixed cut points, or live quintiles of the population."""
+
+    boundaries: Literal["live", "fixed"] = Field(
+        default="fixed",
+        description="'fixed': the cut points below; 'live': quintiles of the customer"
+        " population, with the cut points below until live ones exist.",
+    )
+    recency_days: CutPoints
+    frequency: CutPoints
+    monetary: CutPoints
+
+
+class RfmFile(_Strict):
+    """A file configuring RFM scoring (at most one per pack)."""
+
+    model_config = ConfigDict(title="RFM file")
+
+    rfm: RfmSection
+
+
+for _model in (
+    AllCondition,
+    AnyCondition,
+    NotCondition,
+    _SegmentFields,
+    SegmentFile,
+    FamilyMember,
+    FamilyFile,
+):
     _model.model_rebuild()

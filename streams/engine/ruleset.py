@@ -3,18 +3,21 @@
 A ``RuleSet`` is immutable and pure: every method reads only the ``Facts`` it is given. Segments
 are evaluated in an order where every ``in_segment`` target (and its whole family) comes before
 the segments that read it; a family is resolved as a unit, its members tried by descending
-priority (ties by id), the first whose condition holds being the one member.
+priority (ties by id), the first whose condition holds being the one member; except that a
+member whose ``min_dwell`` has not elapsed keeps its family slot (see ``membership.py``).
 """
 
 from __future__ import annotations
 
 import heapq
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from streams.engine.compile import CompiledCondition, EvalContext, Reason
+from streams.engine.compiled import CompiledCondition, EvalContext, Reason
 from streams.engine.facts import Facts, SeriesSpec
+from streams.engine.membership import consent_given, in_dwell, is_holdout
+from streams.engine.rfm import RfmConfig
 
 Direction = Literal["entered", "exited"]
 
@@ -33,13 +36,23 @@ class SegmentInfo:
     family: str | None
     priority: int
     file: str
+    requires_consent: str | None = None
+    """The consent category the segment requires (``consent.<category>`` must be true)."""
+    holdout_percent: float = 0.0
+    """Share (percent) of the segment's members in its holdout (control) group."""
+    min_dwell_s: float | None = None
+    """Minimum time a customer stays after entering, in seconds."""
+    has_stay_condition: bool = False
+    """Whether membership, once entered, holds on a separate ``stay_condition``."""
 
 
 @dataclass(frozen=True, slots=True)
 class Evaluation:
     """The outcome of evaluating every segment for one customer at one instant.
 
-    ``holds`` has the raw condition results; ``members`` the segments the customer is in after
+    ``holds`` has each segment's membership test before family resolution (its ``condition``,
+    or for a current member its ``stay_condition`` or unexpired ``min_dwell``, and consent);
+    ``members`` the segments the customer is in after
     family resolution; ``primary`` the member with the highest priority (ties by id).
     """
 
@@ -62,7 +75,8 @@ class Transition:
     """One membership change: the customer ``entered`` or ``exited`` ``segment``.
 
     In a family move (one member replacing another) both events carry ``from_segment`` (the old
-    member) and ``to_segment`` (the new one); the exit comes first.
+    member) and ``to_segment`` (the new one); the exit comes first. ``holdout``: the customer is
+    in the segment's holdout group (still a member; downstream actions should skip it).
     """
 
     segment: str
@@ -71,6 +85,7 @@ class Transition:
     from_segment: str | None
     to_segment: str | None
     reason: Reason
+    holdout: bool = False
 
 
 def _rank(info: SegmentInfo) -> tuple[int, str]:
@@ -102,10 +117,16 @@ class _Context:
     def resolve(self, unit: int) -> None:
         """Evaluate the segments of one unit and record who is a member."""
         self._done.add(unit)
-        ids, is_family = self._rules._units[unit]
-        conditions = self._rules._conditions
+        rules = self._rules
+        ids, is_family = rules._units[unit]
+        conditions = rules._conditions
         holds = self.holds
         chosen = False
+        if is_family:
+            anchored = next((s for s in ids if rules._keeps_slot(self.facts, s)), None)
+            if anchored is not None:
+                self.members.add(anchored)
+                chosen = True
         for segment_id in ids:
             held = holds.get(segment_id)
             if held is None:
@@ -122,7 +143,9 @@ class RuleSet:
 
     Build one with ``streams.engine.load_rules`` (or ``RuleSet.build`` from compiled parts).
     ``segments`` is in evaluation order; ``families`` maps a family id to its members by
-    descending priority (ties by id).
+    descending priority (ties by id). ``rfm`` is the pack's RFM configuration (None without an
+    ``rfm`` file); ``rfm.live`` tells the pipeline to serve live boundaries through
+    ``Facts.rfm_boundaries()``.
     """
 
     version: str
@@ -130,6 +153,7 @@ class RuleSet:
     series: tuple[SeriesSpec, ...]
     families: dict[str, tuple[str, ...]]
     event_names: frozenset[str]
+    rfm: RfmConfig | None
     _conditions: Mapping[str, CompiledCondition] = field(repr=False, compare=False)
     _units: tuple[tuple[tuple[str, ...], bool], ...] = field(repr=False, compare=False)
     _unit_of: Mapping[str, int] = field(repr=False, compare=False)
@@ -141,10 +165,13 @@ class RuleSet:
         version: str,
         segments: Sequence[tuple[SegmentInfo, CompiledCondition]],
         series: Sequence[SeriesSpec] = (),
+        rfm: RfmConfig | None = None,
     ) -> RuleSet:
         """A rule set from segments already in evaluation order, each with its condition.
 
         Family members must be listed next to each other (a family is evaluated as a unit).
+        Each condition is the segment's membership condition (``membership.segment_condition``
+        applies consent, stay condition and minimum dwell).
         """
         infos = tuple(info for info, _ in segments)
         conditions = {info.id: cond for info, cond in segments}
@@ -168,6 +195,7 @@ class RuleSet:
             series=tuple(series),
             families=families,
             event_names=names,
+            rfm=rfm,
             _conditions=conditions,
             _units=tuple(units),
             _unit_of=unit_of,
@@ -190,6 +218,18 @@ class RuleSet:
     def segment(self, segment_id: str) -> SegmentInfo:
         """A segment's description; ``KeyError`` if the rule set has no such segment."""
         return self._info[segment_id]
+
+    def _keeps_slot(self, facts: Facts, segment_id: str) -> bool:
+        """A member in its minimum dwell (with consent, if required) keeps its family slot."""
+        info = self._info[segment_id]
+        if info.min_dwell_s is None or not in_dwell(facts, segment_id, info.min_dwell_s):
+            return False
+        return info.requires_consent is None or consent_given(facts, info.requires_consent)
+
+    def is_holdout(self, customer_id: str, segment_id: str) -> bool:
+        """Whether the customer is in the segment's holdout group (False for unknown segments)."""
+        info = self._info.get(segment_id)
+        return info is not None and is_holdout(customer_id, segment_id, info.holdout_percent)
 
     def _evaluate(self, facts: Facts) -> _Context:
         ctx = _Context(facts, self)
@@ -231,15 +271,28 @@ class RuleSet:
         return earliest
 
     def transitions(
-        self, old: Collection[str], new: Collection[str], facts: Facts
+        self,
+        old: Collection[str],
+        new: Collection[str],
+        facts: Facts,
+        customer_id: str | None = None,
     ) -> list[Transition]:
         """The migration events that take a customer from ``old`` to ``new`` memberships.
 
         ``facts`` is the customer's state now (it gives the reasons). Segments the rule set no
         longer has are exited first (by id); then, in rule-set order, each unit's changes, with
-        a family's exits before its entries.
+        a family's exits before its entries. ``customer_id`` sets each transition's ``holdout``
+        (``is_holdout``); without it ``holdout`` is False.
         """
-        old_set, new_set = set(old), set(new)
+        result = self._transitions(set(old), set(new), facts)
+        if customer_id is None:
+            return result
+        return [
+            replace(t, holdout=True) if self.is_holdout(customer_id, t.segment) else t
+            for t in result
+        ]
+
+    def _transitions(self, old_set: set[str], new_set: set[str], facts: Facts) -> list[Transition]:
         result = [
             Transition(sid, "exited", None, sid, None, Reason(REMOVED_RULE, {}))
             for sid in sorted(old_set - self._info.keys())

@@ -20,18 +20,22 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
 from streams.engine import RuleSet
 from streams.engine.facts import SeriesSpec
+from streams.engine.rfm import RfmBoundaries
 from streams.events.decode import DecodeFailure, decode
-from streams.events.models import BaseEvent
+from streams.events.models import AliasEvent, BaseEvent, IdentifyEvent
+from streams.pipeline.identity import MAX_HOPS, Refused
 from streams.pipeline.outbox import OutboxEntry
 from streams.pipeline.routing import partition_for
 from streams.pipeline.working_set import WorkingSet
 from streams.settings import Settings
 from streams.state.customer import CustomerState
+from streams.state.facts import StateFacts
 from streams.store.base import CommitBatch, Store
 
 log = logging.getLogger(__name__)
@@ -40,6 +44,8 @@ CONTROL_HEADER = "segmenter.control"
 """A record with this header set to ``watermark`` and value ``{"until": <epoch s>}`` fires every
 timer of its partition due up to ``until`` (``segmenter replay`` sends one after the last event)."""
 DUE_LIMIT = 100_000
+REROUTED_HEADER = "segmenter.rerouted-from"
+"""Set on an event re-sent to the partition that owns its (merged) profile; it stays there."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +72,7 @@ class Metrics:
     forwarded: int = 0
     migrations: int = 0
     late: int = 0
+    suppressed: int = 0
     timers_fired: int = 0
     timer_lateness_max: float = 0.0
     eval_seconds: float = 0.0
@@ -89,10 +96,18 @@ class PipelineContext:
     specs_by_event: dict[str, list[SeriesSpec]]
     specs_by_id: dict[str, SeriesSpec]
     metrics: Metrics
+    rfm: RfmBoundaries | None = None
+    """Live RFM boundaries (only when the rule pack asks for live ones)."""
 
     @classmethod
     def create(
-        cls, settings: Settings, rules: RuleSet, store: Store, input_partitions: int
+        cls,
+        settings: Settings,
+        rules: RuleSet,
+        store: Store,
+        input_partitions: int,
+        metrics: Metrics | None = None,
+        rfm: RfmBoundaries | None = None,
     ) -> PipelineContext:
         """Index the rule set's series for the hot path."""
         by_event: dict[str, list[SeriesSpec]] = {}
@@ -105,8 +120,44 @@ class PipelineContext:
             input_partitions=input_partitions,
             specs_by_event=by_event,
             specs_by_id={spec.id: spec for spec in rules.series},
-            metrics=Metrics(),
+            metrics=metrics or Metrics(),
+            rfm=rfm if rules.rfm is not None and rules.rfm.live else None,
         )
+
+    def with_rules(self, rules: RuleSet, rfm: RfmBoundaries | None) -> PipelineContext:
+        """The same pipeline (store, metrics) with other rules or RFM boundaries."""
+        return PipelineContext.create(
+            self.settings, rules, self.store, self.input_partitions, self.metrics, rfm
+        )
+
+    @property
+    def version(self) -> str:
+        """What memberships are evaluated under: the rule version, plus live RFM boundaries."""
+        if self.rfm is None:
+            return self.rules.version
+        return f"{self.rules.version}+{self.rfm.digest()}"
+
+    def facts(self, state: CustomerState, now: float) -> StateFacts:
+        """The rule engine's view of ``state`` at ``now``."""
+        return StateFacts(state, now, self.specs_by_id, self.rfm)
+
+    def home_partition(self, customer_id: str) -> int:
+        """The input partition that owns a customer (its events, timers and state changes)."""
+        if self.input_partitions <= 1:
+            return 0
+        return partition_for(customer_id.encode(), self.input_partitions)
+
+    def redact(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Reason values with personal traits (``SEGMENTER_PERSONAL_TRAITS``) masked."""
+        personal = self.settings.personal_traits
+        if not personal:
+            return dict(values)
+        return {
+            key: "[redacted]"
+            if any(key == p or key.startswith(p + ".") for p in personal)
+            else value
+            for key, value in values.items()
+        }
 
 
 def dlq_entry(ctx: PipelineContext, record: Record, kind: str, message: str) -> OutboxEntry:
@@ -154,6 +205,7 @@ def _decode_all(
             isinstance(item, BaseEvent)
             and ctx.input_partitions > 1
             and record.topic == ctx.settings.input_topic
+            and not any(name == REROUTED_HEADER for name, _ in record.headers)
         ):
             right = partition_for(item.customer_id.encode(), ctx.input_partitions)
             target = right if right != record.partition else None
@@ -195,19 +247,34 @@ async def _load(
     due = [(p, cid, when) for p, rows in zip(queried, results, strict=True) for cid, when in rows]
     wanted = list(dict.fromkeys([*customers, *(cid for _, cid, _ in due)]))
     snapshot = await ctx.store.load(wanted, partitions)
-    states = {
-        cid: CustomerState.from_json(stored.data) if stored else None
-        for cid, stored in snapshot.states.items()
-    }
+    stored = dict(snapshot.states)
+    for _ in range(MAX_HOPS):
+        targets = {
+            target
+            for raw in stored.values()
+            if raw is not None
+            and (target := CustomerState.from_json(raw.data).merged_into) is not None
+            and target not in stored
+        }
+        if not targets:
+            break
+        stored.update((await ctx.store.load(sorted(targets), [])).states)
+    states = {cid: CustomerState.from_json(s.data) if s else None for cid, s in stored.items()}
     work = WorkingSet(
         ctx=ctx,
         states=states,
-        versions={cid: stored.version if stored else 0 for cid, stored in snapshot.states.items()},
+        versions={cid: s.version if s else 0 for cid, s in stored.items()},
         clocks=dict(snapshot.clocks),
         stored_due={cid: state.due if state else None for cid, state in states.items()},
+        loaded={
+            cid: None
+            if state is None or state.merged_into is not None
+            else (frozenset(state.members), state.primary)
+            for cid, state in states.items()
+        },
+        suppressed=dict(snapshot.suppressed),
     )
-    for p, cid, when in due:
-        work.home[cid] = p
+    for _p, cid, when in due:
         work.schedule(cid, when)
     return work, dict(snapshot.offsets), due
 
@@ -219,9 +286,10 @@ async def process_batch(
     items = _decode_all(ctx, records)
     customers = list(
         dict.fromkeys(
-            item.customer_id
+            cid
             for _, item, target in items
             if isinstance(item, BaseEvent) and target is None
+            for cid in _ids_of(item)
         )
     )
     involved = sorted({r.partition for r in records} | set(partitions))
@@ -240,12 +308,7 @@ async def process_batch(
             ctx.metrics.dlq += 1
             work.outbox(p, dlq_entry(ctx, record, item.kind, item.message))
         elif target is not None:
-            ctx.metrics.forwarded += 1
-            headers = (*record.headers, ("segmenter.rerouted-from", str(p).encode()))
-            work.outbox(
-                p,
-                OutboxEntry(record.topic, item.customer_id.encode(), record.value, headers, target),
-            )
+            _forward(ctx, work, record, item, target)
         else:
             _apply_guarded(ctx, work, record, item)
     for p in involved:
@@ -254,6 +317,25 @@ async def process_batch(
     await ctx.store.commit(commit)
     ctx.metrics.batches += 1
     return commit
+
+
+def _ids_of(event: BaseEvent) -> tuple[str, ...]:
+    """Every customer id an event touches (two for a merge)."""
+    if isinstance(event, AliasEvent):
+        return (event.customer_id, event.previousId)
+    if isinstance(event, IdentifyEvent) and event.userId and event.anonymousId:
+        return (event.userId, event.anonymousId)
+    return (event.customer_id,)
+
+
+def _forward(
+    ctx: PipelineContext, work: WorkingSet, record: Record, event: BaseEvent, target: int
+) -> None:
+    """Re-send an event, unchanged, to the partition that owns its customer."""
+    ctx.metrics.forwarded += 1
+    headers = (*record.headers, (REROUTED_HEADER, str(record.partition).encode()))
+    key = event.customer_id.encode()
+    work.outbox(record.partition, OutboxEntry(record.topic, key, record.value, headers, target))
 
 
 def _apply_guarded(
@@ -267,7 +349,7 @@ def _apply_guarded(
     queued = len(work.commit.outbox.get(record.partition, ()))
     changes = len(work.commit.memberships)
     try:
-        work.apply(record.partition, event)
+        outcome = work.apply(record.partition, event)
     except Exception as exc:
         log.exception("event %s could not be processed; sent to the DLQ", event.messageId)
         work.states[cid] = CustomerState.from_json(backup) if backup is not None else None
@@ -275,3 +357,10 @@ def _apply_guarded(
         del work.commit.memberships[changes:]
         ctx.metrics.dlq += 1
         work.outbox(record.partition, dlq_entry(ctx, record, "processing", repr(exc)))
+        return
+    if isinstance(outcome, Refused):
+        ctx.metrics.dlq += 1
+        work.outbox(record.partition, dlq_entry(ctx, record, outcome.kind, outcome.message))
+    elif outcome is not None:
+        ctx.metrics.events -= 1
+        _forward(ctx, work, record, event, outcome)

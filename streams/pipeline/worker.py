@@ -29,7 +29,7 @@ from streams.engine import RuleSet, load_rules
 from streams.pipeline.processor import PipelineContext, Record, process_batch
 from streams.pipeline.sender import flush_outbox
 from streams.settings import Settings
-from streams.stack.topics import ensure_topics, partition_count, topic_layout
+from streams.stack.topics import ensure_topics, partition_count, topic_configs, topic_layout
 from streams.store.base import ConflictError
 from streams.store.redis_store import RedisStore
 
@@ -67,7 +67,9 @@ class Runtime:
             if self.ctx is None:
                 settings = self.settings
                 assert settings.redis_url is not None
-                await ensure_topics(self.bootstrap, topic_layout(settings))
+                await ensure_topics(
+                    self.bootstrap, topic_layout(settings), configs=topic_configs(settings)
+                )
                 partitions = await partition_count(self.bootstrap, settings.input_topic)
                 store = RedisStore.from_url(settings.redis_url, settings.namespace)
                 self.ctx = PipelineContext.create(settings, self.rules, store, partitions)

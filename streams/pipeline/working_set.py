@@ -4,11 +4,13 @@ Every change to a customer goes through here, in the partition's order:
 
 * ``fire_due``   timers whose due time the clock passed, earliest first (``trigger.kind = time``,
                  ``ce_time`` = the due time, evaluated as of the due time);
-* ``apply``      one event (``trigger.kind = event`` or ``consent``; ``erase`` exits everything);
-* ``migrate``    membership before vs after, as migrations into the outbox and membership changes.
+* ``apply``      one event (``trigger.kind = event`` or ``consent``); ``alias`` merges and
+                 ``erase`` forgets (:mod:`streams.pipeline.identity`);
+* ``migrate``    membership before vs after, as migrations into the outbox, membership changes
+                 and migration-matrix counts.
 
 After each change the customer's next due time is recomputed from the rules (the instant its
-outcome can next flip with no new event) and scheduled in the partition's timer set.
+outcome can next flip with no new event) and scheduled in its home partition's timer set.
 """
 
 from __future__ import annotations
@@ -18,13 +20,23 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from streams.events.models import BaseEvent, EraseEvent, event_name
+import orjson
+
+from streams.events.models import (
+    AliasEvent,
+    BaseEvent,
+    EraseEvent,
+    IdentifyEvent,
+    event_name,
+    iso,
+)
+from streams.pipeline.identity import Refused, erase, merge, resolve
 from streams.pipeline.migrations import Migration, Trigger, TriggerKind
 from streams.pipeline.outbox import OutboxEntry
 from streams.state.apply import apply_event, message_digest, prune, remember
 from streams.state.customer import CustomerState
 from streams.state.facts import StateFacts
-from streams.store.base import CommitBatch, MembershipChange, StateWrite
+from streams.store.base import ANY_VERSION, CommitBatch, MembershipChange, StateWrite
 
 if TYPE_CHECKING:
     from streams.pipeline.processor import PipelineContext
@@ -38,12 +50,25 @@ class WorkingSet:
     states: dict[str, CustomerState | None]
     versions: dict[str, int]
     clocks: dict[int, float]
-    home: dict[str, int] = field(default_factory=dict)
-    """Customer -> the input partition whose timer set holds its timer."""
     commit: CommitBatch = field(default_factory=CommitBatch)
     dirty: set[str] = field(default_factory=set)
     heap: list[tuple[float, str]] = field(default_factory=list)
     stored_due: dict[str, float | None] = field(default_factory=dict)
+    loaded: dict[str, tuple[frozenset[str], str | None] | None] = field(default_factory=dict)
+    """Customer -> (segments, primary) as loaded; None for a customer with no profile."""
+    suppressed: dict[str, float] = field(default_factory=dict)
+    """Erased ids -> erasure time: their events up to then are dropped."""
+    unconditional: set[str] = field(default_factory=set)
+    """Keys deleted without a version check (alias redirects of an erased profile)."""
+    where: dict[str, int] = field(default_factory=dict)
+    """Customer -> the partition whose outbox carries its membership record."""
+    emit: bool = True
+    """False for a silent backfill: memberships change, no migration is published."""
+
+    def touch(self, customer_id: str, partition: int) -> None:
+        """Mark a customer changed by an operation on ``partition``."""
+        self.dirty.add(customer_id)
+        self.where[customer_id] = partition
 
     def outbox(self, partition: int, entry: OutboxEntry) -> None:
         """Queue a message to send once the batch is committed."""
@@ -91,11 +116,26 @@ class WorkingSet:
         if ctx.settings.clock == "processing" and lateness > ctx.metrics.timer_lateness_max:
             ctx.metrics.timer_lateness_max = lateness
         prune(state, ctx.rules.series, due)
-        facts = StateFacts(state, due, ctx.specs_by_id)
+        self.settle(partition, state, due, Trigger("time"), due)
+
+    def settle(
+        self, partition: int, state: CustomerState, now: float, trigger: Trigger, when: float
+    ) -> None:
+        """Evaluate every rule at ``now``, record the migrations, and reschedule the timer."""
+        ctx = self.ctx
+        facts = ctx.facts(state, now)
+        started = time.perf_counter()
         evaluation = ctx.rules.evaluate(facts)
-        self.migrate(partition, state, evaluation.members, facts, Trigger("time"), due)
+        ctx.metrics.eval_seconds += time.perf_counter() - started
+        self.migrate(partition, state, evaluation.members, facts, trigger, when)
         state.primary = evaluation.primary
-        self.reschedule(partition, state, facts, after=due)
+        state.evaluated_under = ctx.version
+        self.reschedule(partition, state, facts, after=now)
+
+    def refresh(self, partition: int, state: CustomerState, now: float) -> None:
+        """Re-evaluate a customer evaluated under other rules (``trigger.kind = rule_change``)."""
+        if state.merged_into is None and state.evaluated_under != self.ctx.version:
+            self.settle(partition, state, now, Trigger("rule_change"), now)
 
     def reschedule(
         self, partition: int, state: CustomerState, facts: StateFacts, after: float
@@ -103,8 +143,7 @@ class WorkingSet:
         """Recompute the customer's next due time and record it for the commit."""
         nxt = self.ctx.rules.next_due(facts)
         state.due = nxt if nxt is not None and nxt > after else None
-        self.home.setdefault(state.customer_id, partition)
-        self.dirty.add(state.customer_id)
+        self.touch(state.customer_id, partition)
         if state.due is not None:
             heapq.heappush(self.heap, (state.due, state.customer_id))
 
@@ -123,7 +162,18 @@ class WorkingSet:
         old = frozenset(state.members)
         if old == new_members:
             return
-        for move in ctx.rules.transitions(old, new_members, facts):
+        settings = ctx.settings
+        for move in ctx.rules.transitions(old, new_members, facts, state.customer_id):
+            entered = move.direction == "entered"
+            if entered:
+                state.members[move.segment] = when
+            else:
+                state.members.pop(move.segment, None)
+            self.commit.memberships.append(
+                MembershipChange(move.segment, state.customer_id, 1 if entered else -1)
+            )
+            if not self.emit:
+                continue
             state.sequence += 1
             migration = Migration(
                 customer_id=state.customer_id,
@@ -134,83 +184,113 @@ class WorkingSet:
                 to_segment=move.to_segment,
                 trigger=trigger,
                 reason_rule=reason_override or move.reason.rule,
-                reason_values={} if reason_override else dict(move.reason.values),
+                reason_values={} if reason_override else ctx.redact(move.reason.values),
                 rule_version=ctx.rules.version,
                 sequence=state.sequence,
                 time=when,
+                holdout=move.holdout,
             )
-            settings = ctx.settings
             self.outbox(
                 partition, migration.to_outbox(settings.migrations_topic, settings.ce_source)
             )
-            entered = move.direction == "entered"
-            if entered:
-                state.members[move.segment] = when
-            else:
-                state.members.pop(move.segment, None)
-            self.commit.memberships.append(
-                MembershipChange(move.segment, state.customer_id, 1 if entered else -1)
-            )
+            if entered or move.to_segment is None:
+                cell = f"{move.from_segment or '-'}|{move.segment if entered else '-'}"
+                moves = self.commit.matrix.setdefault(iso(when)[:10], {})
+                moves[cell] = moves.get(cell, 0) + 1
             ctx.metrics.count_migration(move.segment, move.direction, trigger.kind)
 
-    def apply(self, partition: int, event: BaseEvent) -> None:
-        """Fold one event into its customer's state and record what it changes."""
+    def apply(self, partition: int, event: BaseEvent) -> int | Refused | None:
+        """Fold one event into its customer's profile and record what it changes.
+
+        Returns the partition to re-route the event to when its profile lives elsewhere (after
+        a merge), a :class:`Refused` for the DLQ, or None when the event was handled.
+        """
         ctx = self.ctx
-        cid = event.customer_id
-        state = self.states.get(cid)
+        named = event.customer_id
+        erased_at = self.suppressed.get(named)
+        if erased_at is not None and event.ts <= erased_at:
+            ctx.metrics.suppressed += 1
+            return None
+        root = resolve(self, named)
+        home = ctx.home_partition(root)
+        if home != partition:
+            return home
+        state = self.states.get(root)
         digest = message_digest(event.messageId)
         if state is not None and digest in state.recent:
             ctx.metrics.duplicates += 1
-            return
+            return None
         late_by = self.clocks.get(partition, event.ts) - event.ts
         now = self.advance(partition, event.ts)
         self.fire_due(partition, self.watermark(partition))
         if state is not None:
+            self.refresh(partition, state, now)
             self.fire_customer(partition, state, event.ts)
         if isinstance(event, EraseEvent):
-            self._erase(partition, event, state, now)
-            return
+            erase(self, partition, event, named, root, now)
+            return None
+        other = _merged_id(event)
+        if other is not None and other != named:
+            refused = merge(self, partition, named, root, other, event, now)
+            if refused is not None:
+                return refused
+        state = self.states.get(root)
         if state is None:
-            state = self.states[cid] = CustomerState(customer_id=cid)
+            state = self.states[root] = CustomerState(customer_id=root)
         windows = late_by <= ctx.settings.allowed_lateness_s
         if not windows:
             ctx.metrics.late += 1
         apply_event(state, event, ctx.specs_by_event if windows else {}, now, ctx.rules.event_names)
         remember(state, digest, ctx.settings.dedupe_depth)
         prune(state, ctx.rules.series, now)
-        facts = StateFacts(state, now, ctx.specs_by_id)
-        started = time.perf_counter()
-        evaluation = ctx.rules.evaluate(facts)
-        ctx.metrics.eval_seconds += time.perf_counter() - started
-        self.migrate(partition, state, evaluation.members, facts, _trigger_for(event), event.ts)
-        state.primary = evaluation.primary
-        self.reschedule(partition, state, facts, after=now)
-
-    def _erase(
-        self, partition: int, event: EraseEvent, state: CustomerState | None, now: float
-    ) -> None:
-        if state is None:
-            return
-        facts = StateFacts(state, now, self.ctx.specs_by_id)
-        trigger = Trigger("erasure", event.messageId, "erase")
-        self.migrate(partition, state, frozenset(), facts, trigger, event.ts, "customer erased")
-        self.states[state.customer_id] = None
-        self.home.setdefault(state.customer_id, partition)
-        self.dirty.add(state.customer_id)
+        self.settle(partition, state, now, _trigger_for(event), event.ts)
+        return None
 
     def finish(self, offsets: dict[int, int]) -> CommitBatch:
-        """The commit: dirty states, timers that moved, progress, and the outbox."""
+        """The commit: dirty states, timers that moved, membership records, progress, outbox."""
         commit = self.commit
         commit.offsets = offsets
         for cid in sorted(self.dirty):
             state = self.states.get(cid)
             data = state.to_json() if state is not None else None
-            commit.states.append(StateWrite(cid, self.versions.get(cid, 0), data))
+            expected = ANY_VERSION if cid in self.unconditional else self.versions.get(cid, 0)
+            commit.states.append(StateWrite(cid, expected, data))
             due = state.due if state is not None else None
-            if due != self.stored_due.get(cid):
-                commit.due.setdefault(self.home[cid], {})[cid] = due
+            if due != self.stored_due.get(cid) and cid not in self.unconditional:
+                commit.due.setdefault(self.ctx.home_partition(cid), {})[cid] = due
+            self._membership_record(cid, state)
         commit.clocks = dict(self.clocks)
         return commit
+
+    def _membership_record(self, cid: str, state: CustomerState | None) -> None:
+        """A compacted-topic record of the customer's segments if they changed, or a tombstone."""
+        before = self.loaded.get(cid)
+        partition = self.where.get(cid, 0)
+        topic = self.ctx.settings.memberships_topic
+        if state is None or state.merged_into is not None:
+            if before is not None:
+                self.outbox(partition, OutboxEntry(topic, cid.encode(), None))
+            return
+        after = (frozenset(state.members), state.primary)
+        if before == after or (before is None and not state.members):
+            return
+        value = {
+            "customer_id": cid,
+            "segments": sorted(state.members),
+            "primary_segment": state.primary,
+            "sequence": state.sequence,
+            "rule_version": self.ctx.rules.version,
+        }
+        self.outbox(partition, OutboxEntry(topic, cid.encode(), orjson.dumps(value)))
+
+
+def _merged_id(event: BaseEvent) -> str | None:
+    """The id an event asks to merge into its customer, if any."""
+    if isinstance(event, AliasEvent):
+        return event.previousId
+    if isinstance(event, IdentifyEvent) and event.userId and event.anonymousId:
+        return event.anonymousId
+    return None
 
 
 def _trigger_for(event: BaseEvent) -> Trigger:

@@ -17,10 +17,21 @@ def topic_layout(settings: Settings) -> dict[str, int]:
         settings.input_topic: settings.input_partitions,
         settings.migrations_topic: settings.migrations_partitions,
         settings.dlq_topic: settings.input_partitions,
+        settings.memberships_topic: settings.migrations_partitions,
     }
 
 
-async def ensure_topics(bootstrap: str, layout: dict[str, int], timeout: float = 30.0) -> None:
+def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
+    """Per-topic configuration: the membership topic is compacted (latest value per customer)."""
+    return {settings.memberships_topic: {"cleanup.policy": "compact"}}
+
+
+async def ensure_topics(
+    bootstrap: str,
+    layout: dict[str, int],
+    timeout: float = 30.0,
+    configs: dict[str, dict[str, str]] | None = None,
+) -> None:
     """Create the topics in ``layout`` that do not exist yet, retrying until the broker answers."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -36,7 +47,7 @@ async def ensure_topics(bootstrap: str, layout: dict[str, int], timeout: float =
     try:
         existing = set(await admin.list_topics())
         missing = [
-            NewTopic(name, partitions, 1)
+            NewTopic(name, partitions, 1, topic_configs=(configs or {}).get(name, {}))
             for name, partitions in layout.items()
             if name not in existing
         ]

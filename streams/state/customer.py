@@ -46,6 +46,17 @@ class CustomerState:
     """Digests of the latest messageIds, newest last (redelivery and duplicate detection)."""
     due: float | None = None
     """When the outcome of some rule can next change with no new event (the timer)."""
+    aliases: list[str] = field(default_factory=list)
+    """Ids merged into this profile (their keys redirect here)."""
+    merged_into: str | None = None
+    """Set on a merged-away id: a redirect to the surviving profile, with no other data."""
+    evaluated_under: str | None = None
+    """The rule version (with live RFM boundaries) the memberships were last evaluated under."""
+
+    @classmethod
+    def redirect(cls, customer_id: str, survivor: str, sequence: int) -> CustomerState:
+        """The record left behind by a merged-away id."""
+        return cls(customer_id=customer_id, merged_into=survivor, sequence=sequence)
 
     def to_json(self) -> bytes:
         """Compact JSON for the store."""
@@ -74,6 +85,12 @@ class CustomerState:
             doc["r"] = self.recent
         if self.due is not None:
             doc["d"] = self.due
+        if self.aliases:
+            doc["al"] = self.aliases
+        if self.merged_into is not None:
+            doc["mi"] = self.merged_into
+        if self.evaluated_under is not None:
+            doc["ev"] = self.evaluated_under
         return orjson.dumps(doc)
 
     @classmethod
@@ -99,4 +116,7 @@ class CustomerState:
             sequence=doc.get("q", 0),
             recent=doc.get("r", []),
             due=doc.get("d"),
+            aliases=doc.get("al", []),
+            merged_into=doc.get("mi"),
+            evaluated_under=doc.get("ev"),
         )

@@ -5,18 +5,37 @@ from __future__ import annotations
 from typing import Any
 
 from streams.engine.facts import MISSING, SeriesSpec
+from streams.engine.rfm import RfmBoundaries
 from streams.state.customer import CustomerState
 
 
 class StateFacts:
-    """Answers the engine's questions from one customer's state, seen at ``now``."""
+    """Answers the engine's questions from one customer's state, seen at ``now``.
 
-    __slots__ = ("_now", "_specs", "_state")
+    ``rfm`` is the live RFM boundaries (None: the rule pack's fixed ones apply).
+    """
 
-    def __init__(self, state: CustomerState, now: float, specs: dict[str, SeriesSpec]) -> None:
+    __slots__ = ("_now", "_rfm", "_specs", "_state")
+
+    def __init__(
+        self,
+        state: CustomerState,
+        now: float,
+        specs: dict[str, SeriesSpec],
+        rfm: RfmBoundaries | None = None,
+    ) -> None:
         self._state = state
         self._now = now
         self._specs = specs
+        self._rfm = rfm
+
+    def member_since(self, segment_id: str) -> float | None:
+        """When the customer entered the segment (as stored before this evaluation)."""
+        return self._state.members.get(segment_id)
+
+    def rfm_boundaries(self) -> RfmBoundaries | None:
+        """The live RFM boundaries, if any."""
+        return self._rfm
 
     @property
     def now(self) -> float:

@@ -7,6 +7,7 @@ both. The store does not interpret customer state: it keeps opaque JSON plus a v
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -29,11 +30,16 @@ class Snapshot:
     """Input partition -> highest offset already applied (absent: nothing applied)."""
     clocks: dict[int, float]
     """Input partition -> highest event time seen (the event-time clock)."""
+    suppressed: dict[str, float] = field(default_factory=dict)
+    """Customer -> when it was erased (events up to then must not re-create it)."""
 
 
 @dataclass(slots=True)
 class StateWrite:
-    """Replace a customer's state (``data``) or delete it (``None``), if still at ``expected``."""
+    """Replace a customer's state (``data``) or delete it (``None``), if still at ``expected``.
+
+    ``expected = ANY_VERSION`` writes whatever the current version is.
+    """
 
     customer_id: str
     expected: int
@@ -61,6 +67,18 @@ class CommitBatch:
     """Input partition -> messages to send (encoded :class:`OutboxEntry`), in order."""
     due: dict[int, dict[str, float | None]] = field(default_factory=dict)
     """Input partition -> customer -> next timer (None removes it)."""
+    matrix: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Day (``YYYY-MM-DD``) -> ``"<from>|<to>"`` -> moves to add (``-`` is no segment)."""
+    suppress: dict[str, float] = field(default_factory=dict)
+    """Erased customer id -> erasure time (stored under :func:`suppression_key`)."""
+
+
+ANY_VERSION = -1
+
+
+def suppression_key(customer_id: str) -> str:
+    """How an erased id is remembered: a digest, never the id itself."""
+    return hashlib.sha256(customer_id.encode()).hexdigest()[:32]
 
 
 class ConflictError(Exception):
@@ -96,6 +114,10 @@ class Store(Protocol):
 
     async def segment_sizes(self) -> dict[str, int]:
         """Segment id -> live member count."""
+        ...
+
+    async def matrix(self, day: str) -> dict[str, int]:
+        """``"<from>|<to>"`` -> number of moves on ``day`` (UTC, ``YYYY-MM-DD``)."""
         ...
 
     async def members(self, segment: str, cursor: int, count: int) -> tuple[int, list[str]]:

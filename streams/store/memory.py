@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from streams.store.base import CommitBatch, ConflictError, Snapshot, StoredState
+from streams.store.base import (
+    ANY_VERSION,
+    CommitBatch,
+    ConflictError,
+    Snapshot,
+    StoredState,
+    suppression_key,
+)
 
 
 class MemoryStore:
@@ -17,6 +24,8 @@ class MemoryStore:
         self.segments: dict[str, set[str]] = {}
         self.outboxes: dict[int, list[bytes]] = {}
         self.timers: dict[int, dict[str, float]] = {}
+        self.moves: dict[str, dict[str, int]] = {}
+        self.suppressed: dict[str, float] = {}
 
     async def load(self, customer_ids: Sequence[str], partitions: Sequence[int]) -> Snapshot:
         """Read states and partition progress."""
@@ -24,19 +33,27 @@ class MemoryStore:
             states={cid: self.states.get(cid) for cid in customer_ids},
             offsets={p: self.offsets[p] for p in partitions if p in self.offsets},
             clocks={p: self.clocks[p] for p in partitions if p in self.clocks},
+            suppressed={
+                cid: self.suppressed[suppression_key(cid)]
+                for cid in customer_ids
+                if suppression_key(cid) in self.suppressed
+            },
         )
 
     async def commit(self, batch: CommitBatch) -> None:
         """Check every expected version first, then write everything."""
         for write in batch.states:
             current = self.states.get(write.customer_id)
-            if (current.version if current else 0) != write.expected:
+            version = current.version if current else 0
+            if write.expected != ANY_VERSION and version != write.expected:
                 raise ConflictError(write.customer_id)
         for write in batch.states:
             if write.data is None:
                 self.states.pop(write.customer_id, None)
             else:
-                self.states[write.customer_id] = StoredState(write.expected + 1, write.data)
+                current = self.states.get(write.customer_id)
+                version = current.version if current else 0
+                self.states[write.customer_id] = StoredState(version + 1, write.data)
         for change in batch.memberships:
             members = self.segments.setdefault(change.segment, set())
             if change.delta > 0:
@@ -49,13 +66,19 @@ class MemoryStore:
             self.clocks[partition] = max(clock, self.clocks.get(partition, clock))
         for partition, entries in batch.outbox.items():
             self.outboxes.setdefault(partition, []).extend(entries)
+        for day, moves in batch.matrix.items():
+            counts = self.moves.setdefault(day, {})
+            for move, count in moves.items():
+                counts[move] = counts.get(move, 0) + count
+        for cid, when in batch.suppress.items():
+            self.suppressed[suppression_key(cid)] = when
         for partition, timers in batch.due.items():
-            table = self.timers.setdefault(partition, {})
-            for cid, when in timers.items():
-                if when is None:
-                    table.pop(cid, None)
+            due = self.timers.setdefault(partition, {})
+            for cid, at in timers.items():
+                if at is None:
+                    due.pop(cid, None)
                 else:
-                    table[cid] = when
+                    due[cid] = at
 
     async def outbox(self, partition: int, limit: int) -> list[bytes]:
         """Oldest unsent messages."""
@@ -70,6 +93,10 @@ class MemoryStore:
         table = self.timers.get(partition, {})
         due = sorted((when, cid) for cid, when in table.items() if when <= until)
         return [(cid, when) for when, cid in due[:limit]]
+
+    async def matrix(self, day: str) -> dict[str, int]:
+        """Moves of one day."""
+        return dict(self.moves.get(day, {}))
 
     async def get_state(self, customer_id: str) -> StoredState | None:
         """One state."""

@@ -11,6 +11,8 @@ Key layout (``ns`` = ``SEGMENTER_NAMESPACE``; ``{...}`` is a Redis Cluster hash 
 | ``ns:clocks`` | hash | input partition -> event-time clock (highest event time seen) |
 | ``ns:outbox:<partition>`` | list | messages committed but not yet acknowledged by Kafka |
 | ``ns:due:<partition>`` | sorted set | customer -> next timer (epoch seconds) |
+| ``ns:matrix:<YYYY-MM-DD>`` | hash | ``<from>|<to>`` -> migrations that day (``-``: none) |
+| ``ns:erased`` | hash | digest of an erased id -> erasure time (no id is kept) |
 """
 
 from __future__ import annotations
@@ -22,7 +24,13 @@ from typing import Any, cast
 import orjson
 import redis.asyncio as aioredis
 
-from streams.store.base import CommitBatch, ConflictError, Snapshot, StoredState
+from streams.store.base import (
+    CommitBatch,
+    ConflictError,
+    Snapshot,
+    StoredState,
+    suppression_key,
+)
 
 
 def _lua(name: str) -> str:
@@ -37,6 +45,11 @@ class Keys:
         self.sizes = f"{namespace}:sizes"
         self.offsets = f"{namespace}:offsets"
         self.clocks = f"{namespace}:clocks"
+        self.erased = f"{namespace}:erased"
+
+    def matrix(self, day: str) -> str:
+        """One day's migration matrix."""
+        return f"{self.ns}:matrix:{day}"
 
     def customer(self, customer_id: str) -> str:
         """The customer's state hash (hash-tagged by customer)."""
@@ -92,7 +105,15 @@ class RedisStore:
         if parts:
             pipe.hmget(self.keys.offsets, parts)
             pipe.hmget(self.keys.clocks, parts)
+        if customer_ids:
+            pipe.hmget(self.keys.erased, [suppression_key(cid) for cid in customer_ids])
         replies: list[Any] = await pipe.execute()
+        erased = replies.pop() if customer_ids else []
+        suppressed = {
+            cid: float(when)
+            for cid, when in zip(customer_ids, erased, strict=True)
+            if when is not None
+        }
         states: dict[str, StoredState | None] = {}
         for cid, (version, data) in zip(customer_ids, replies, strict=False):
             states[cid] = StoredState(int(version), data) if data is not None else None
@@ -104,7 +125,7 @@ class RedisStore:
                     offsets[p] = int(float(off))
                 if clock is not None:
                     clocks[p] = float(clock)
-        return Snapshot(states=states, offsets=offsets, clocks=clocks)
+        return Snapshot(states=states, offsets=offsets, clocks=clocks, suppressed=suppressed)
 
     async def commit(self, batch: CommitBatch) -> None:
         """Run commit.lua once for the whole batch."""
@@ -136,6 +157,15 @@ class RedisStore:
                 for p, timers in batch.due.items()
                 for cid, when in timers.items()
             ],
+            "matrix": [
+                [index(keys.matrix(day)), move, count]
+                for day, moves in batch.matrix.items()
+                for move, count in moves.items()
+            ],
+            "suppress": [
+                index(keys.erased),
+                [[suppression_key(cid), when] for cid, when in batch.suppress.items()],
+            ],
         }
         reply = await self._commit(keys=index.keys, args=[orjson.dumps(plan)])
         if int(reply[0]) != 1:
@@ -157,6 +187,11 @@ class RedisStore:
             self.keys.due(partition), "-inf", until, start=0, num=limit, withscores=True
         )  # type: ignore[assignment]
         return [(member.decode(), float(score)) for member, score in rows]
+
+    async def matrix(self, day: str) -> dict[str, int]:
+        """Moves of one day."""
+        raw = cast(dict[bytes, bytes], await self.client.hgetall(self.keys.matrix(day)))
+        return {k.decode(): int(v) for k, v in raw.items()}
 
     async def get_state(self, customer_id: str) -> StoredState | None:
         """One customer's state."""

@@ -65,6 +65,10 @@ class Deployment:
     def dlq(self) -> str:
         return f"{self.prefix}.dlq"
 
+    @property
+    def memberships(self) -> str:
+        return f"{self.prefix}.memberships"
+
     def env(self, **extra: object) -> dict[str, str]:
         return settings_env(
             kafka_bootstrap=self.kafka,
@@ -73,6 +77,7 @@ class Deployment:
             input_topic=self.input,
             migrations_topic=self.migrations,
             dlq_topic=self.dlq,
+            memberships_topic=self.memberships,
             input_partitions=self.partitions,
             namespace=self.prefix,
             group_id=f"{self.prefix}-group",
@@ -84,7 +89,9 @@ class Deployment:
 
     async def create_topics(self) -> None:
         await ensure_topics(
-            self.kafka, {self.input: self.partitions, self.migrations: 4, self.dlq: 1}
+            self.kafka,
+            {self.input: self.partitions, self.migrations: 4, self.dlq: 1, self.memberships: 4},
+            configs={self.memberships: {"cleanup.policy": "compact"}},
         )
 
     def worker(self, **extra: object) -> Child:

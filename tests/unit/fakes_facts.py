@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from streams.engine import MISSING, RuleSet, SeriesSpec, parse_rules
+from streams.engine import MISSING, RfmBoundaries, RuleSet, SeriesSpec, parse_rules
 
 DAY = 86400.0
 NOW = 1_700_000_000.0
@@ -27,7 +27,9 @@ class FakeFacts:
     """One customer's facts: nested trait dict, event list, metrics, the rule set's series.
 
     A window of W seconds at ``now`` holds the events with ``now - W < ts <= now``; so an event
-    leaves the window at ``ts + W`` (that is what ``window_expiry`` returns).
+    leaves the window at ``ts + W`` (that is what ``window_expiry`` returns). ``members`` maps
+    a segment the customer is in to when it entered (``member_since``); ``live_rfm`` is what
+    ``rfm_boundaries`` returns.
     """
 
     now: float = NOW
@@ -35,6 +37,8 @@ class FakeFacts:
     events: tuple[Ev, ...] = ()
     metrics: Mapping[str, float | None] = field(default_factory=dict)
     series: Mapping[str, SeriesSpec] = field(default_factory=dict)
+    members: Mapping[str, float] = field(default_factory=dict)
+    live_rfm: RfmBoundaries | None = None
 
     @classmethod
     def of(
@@ -45,6 +49,8 @@ class FakeFacts:
         traits: Mapping[str, Any] | None = None,
         events: Iterable[Ev] = (),
         metrics: Mapping[str, float | None] | None = None,
+        members: Mapping[str, float] | None = None,
+        live_rfm: RfmBoundaries | None = None,
     ) -> FakeFacts:
         """Facts for ``rules`` (whose series the windows use)."""
         return cls(
@@ -53,11 +59,21 @@ class FakeFacts:
             events=tuple(events),
             metrics=dict(metrics or {}),
             series={s.id: s for s in (rules.series if rules else ())},
+            members=dict(members or {}),
+            live_rfm=live_rfm,
         )
 
     def at(self, now: float) -> FakeFacts:
         """The same customer seen at another instant."""
         return replace(self, now=now)
+
+    def with_metrics(self, **metrics: float | None) -> FakeFacts:
+        """The same customer with some metrics changed."""
+        return replace(self, metrics={**self.metrics, **metrics})
+
+    def with_members(self, members: Mapping[str, float]) -> FakeFacts:
+        """The same customer with another membership (segment -> when entered)."""
+        return replace(self, members=dict(members))
 
     def trait(self, path: str) -> Any:
         current: Any = self.traits
@@ -102,6 +118,12 @@ class FakeFacts:
 
     def metric(self, name: str) -> float | None:
         return self.metrics.get(name)
+
+    def member_since(self, segment_id: str) -> float | None:
+        return self.members.get(segment_id)
+
+    def rfm_boundaries(self) -> RfmBoundaries | None:
+        return self.live_rfm
 
 
 def rules_from(**files: str) -> RuleSet:

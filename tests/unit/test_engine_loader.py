@@ -257,7 +257,11 @@ def test_version_depends_on_names_and_bytes(tmp_path: Path) -> None:
 
 def test_json_schema_structure() -> None:
     schema = rules_json_schema()
-    assert schema["oneOf"] == [{"$ref": "#/$defs/SegmentFile"}, {"$ref": "#/$defs/FamilyFile"}]
+    assert schema["oneOf"] == [
+        {"$ref": "#/$defs/SegmentFile"},
+        {"$ref": "#/$defs/FamilyFile"},
+        {"$ref": "#/$defs/RfmFile"},
+    ]
     defs = schema["$defs"]
     for name in ("SegmentFile", "FamilyFile", "FamilyMember", "TraitCondition", "NotCondition"):
         assert name in defs

@@ -29,6 +29,7 @@ def customer(pack: RuleSet, events: list[Ev], **traits: object) -> FakeFacts:
     metrics: dict[str, float | None] = {
         "orders": float(len(done)),
         "revenue": float(sum(e.props["revenue"] for e in done)),
+        "first_seen": min((e.ts for e in events), default=None),
     }
     return FakeFacts.of(pack, traits=traits, events=events, metrics=metrics)
 
@@ -43,13 +44,34 @@ def test_pack_has_every_kind_and_both_families(pack: RuleSet) -> None:
         "lapsed",
         "prospect",
     }
+    assert set(pack.families["rfm"]) == {
+        "rfm_champions",
+        "rfm_loyal",
+        "rfm_potential_loyalist",
+        "rfm_new",
+        "rfm_promising",
+        "rfm_need_attention",
+        "rfm_about_to_sleep",
+        "rfm_at_risk",
+        "rfm_cannot_lose",
+        "rfm_hibernating",
+        "rfm_lost",
+    }
+    assert pack.families["predicted_value_tier"] == (
+        "predicted_high",
+        "predicted_medium",
+        "predicted_low",
+    )
+    assert all(pack.segment(s).kind == "rfm" for s in pack.families["rfm"])
     assert all(s.name and s.description for s in pack.segments)
+    assert pack.rfm is not None and pack.rfm.live is False
 
 
 def test_lapsed_high_value_customer(pack: RuleSet) -> None:
     facts = customer(pack, orders((100, 700), (200, 500)))
     result = pack.evaluate(facts)
-    assert result.members == {"high_value", "lapsed"}
+    # R: 100 days -> 2, F: 2 orders -> 2; predicted value 1200 * 365 / 200 days = 2190
+    assert result.members == {"high_value", "lapsed", "rfm_hibernating", "predicted_high"}
     assert result.primary == "high_value"
     reason = pack.explain(facts)["lapsed"].reason
     assert reason.rule == "lifetime orders >= 1 and no Order Completed within 90d"
@@ -59,7 +81,14 @@ def test_lapsed_high_value_customer(pack: RuleSet) -> None:
 def test_new_young_north_american_customer(pack: RuleSet) -> None:
     facts = customer(pack, orders((5, 150)), age=20, address={"country": "US", "city": "Boston"})
     result = pack.evaluate(facts)
-    assert result.members == {"young_adults", "north_america", "mid_value", "new_customer"}
+    assert result.members == {
+        "young_adults",
+        "north_america",
+        "mid_value",
+        "new_customer",
+        "rfm_new",  # R 5 (5 days), F 1
+        "predicted_medium",  # 150 * 365 / 30 days (tenure floor) = 1825
+    }
     assert result.holds["active"] is True  # displaced by new_customer in the lifecycle family
     assert result.primary == "new_customer"
 
@@ -89,13 +118,14 @@ def test_cart_abandoner_leaves_when_checkout_starts(pack: RuleSet) -> None:
 
 def test_active_customer_becomes_at_risk_on_time(pack: RuleSet) -> None:
     facts = customer(pack, orders((50, 40), (120, 40), (300, 40)))
-    assert pack.evaluate(facts).members == {"active", "mid_value"}
+    steady = {"mid_value", "rfm_potential_loyalist", "predicted_low"}
+    assert pack.evaluate(facts).members == {"active", *steady}
     due = pack.next_due(facts)
     assert due == NOW + 10 * DAY
     later = facts.at(due)
     new = pack.evaluate(later).members
-    assert new == {"at_risk", "mid_value"}
-    moves = pack.transitions({"active", "mid_value"}, new, later)
+    assert new == {"at_risk", *steady}  # R drops to 3 only once 60 days are exceeded
+    moves = pack.transitions({"active", *steady}, new, later)
     assert [(t.segment, t.direction, t.from_segment, t.to_segment) for t in moves] == [
         ("active", "exited", "active", "at_risk"),
         ("at_risk", "entered", "active", "at_risk"),
@@ -108,7 +138,15 @@ def test_champion_vip(pack: RuleSet) -> None:
         pack, orders((3, 2000), (20, 2000), (60, 2000)), survey={"lifestyle": "eco_conscious"}
     )
     result = pack.evaluate(facts)
-    assert result.members == {"champions", "vip", "active", "luxury_seeker", "eco_conscious"}
+    assert result.members == {
+        "champions",
+        "vip",
+        "active",
+        "luxury_seeker",
+        "eco_conscious",
+        "rfm_potential_loyalist",  # R 5, F 3
+        "predicted_high",
+    }
     assert result.primary == "vip"
     reason = pack.explain(facts)["champions"].reason
     assert reason.values["sum(Order Completed.revenue, 90d)"] == 6000
@@ -147,3 +185,27 @@ def test_needs_and_firmographics(pack: RuleSet) -> None:
         "smb_accounts",
         "prospect",
     }
+
+
+def test_email_reactivation_needs_marketing_consent(pack: RuleSet) -> None:
+    history = orders((100, 50))
+    without = customer(pack, history)
+    assert "lapsed" in pack.evaluate(without).members
+    assert "email_reactivation" not in pack.evaluate(without).members
+    reason = pack.explain(without)["email_reactivation"].reason
+    assert reason.rule == "no marketing consent"
+    assert reason.values == {"consent.marketing": None}
+    refused = customer(pack, history, consent={"marketing": False})
+    assert "email_reactivation" not in pack.evaluate(refused).members
+    given = customer(pack, history, consent={"marketing": True})
+    assert "email_reactivation" in pack.evaluate(given).members
+    info = pack.segment("email_reactivation")
+    assert (info.requires_consent, info.min_dwell_s) == ("marketing", 14 * DAY)
+
+
+def test_cart_abandoner_has_a_ten_percent_holdout(pack: RuleSet) -> None:
+    assert pack.segment("cart_abandoner").holdout_percent == 10
+    ids = [f"c{i}" for i in range(2000)]
+    share = sum(pack.is_holdout(c, "cart_abandoner") for c in ids) / len(ids)
+    assert 0.07 < share < 0.13
+    assert not any(pack.is_holdout(c, "vip") for c in ids)

@@ -78,7 +78,7 @@ async def test_an_event_that_changes_membership_emits_a_cloudevent() -> None:
     await process_batch(
         ctx, records([event("identify", "m1", traits={"address": {"country": "CA"}})])
     )
-    (entry,) = outbox(ctx)
+    (entry,) = [e for e in outbox(ctx) if e.topic == "segmenter.migrations"]
     headers = dict(entry.headers)
     assert entry.key == b"u1"
     assert headers["ce_specversion"] == b"1.0"
@@ -190,7 +190,11 @@ async def test_batch_boundaries_do_not_change_the_output() -> None:
     single = make_ctx()
     for offset, doc in enumerate(docs):
         await process_batch(single, records([doc], start=offset))
-    assert [e.encode() for e in outbox(whole)] == [e.encode() for e in outbox(single)]
+    def emitted(ctx: PipelineContext) -> list[bytes]:
+        return [e.encode() for e in outbox(ctx) if e.topic != "segmenter.memberships"]
+
+    assert emitted(whole) == emitted(single)
+    assert len(emitted(whole)) >= 5
 
 
 async def test_erasure_exits_every_segment_and_deletes_the_state() -> None:

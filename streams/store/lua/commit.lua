@@ -9,19 +9,23 @@
 --   clocks      [key, [[partition, ts], ...]]
 --   outbox      [[list_key, entry], ...]
 --   due         [[zset_key, customer_id, when or false], ...]
+--   matrix      [[hash_key, "<from>|<to>", count], ...]
+--   suppress    [key, [[digest, when], ...]]
+-- An expected version of -1 writes whatever the current version is.
 -- Returns {1} on success, {0, key} when a state's version moved (nothing is written then).
 local plan = cjson.decode(ARGV[1])
 
 for _, s in ipairs(plan.states) do
   local current = tonumber(redis.call('HGET', KEYS[s[1]], 'v') or '0')
-  if current ~= s[2] then
+  if s[2] ~= -1 and current ~= s[2] then
     return {0, KEYS[s[1]]}
   end
 end
 
 for _, s in ipairs(plan.states) do
   if s[3] then
-    redis.call('HSET', KEYS[s[1]], 's', s[3], 'v', s[2] + 1)
+    local current = tonumber(redis.call('HGET', KEYS[s[1]], 'v') or '0')
+    redis.call('HSET', KEYS[s[1]], 's', s[3], 'v', current + 1)
   else
     redis.call('DEL', KEYS[s[1]])
   end
@@ -60,6 +64,14 @@ for _, d in ipairs(plan.due) do
   else
     redis.call('ZREM', KEYS[d[1]], d[2])
   end
+end
+
+for _, m in ipairs(plan.matrix) do
+  redis.call('HINCRBY', KEYS[m[1]], m[2], m[3])
+end
+
+for _, s in ipairs(plan.suppress[2]) do
+  redis.call('HSET', KEYS[plan.suppress[1]], s[1], string.format('%.17g', s[2]))
 end
 
 return {1}

@@ -1,0 +1,108 @@
+"""``GET /metrics``: the worker's counters in the Prometheus text exposition format (0.0.4)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from streams.pipeline.processor import Metrics
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:.6f}"
+
+
+class Exposition:
+    """Builds the text: one ``# HELP``/``# TYPE`` block per metric family."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def family(
+        self,
+        name: str,
+        kind: str,
+        help_text: str,
+        samples: list[tuple[Mapping[str, str], float]],
+    ) -> None:
+        """A metric family with its samples (labels, value)."""
+        self.lines.append(f"# HELP {name} {help_text}")
+        self.lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            rendered = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
+            self.lines.append(
+                f"{name}{{{rendered}}} {_number(value)}" if rendered else f"{name} {_number(value)}"
+            )
+
+    def single(self, name: str, kind: str, help_text: str, value: float) -> None:
+        """A metric family with one unlabelled sample."""
+        self.family(name, kind, help_text, [({}, value)])
+
+    def text(self) -> str:
+        """The exposition, newline-terminated."""
+        return "\n".join(self.lines) + "\n"
+
+
+def render(
+    m: Metrics,
+    segment_sizes: Mapping[str, int],
+    segment_ids: list[str],
+    lag: Mapping[int, int] | None,
+    up: bool,
+) -> str:
+    """Every metric of one worker.
+
+    Rates (events per second) are derived by Prometheus: ``rate(segmenter_events_total[1m])``.
+    """
+    out = Exposition()
+    out.single("segmenter_up", "gauge", "1 when the store answers and the worker runs", up)
+    out.single("segmenter_events_total", "counter", "Input events applied", m.events)
+    out.single("segmenter_batches_total", "counter", "Batches committed", m.batches)
+    out.single("segmenter_dlq_total", "counter", "Messages sent to the DLQ", m.dlq)
+    out.single("segmenter_duplicates_total", "counter", "Duplicate messageIds", m.duplicates)
+    out.single("segmenter_redelivered_total", "counter", "Redelivered records", m.redelivered)
+    out.single(
+        "segmenter_rerouted_total", "counter", "Events re-sent to their partition", m.forwarded
+    )
+    out.single("segmenter_late_events_total", "counter", "Events beyond lateness", m.late)
+    out.single("segmenter_timers_fired_total", "counter", "Timers fired", m.timers_fired)
+    out.single(
+        "segmenter_timer_delay_max_seconds",
+        "gauge",
+        "Largest delay between a timer's due time and its firing",
+        m.timer_lateness_max,
+    )
+    out.single(
+        "segmenter_rule_eval_seconds_total",
+        "counter",
+        "Time spent evaluating rules",
+        m.eval_seconds,
+    )
+    out.family(
+        "segmenter_migrations_total",
+        "counter",
+        "Migration events by segment, direction and trigger kind",
+        [
+            ({"segment": s, "direction": d, "trigger": t}, count)
+            for (s, d, t), count in sorted(m.migrations_by.items())
+        ],
+    )
+    out.family(
+        "segmenter_segment_size",
+        "gauge",
+        "Live member count of each segment",
+        [({"segment": sid}, segment_sizes.get(sid, 0)) for sid in segment_ids],
+    )
+    if lag is not None:
+        out.family(
+            "segmenter_consumer_lag",
+            "gauge",
+            "Records behind the end of each assigned input partition",
+            [({"partition": str(p)}, n) for p, n in sorted(lag.items())],
+        )
+    return out.text()

@@ -1,0 +1,109 @@
+"""``segmenter bench``: the performance harness (see docs/benchmarks.md).
+
+In one run, on the same broker, Redis and synthetic events:
+
+1. the same ``events`` Segment events (from ``customers`` synthetic customers, stamped now,
+   keyed by customer) are produced to two fresh 8-partition topics;
+2. (a) the ceiling: a raw aiokafka consumer with orjson and one pipelined Redis call per event
+   reads the first topic;
+3. (b) one ``segmenter worker`` child (default rule pack, processing-time clock) drains the
+   second; ``throughput_ratio`` is b/a;
+4. (d) Redis memory per stored customer, with ``MEMORY USAGE``;
+5. with the worker still running: (c) latency from event produced to migration received at a
+   fixed rate, (e) API lookups under that load, (f) timer lateness.
+
+The run uses its own topics, Redis namespace and consumer group; embedded servers are started
+unless ``SEGMENTER_KAFKA_BOOTSTRAP`` / ``SEGMENTER_REDIS_URL`` are set, and on configured servers
+everything the run created is deleted at the end. The bench reports; it never fails on a target.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from aiokafka.errors import KafkaError
+from redis.exceptions import RedisError
+
+from streams.benchmarks.ceiling import run_ceiling
+from streams.benchmarks.common import BenchConfig, BenchError, Infra, cleanup, say
+from streams.benchmarks.live import run_live
+from streams.benchmarks.load import preproduce, synthetic
+from streams.benchmarks.memory import measure_memory
+from streams.benchmarks.report import results, table, to_json
+from streams.benchmarks.segmenter import run_segmenter, start_worker, wait_http
+from streams.settings import Settings
+from streams.stack.children import Child
+from streams.stack.embedded import StackError
+from streams.stack.topics import ensure_topics
+
+
+def _timeout(events: int) -> float:
+    """How long a throughput phase may take before the bench gives up (at >= 100 events/s)."""
+    return 120.0 + events / 100.0
+
+
+def _measure(infra: Infra, cfg: BenchConfig) -> dict[str, object]:
+    """Every phase, in order; the worker child is stopped whatever happens."""
+    asyncio.run(ensure_topics(infra.bootstrap, infra.topics))
+    say(f"generating {cfg.events} events from {cfg.customers} synthetic customers")
+    messages = synthetic(cfg.events, cfg.customers, cfg.seed)
+    asyncio.run(preproduce(infra.bootstrap, [infra.ceiling_topic, infra.input_topic], messages))
+    del messages
+    say("(a) ceiling: raw aiokafka + orjson + one pipelined Redis call per event")
+    ceiling = asyncio.run(run_ceiling(infra, infra.ceiling_topic, cfg.events, _timeout(cfg.events)))
+    say("(b) segmenter: starting one worker on the pre-filled topic")
+    worker: Child | None = None
+    try:
+        worker, port = start_worker(infra)
+        segmenter = asyncio.run(run_segmenter(infra, worker, cfg.events, _timeout(cfg.events)))
+        memory = asyncio.run(measure_memory(infra, cfg.seed))
+        asyncio.run(wait_http(port, worker))
+        live = asyncio.run(run_live(infra, cfg, port, memory.sample_ids))
+        if not worker.alive():
+            raise BenchError(f"the worker stopped: {worker.log_tail(5)!r}")
+    finally:
+        if worker is not None:
+            worker.stop()
+    return results(cfg, ceiling, segmenter, memory, live)
+
+
+def run_bench(
+    settings: Settings,
+    as_json: bool,
+    events: int = 100_000,
+    customers: int = 100_000,
+    rate: float = 1000.0,
+    seconds: float = 10.0,
+    api_rate: float = 500.0,
+) -> int:
+    """Run every phase; print the table (or one JSON object); 0 unless infrastructure failed."""
+    if events < 1 or customers < 1 or rate <= 0 or seconds <= 0 or api_rate <= 0:
+        print("segmenter bench: sizes, rates and durations must be positive", file=sys.stderr)
+        return 2
+    cfg = BenchConfig(
+        events=events, customers=customers, rate=rate, seconds=seconds, api_rate=api_rate
+    )
+    infra = Infra(settings)
+    figures: dict[str, object] | None = None
+    try:
+        infra.start()
+        say(f"broker {infra.bootstrap}, Redis {infra.redis_url}, run {infra.run}")
+        figures = _measure(infra, cfg)
+    except (BenchError, StackError, KafkaError, RedisError, OSError, TimeoutError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else repr(exc)
+        print(f"segmenter bench: {message}", file=sys.stderr)
+    finally:
+        if infra.external and infra.bootstrap and infra.redis_url:
+            try:
+                asyncio.run(cleanup(infra))
+            except Exception as exc:
+                say(f"cleanup incomplete: {exc!r}")
+        infra.stop()
+    if figures is None:
+        return 1
+    if as_json:
+        print(to_json(figures))
+    else:
+        print(table(figures, cfg))
+    return 0

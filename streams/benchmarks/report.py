@@ -1,0 +1,135 @@
+"""The bench's results: one flat dict, shown as a table or printed as one JSON object."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from streams.benchmarks.common import BenchConfig, percentile
+from streams.benchmarks.live import LiveReport
+from streams.benchmarks.memory import MemoryReport
+
+
+def _round(value: float | None, digits: int = 2) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def results(
+    cfg: BenchConfig,
+    ceiling: float,
+    segmenter: float,
+    memory: MemoryReport,
+    live: LiveReport,
+) -> dict[str, Any]:
+    """Every figure of the run, by its JSON key."""
+    return {
+        "events": cfg.events,
+        "customers": cfg.customers,
+        "ceiling_events_per_s": _round(ceiling, 1),
+        "events_per_s": _round(segmenter, 1),
+        "throughput_ratio": _round(segmenter / ceiling if ceiling else None, 4),
+        "latency_rate": _round(live.events_rate, 1),
+        "latency_sent": live.sent,
+        "latency_samples": len(live.latencies),
+        "p50_ms": _round(percentile(live.latencies, 50)),
+        "p99_ms": _round(percentile(live.latencies, 99)),
+        "latency_max_ms": _round(max(live.latencies, default=None)),
+        "customers_stored": memory.customers,
+        "bytes_per_customer": _round(memory.per_customer, 1),
+        "state_bytes_per_customer": _round(memory.state, 1),
+        "membership_bytes_per_customer": _round(memory.membership, 1),
+        "timer_bytes_per_customer": _round(memory.timers, 1),
+        "api_rate": _round(live.api_rate, 1),
+        "api_requests": len(live.api) + live.api_errors,
+        "api_errors": live.api_errors,
+        "api_p50_ms": _round(percentile(live.api, 50)),
+        "api_p99_ms": _round(percentile(live.api, 99)),
+        "timer_samples": len(live.timer_lateness),
+        "timers_sent": live.timers_sent,
+        "timers_on_arrival": live.timers_on_arrival,
+        "timer_lateness_p50_ms": _round(percentile(live.timer_lateness, 50)),
+        "timer_lateness_p99_ms": _round(percentile(live.timer_lateness, 99)),
+        "timer_lateness_max_ms": _round(max(live.timer_lateness, default=None)),
+    }
+
+
+def to_json(figures: dict[str, Any]) -> str:
+    """The one JSON object of ``--json`` (missing figures are ``null``)."""
+    return orjson.dumps(figures).decode()
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: a figure, how to show it, and its target."""
+
+    label: str
+    key: str
+    unit: str
+    target: str = ""
+    ok: Callable[[float], bool] | None = None
+
+
+def _rows(cfg: BenchConfig) -> list[Row]:
+    rate = f"{cfg.rate:g}/s"
+    return [
+        Row("(a) ceiling: raw consumer", "ceiling_events_per_s", "events/s"),
+        Row("(b) segmenter, one worker", "events_per_s", "events/s"),
+        Row("    throughput ratio b/a", "throughput_ratio", "", ">= 0.5", lambda v: v >= 0.5),
+        Row(f"(c) latency p50 at {rate}", "p50_ms", "ms"),
+        Row(f"(c) latency p99 at {rate}", "p99_ms", "ms", "<= 50 ms", lambda v: v <= 50),
+        Row(
+            "(d) Redis memory per customer",
+            "bytes_per_customer",
+            "bytes",
+            "<= 1024",
+            lambda v: v <= 1024,
+        ),
+        Row("    state hash", "state_bytes_per_customer", "bytes"),
+        Row("    segment member sets", "membership_bytes_per_customer", "bytes"),
+        Row("    timer sets", "timer_bytes_per_customer", "bytes"),
+        Row("(e) API lookup p50", "api_p50_ms", "ms"),
+        Row("(e) API lookup p99", "api_p99_ms", "ms", "< 5 ms", lambda v: v < 5),
+        Row("    lookups achieved", "api_rate", "req/s", f">= {cfg.api_rate:g}/s (asked)"),
+        Row("(f) timer lateness p50", "timer_lateness_p50_ms", "ms"),
+        Row(
+            "(f) timer lateness p99",
+            "timer_lateness_p99_ms",
+            "ms",
+            "<= 1000 ms",
+            lambda v: v <= 1000,
+        ),
+        Row("(f) timer lateness max", "timer_lateness_max_ms", "ms"),
+    ]
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:,.4f}" if abs(value) < 10 else f"{value:,.1f}"
+    return f"{value:,}"
+
+
+def table(figures: dict[str, Any], cfg: BenchConfig) -> str:
+    """The human-readable table: metric, value, target, ok?"""
+    lines = [f"{'metric':<34} {'value':>14}  {'unit':<9} {'target':<22} ok?"]
+    lines.append("-" * len(lines[0]))
+    for row in _rows(cfg):
+        value = figures.get(row.key)
+        verdict = "" if row.ok is None else "n/a"
+        if row.ok is not None and isinstance(value, int | float):
+            verdict = "yes" if row.ok(float(value)) else "NO"
+        lines.append(f"{row.label:<34} {_fmt(value):>14}  {row.unit:<9} {row.target:<22} {verdict}")
+    lines.append("")
+    lines.append(
+        f"{figures['events']:,} events from {figures['customers']:,} synthetic customers "
+        f"({figures['customers_stored']:,} stored); latency: {figures['latency_samples']:,} of "
+        f"{figures['latency_sent']:,} events matched at {_fmt(figures['latency_rate'])} events/s; "
+        f"timers: {figures['timer_samples']} of {figures['timers_sent']} fired "
+        f"({figures['timers_on_arrival']} already due on arrival); "
+        f"API: {figures['api_requests']:,} requests, {figures['api_errors']} errors"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,101 @@
+"""(b) The segmenter: one real worker child draining the pre-filled input topic.
+
+Progress is read where the worker records it: the ``ns:offsets`` hash (input partition -> last
+applied offset), written in the same Lua call as the states, so ``sum(offset + 1)`` over the
+partitions is the number of events applied and committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import redis.asyncio as aioredis
+
+from streams.benchmarks.common import PARTITIONS, BenchError, Infra, Progress, say
+from streams.stack.children import Child, settings_env
+from streams.stack.embedded import free_port
+from streams.store.redis_store import Keys
+
+LATENESS_S = 7200.0
+"""The bench worker's ``allowed_lateness_s``: (f) sends ``Product Added`` events back-dated by
+almost an hour, and a worker must not treat them as too late to count (in the processing-time
+clock the allowance only decides that; timers follow the wall clock)."""
+
+
+def start_worker(infra: Infra) -> tuple[Child, int]:
+    """Start one ``segmenter worker`` on the run's topics and namespace; return it and its port."""
+    port = free_port()
+    env = settings_env(
+        kafka_bootstrap=infra.bootstrap,
+        redis_url=infra.redis_url,
+        rules=infra.settings.rules.resolve(),
+        input_topic=infra.input_topic,
+        migrations_topic=infra.migrations_topic,
+        dlq_topic=infra.dlq_topic,
+        memberships_topic=infra.memberships_topic,
+        input_partitions=PARTITIONS,
+        migrations_partitions=PARTITIONS,
+        namespace=infra.namespace,
+        group_id=infra.group_id,
+        clock="processing",
+        allowed_lateness_s=LATENESS_S,
+        http_host="127.0.0.1",
+        http_port=port,
+        api_key=None,
+        log_level="warning",
+    )
+    return Child(["worker"], env).start(), port
+
+
+async def applied(infra: Infra, client: aioredis.Redis) -> int:
+    """Events applied so far: the sum over input partitions of (last applied offset + 1)."""
+    raw = await client.hgetall(Keys(infra.namespace).offsets)
+    return sum(int(float(v)) + 1 for v in raw.values())
+
+
+async def run_segmenter(infra: Infra, worker: Child, count: int, timeout: float) -> float:
+    """Events/s of the worker: from the first applied batch until all ``count`` are applied."""
+    client = infra.redis()
+    progress = Progress("events applied by the worker", count)
+    deadline = time.monotonic() + timeout
+    first: tuple[float, int] | None = None
+    try:
+        while True:
+            done = await applied(infra, client)
+            now = time.monotonic()
+            if done and first is None:
+                first = (now, done)
+            if done >= count:
+                break
+            if not worker.alive():
+                raise BenchError(f"the worker stopped: {worker.log_tail(5)!r}")
+            if now > deadline:
+                raise BenchError(f"the worker applied only {done}/{count} in {timeout:.0f}s")
+            progress.update(done)
+            await asyncio.sleep(0.02)
+    finally:
+        await client.aclose()
+    assert first is not None
+    elapsed = max(time.monotonic() - first[0], 1e-6)
+    rate = max(count - first[1], 1) / elapsed
+    say(f"(b) segmenter: {count} events in {elapsed:.1f}s = {rate:.0f} events/s")
+    return rate
+
+
+async def wait_http(port: int, worker: Child, timeout: float = 30.0) -> None:
+    """Block until the worker's HTTP API answers ``/healthz``."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            try:
+                async with session.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if not worker.alive():
+                raise BenchError(f"the worker stopped: {worker.log_tail(5)!r}")
+            await asyncio.sleep(0.2)
+    raise BenchError(f"the worker's HTTP API on port {port} did not answer in {timeout:.0f}s")

@@ -1,0 +1,111 @@
+"""Identity operations on a batch's working set: merging profiles and erasing customers.
+
+* Merge (``alias``, or ``identify`` carrying both ids): the merged-away profile exits its
+  segments (``trigger.kind = merge``), is folded into the survivor, and its key becomes a
+  redirect, so later events for the old id land on the survivor. Chains resolve through the
+  redirects; a merge that would invert an existing one (a cycle) or exceed
+  ``SEGMENTER_MAX_IDENTITIES`` is refused to the DLQ with the reason.
+* Erase: the profile and every alias key are deleted, every segment is exited
+  (``trigger.kind = erasure``, no personal data), and each id's digest is recorded with the
+  erasure time so that replayed older events do not re-create the profile.
+
+Concurrency: a merge writes the other profile's key with a version check, so a worker applying
+events to that profile at the same time (on another partition) fails its commit, reloads, sees
+the redirect and re-routes its event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from streams.events.models import BaseEvent, event_name
+from streams.pipeline.migrations import Trigger
+from streams.state.customer import CustomerState
+from streams.state.merge import merge_profiles
+
+if TYPE_CHECKING:
+    from streams.pipeline.working_set import WorkingSet
+
+MAX_HOPS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """An event the pipeline will not apply: it goes to the DLQ with this reason."""
+
+    kind: str
+    message: str
+
+
+def resolve(work: WorkingSet, customer_id: str) -> str:
+    """Follow redirects from ``customer_id`` to the surviving profile's id."""
+    current = customer_id
+    for _ in range(MAX_HOPS):
+        state = work.states.get(current)
+        if state is None or state.merged_into is None:
+            return current
+        current = state.merged_into
+    return current
+
+
+def merge(
+    work: WorkingSet,
+    partition: int,
+    named: str,
+    root: str,
+    other: str,
+    event: BaseEvent,
+    now: float,
+) -> Refused | None:
+    """Merge ``other`` (and its profile) into ``root``, the surviving profile."""
+    ctx = work.ctx
+    other_root = resolve(work, other)
+    if other_root == root:
+        if named != root and other == root:
+            return Refused("identity", f"alias cycle: {named!r} is already merged into {other!r}")
+        return None
+    survivor = work.states.get(root) or CustomerState(customer_id=root)
+    old = work.states.get(other_root)
+    count = 1 + len(survivor.aliases) + 1 + (len(old.aliases) if old else 0)
+    limit = ctx.settings.max_identities
+    if count > limit:
+        return Refused(
+            "identity",
+            f"merging {other!r} into {root!r} would give {count} identifiers; the limit is {limit}",
+        )
+    trigger = Trigger("merge", event.messageId, event_name(event) or event.type)
+    work.touch(root, partition)
+    work.touch(other_root, partition)
+    if old is None:
+        work.states[other_root] = CustomerState.redirect(other_root, root, 0)
+        survivor.aliases.append(other_root)
+        work.states[root] = survivor
+        return None
+    old_facts = ctx.facts(old, now)
+    work.migrate(partition, old, frozenset(), old_facts, trigger, event.ts, f"merged into {root}")
+    merged = merge_profiles(survivor, old, ctx.settings.dedupe_depth)
+    work.states[root] = merged
+    work.states[other_root] = CustomerState.redirect(other_root, root, old.sequence)
+    work.settle(partition, merged, now, trigger, event.ts)
+    return None
+
+
+def erase(
+    work: WorkingSet, partition: int, event: BaseEvent, named: str, root: str, now: float
+) -> None:
+    """Forget the customer: exits, deleted keys (aliases too), and suppression records."""
+    state = work.states.get(root)
+    ids = {named, root}
+    if state is not None:
+        ids.update(state.aliases)
+        facts = work.ctx.facts(state, now)
+        trigger = Trigger("erasure", event.messageId, "erase")
+        work.migrate(partition, state, frozenset(), facts, trigger, event.ts, "customer erased")
+    for cid in sorted(ids):
+        if cid not in work.states:
+            work.unconditional.add(cid)
+        work.states[cid] = None
+        work.touch(cid, partition)
+        work.commit.suppress[cid] = event.ts
+        work.suppressed[cid] = event.ts

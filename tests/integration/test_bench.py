@@ -1,0 +1,66 @@
+"""``segmenter bench --json``: a small run against the session's broker and Redis.
+
+Only the shape of the report is checked: every figure present, positive and finite, latency
+samples collected. Timing targets are never asserted (the machine may be busy).
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import orjson
+import pytest
+
+from streams.stack.children import settings_env
+
+pytestmark = pytest.mark.integration
+
+KEYS = (
+    "throughput_ratio",
+    "events_per_s",
+    "ceiling_events_per_s",
+    "p50_ms",
+    "p99_ms",
+    "bytes_per_customer",
+    "api_p50_ms",
+    "api_p99_ms",
+    "api_rate",
+    "timer_lateness_p99_ms",
+    "events",
+    "customers",
+)
+
+
+@pytest.mark.timeout(120)
+def test_small_bench_reports_every_figure(kafka_bootstrap: str, redis_url: str) -> None:
+    env = settings_env(kafka_bootstrap=kafka_bootstrap, redis_url=redis_url, log_level="warning")
+    args = [
+        *("--events", "3000", "--customers", "1000"),
+        *("--rate", "200", "--seconds", "2", "--api-rate", "100"),
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "streams", "bench", "--json", *args],
+        env=env,
+        capture_output=True,
+        timeout=110,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    lines = done.stdout.decode().strip().splitlines()
+    assert len(lines) == 1, done.stdout.decode()
+    report = orjson.loads(lines[0])
+
+    for key in KEYS:
+        assert key in report, key
+        value = report[key]
+        assert isinstance(value, int | float), (key, value)
+        assert math.isfinite(value) and value > 0, (key, value)
+    assert report["events"] == 3000
+    assert report["customers"] == 1000
+    assert 0 < report["throughput_ratio"] < 10
+    assert report["latency_samples"] > 0
+    assert report["latency_samples"] <= report["latency_sent"]
+    assert report["p50_ms"] <= report["p99_ms"]
+    assert report["timer_samples"] > 0
+    assert report["customers_stored"] > 0
