@@ -29,6 +29,11 @@ def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_rules(args: argparse.Namespace, settings: Settings) -> int:
     from streams.engine.checking import check_rules, rules_json_schema
 
+    if args.rules_command == "apply":
+        from streams.rules_apply import run_rules_apply
+
+        directory = Path(args.dir) if args.dir else None
+        return run_rules_apply(settings, directory, emit=not args.no_emit, wait=args.wait)
     if args.rules_command == "schema":
         import orjson
 
@@ -70,6 +75,12 @@ def _cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
     from streams.explain import run_explain
 
     return run_explain(settings, args.customer_id)
+
+
+def _cmd_rfm(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.rules_apply import run_rfm_refresh
+
+    return run_rfm_refresh(settings)
 
 
 def _cmd_erase(args: argparse.Namespace, settings: Settings) -> int:
@@ -115,6 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
     check = rules_sub.add_parser("check", help="validate rule files (exit 1 on any error)")
     check.add_argument("dir", nargs="?", help="rule directory (default SEGMENTER_RULES)")
     rules_sub.add_parser("schema", help="print the JSON Schema of a rule file")
+    apply = rules_sub.add_parser(
+        "apply", help="validate and activate rule files; follow the backfill with a progress bar"
+    )
+    apply.add_argument("dir", nargs="?", help="rule directory (default SEGMENTER_RULES)")
+    apply.add_argument("--no-emit", action="store_true", help="backfill without migrations")
+    apply.add_argument(
+        "--wait", type=float, default=30.0, help="give up following after S idle seconds"
+    )
     rules.set_defaults(func=_cmd_rules)
 
     replay = sub.add_parser("replay", help="run events through the real pipeline in event time")
@@ -133,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     explain = sub.add_parser("explain", help="a customer's state, segments and why")
     explain.add_argument("customer_id")
     explain.set_defaults(func=_cmd_explain)
+
+    rfm = sub.add_parser("rfm", help="RFM boundaries")
+    rfm_sub = rfm.add_subparsers(dest="rfm_command", required=True, metavar="SUBCOMMAND")
+    rfm_sub.add_parser("refresh", help="recompute the live RFM quintile boundaries now")
+    rfm.set_defaults(func=_cmd_rfm)
 
     erase = sub.add_parser("erase", help="forget a customer: profile, aliases, memberships")
     erase.add_argument("customer_id")

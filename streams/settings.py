@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     batch_size: int = Field(500, ge=1, description="events applied per Redis round trip")
     batch_within_s: float = Field(0.02, gt=0, description="longest wait to fill a batch")
     timer_interval_s: float = Field(0.25, gt=0, description="how often due timers are fired")
+    rfm_refresh_s: float = Field(3600.0, gt=0, description="how often live RFM boundaries refresh")
     dedupe_depth: int = Field(16, ge=0, description="recent messageIds remembered per customer")
     max_identities: int = Field(50, ge=2, description="ids one profile may merge, at most")
     personal_traits: list[str] = Field(

@@ -155,3 +155,25 @@ async def check_unconditional_delete(store: Store) -> None:
 
 
 CONTRACT += [check_matrix_and_suppression, check_unconditional_delete]
+
+
+async def check_scan_meta_and_progress(store: Store) -> None:
+    """Every customer is found by paging; named values and counters round trip."""
+    ids = [f"s{n}" for n in range(25)]
+    await store.commit(CommitBatch(states=[StateWrite(cid, 0, b'{"id":"x"}') for cid in ids]))
+    found: set[str] = set()
+    cursor = 0
+    for _ in range(1000):
+        cursor, page = await store.scan_customers(cursor, 7)
+        found.update(page)
+        if cursor == 0:
+            break
+    assert found == set(ids)
+    assert await store.meta_get("pack") is None
+    await store.meta_set("pack", b'{"v":1}')
+    assert await store.meta_get("pack") == b'{"v":1}'
+    assert await store.progress_add("job", 5) == 5
+    assert await store.progress_add("job", 2) == 7
+
+
+CONTRACT.append(check_scan_meta_and_progress)

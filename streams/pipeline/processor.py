@@ -230,6 +230,17 @@ def _due_horizon(
     return horizon
 
 
+async def load_working_set(
+    ctx: PipelineContext,
+    customers: list[str],
+    partitions: list[int],
+    horizon: dict[int, float] | None = None,
+) -> WorkingSet:
+    """Load a working set for ``customers`` (and the timers due on ``partitions``)."""
+    work, _offsets, _due = await _load(ctx, customers, partitions, horizon or {})
+    return work
+
+
 async def _load(
     ctx: PipelineContext, customers: list[str], partitions: list[int], horizon: dict[int, float]
 ) -> tuple[WorkingSet, dict[int, int], list[tuple[int, str, float]]]:

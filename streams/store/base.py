@@ -124,6 +124,22 @@ class Store(Protocol):
         """A page of a segment's members and the cursor of the next page (0 when done)."""
         ...
 
+    async def scan_customers(self, cursor: int, count: int) -> tuple[int, list[str]]:
+        """A page of stored customer ids (redirects included) and the next cursor (0: done)."""
+        ...
+
+    async def meta_get(self, name: str) -> bytes | None:
+        """A small named value (the published rule pack, the RFM boundaries...)."""
+        ...
+
+    async def meta_set(self, name: str, value: bytes) -> None:
+        """Store a small named value."""
+        ...
+
+    async def progress_add(self, name: str, count: int) -> int:
+        """Add to a named progress counter; return the new total."""
+        ...
+
     async def ping(self) -> bool:
         """True when the store answers."""
         ...

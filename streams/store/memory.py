@@ -26,6 +26,8 @@ class MemoryStore:
         self.timers: dict[int, dict[str, float]] = {}
         self.moves: dict[str, dict[str, int]] = {}
         self.suppressed: dict[str, float] = {}
+        self.meta: dict[str, bytes] = {}
+        self.counters: dict[str, int] = {}
 
     async def load(self, customer_ids: Sequence[str], partitions: Sequence[int]) -> Snapshot:
         """Read states and partition progress."""
@@ -112,6 +114,26 @@ class MemoryStore:
         page = ordered[cursor : cursor + count]
         following = cursor + count
         return (following if following < len(ordered) else 0), page
+
+    async def scan_customers(self, cursor: int, count: int) -> tuple[int, list[str]]:
+        """Ids in sorted order, paged by position."""
+        ordered = sorted(self.states)
+        page = ordered[cursor : cursor + count]
+        following = cursor + count
+        return (following if following < len(ordered) else 0), page
+
+    async def meta_get(self, name: str) -> bytes | None:
+        """A named value."""
+        return self.meta.get(name)
+
+    async def meta_set(self, name: str, value: bytes) -> None:
+        """Store a named value."""
+        self.meta[name] = value
+
+    async def progress_add(self, name: str, count: int) -> int:
+        """Add to a counter."""
+        self.counters[name] = self.counters.get(name, 0) + count
+        return self.counters[name]
 
     async def ping(self) -> bool:
         """Always reachable."""

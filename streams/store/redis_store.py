@@ -13,6 +13,8 @@ Key layout (``ns`` = ``SEGMENTER_NAMESPACE``; ``{...}`` is a Redis Cluster hash 
 | ``ns:due:<partition>`` | sorted set | customer -> next timer (epoch seconds) |
 | ``ns:matrix:<YYYY-MM-DD>`` | hash | ``<from>|<to>`` -> migrations that day (``-``: none) |
 | ``ns:erased`` | hash | digest of an erased id -> erasure time (no id is kept) |
+| ``ns:meta:<name>`` | string | the published rule pack, the live RFM boundaries |
+| ``ns:progress:<name>`` | string | backfill progress counters |
 """
 
 from __future__ import annotations
@@ -208,6 +210,25 @@ class RedisStore:
         """SSCAN paging (a cursor of 0 means done)."""
         following, page = await self.client.sscan(self.keys.members(segment), cursor, count=count)
         return int(following), sorted(cast(bytes, m).decode() for m in page)
+
+    async def scan_customers(self, cursor: int, count: int) -> tuple[int, list[str]]:
+        """SCAN over the customer keys."""
+        prefix = f"{self.keys.ns}:c:{{"
+        following, keys = await self.client.scan(cursor, match=f"{prefix}*", count=count)
+        ids = [k.decode()[len(prefix) : -1] for k in cast(list[bytes], keys)]
+        return int(following), ids
+
+    async def meta_get(self, name: str) -> bytes | None:
+        """A named value."""
+        return cast(bytes | None, await self.client.get(f"{self.keys.ns}:meta:{name}"))
+
+    async def meta_set(self, name: str, value: bytes) -> None:
+        """Store a named value."""
+        await self.client.set(f"{self.keys.ns}:meta:{name}", value)
+
+    async def progress_add(self, name: str, count: int) -> int:
+        """INCRBY a progress counter."""
+        return int(await self.client.incrby(f"{self.keys.ns}:progress:{name}", count))
 
     async def ping(self) -> bool:
         """True when Redis answers PING."""

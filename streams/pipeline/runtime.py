@@ -1,0 +1,307 @@
+"""The worker's live resources and duties, started once inside the faust event loop.
+
+Duties besides applying batches (all under one lock, so they interleave with event batches
+without ever running concurrently with one):
+
+* timers: fire what is due on the assigned partitions (every ``SEGMENTER_TIMER_INTERVAL_S``);
+* rules: publish the rule directory when its files change, follow the published pack, and
+  backfill the customers of the assigned partitions after a change;
+* RFM: follow the live boundaries (and recompute them on schedule when this worker owns
+  partition 0), backfilling when they move.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from streams.api.http import HttpServer
+from streams.engine import RuleLoadError, RuleSet, parse_rules
+from streams.pipeline import rulepack
+from streams.pipeline.backfill import backfill, refresh_customers
+from streams.pipeline.processor import PipelineContext, Record, process_batch
+from streams.pipeline.rfm_live import (
+    compute_boundaries,
+    computed_at,
+    live_boundaries,
+    publish_boundaries,
+)
+from streams.pipeline.sender import flush_outbox
+from streams.settings import Settings
+from streams.stack.topics import ensure_topics, partition_count, topic_configs, topic_layout
+from streams.store.base import ConflictError
+from streams.store.redis_store import RedisStore
+
+log = logging.getLogger("segmenter.worker")
+
+RETRIABLE: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    KafkaError,
+    OSError,
+    asyncio.TimeoutError,
+)
+ATTEMPTS = 8
+EXIT_INFRASTRUCTURE = 75
+RULES_CHECK_S = 2.0
+STALL_S = 30.0
+
+
+@dataclass
+class Runtime:
+    """Everything a running worker holds; built by :func:`streams.pipeline.worker.create_app`."""
+
+    settings: Settings
+    rules: RuleSet
+    bootstrap: str
+    ctx: PipelineContext | None = None
+    producer: AIOKafkaProducer | None = None
+    http: HttpServer | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    started: bool = False
+    last_progress: float = field(default_factory=time.monotonic)
+    assigned: frozenset[int] = frozenset()
+    backfilled: set[int] = field(default_factory=set)
+    backfill_task: asyncio.Task[None] | None = None
+    dir_signature: tuple[tuple[str, int, int], ...] = ()
+    last_rules_check: float = 0.0
+    emit_backfill: bool = True
+    probe: AIOKafkaConsumer | None = None
+
+    async def ensure_started(self) -> PipelineContext:
+        """Connect to Redis and Kafka, adopt the published rules, start HTTP (idempotent)."""
+        async with self.lock:
+            if self.ctx is None:
+                settings = self.settings
+                assert settings.redis_url is not None
+                await ensure_topics(
+                    self.bootstrap, topic_layout(settings), configs=topic_configs(settings)
+                )
+                partitions = await partition_count(self.bootstrap, settings.input_topic)
+                store = RedisStore.from_url(settings.redis_url, settings.namespace)
+                self.rules = await self._startup_rules(store)
+                self.ctx = PipelineContext.create(settings, self.rules, store, partitions)
+                await self._adopt_rfm()
+                self.producer = AIOKafkaProducer(
+                    bootstrap_servers=self.bootstrap, acks="all", linger_ms=2
+                )
+                await self.producer.start()
+                self.http = HttpServer(
+                    settings, self.rules, store, self.ctx.metrics, self.health, lag=self.lag
+                )
+                await self.http.start()
+                self.started = True
+                log.info(
+                    "worker started: %d input partitions, rules %s, http %s",
+                    partitions,
+                    self.rules.version,
+                    self.http.url,
+                )
+            return self.ctx
+
+    async def _startup_rules(self, store: RedisStore) -> RuleSet:
+        """The published pack, unless the local rule directory is newer than it."""
+        directory = self.settings.rules
+        self.dir_signature = rulepack.directory_signature(directory)
+        pack = await rulepack.published(store)
+        newer = pack is None or rulepack.newest_change(directory) > pack.published_at
+        if newer and (pack is None or pack.rules.version != self.rules.version):
+            await rulepack.publish(store, rulepack.read_directory(directory), emit=True)
+            log.info("published the rule directory %s as %s", directory, self.rules.version)
+            return self.rules
+        assert pack is not None
+        self.emit_backfill = pack.emit
+        return pack.rules
+
+    async def health(self) -> dict[str, Any]:
+        """What ``/healthz`` reports: Redis reachable and the stream making progress."""
+        store_ok = self.ctx is not None and await self.ctx.store.ping()
+        age = time.monotonic() - self.last_progress
+        stalled = bool(self.assigned) and age > STALL_S
+        return {
+            "ok": bool(self.started and store_ok and not stalled),
+            "redis": store_ok,
+            "started": self.started,
+            "stalled": stalled,
+            "assigned_partitions": sorted(self.assigned),
+            "last_progress_age_s": round(age, 3),
+            "rule_version": self.rules.version,
+        }
+
+    async def lag(self) -> dict[int, int]:
+        """Records behind the end of each assigned input partition."""
+        if self.ctx is None or not self.assigned:
+            return {}
+        if self.probe is None:
+            self.probe = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
+            await self.probe.start()
+        topic = self.settings.input_topic
+        ends = await self.probe.end_offsets([TopicPartition(topic, p) for p in self.assigned])
+        applied = (await self.ctx.store.load([], sorted(self.assigned))).offsets
+        return {
+            tp.partition: max(0, end - applied.get(tp.partition, -1) - 1)
+            for tp, end in ends.items()
+        }
+
+    async def guarded(self, work: Any, *args: Any) -> None:
+        """Run ``work(ctx, *args)`` under the lock, then send the outbox; retry infra errors."""
+        ctx = await self.ensure_started()
+        assert self.producer is not None
+        delay = 0.2
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                async with self.lock:
+                    ctx = self.ctx or ctx
+                    commit = await work(ctx, *args)
+                    for partition in sorted(commit.outbox):
+                        await flush_outbox(ctx.store, self.producer, partition)
+                self.last_progress = time.monotonic()
+                return
+            except ConflictError as exc:
+                log.warning("state of %s changed under this batch; applying it again", exc)
+            except RETRIABLE as exc:
+                log.warning("infrastructure error (attempt %d/%d): %r", attempt, ATTEMPTS, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        log.critical("giving up after %d attempts; exiting for the supervisor to restart", ATTEMPTS)
+        logging.shutdown()
+        os._exit(EXIT_INFRASTRUCTURE)
+
+    async def handle(self, records: list[Record], partitions: Collection[int] = ()) -> None:
+        """Apply one batch (and the timers due on ``partitions``), then send its outbox."""
+        involved = sorted({r.partition for r in records} | set(partitions))
+        await self.guarded(_batch, records, involved)
+
+    async def tick(self, assigned: frozenset[int]) -> None:
+        """The periodic duties: leftovers, timers, rule and RFM changes, backfills."""
+        if self.ctx is None:
+            return
+        if assigned != self.assigned:
+            self.backfilled &= assigned
+        self.assigned = assigned
+        if assigned:
+            await self.handle([], assigned)
+        if time.monotonic() - self.last_rules_check >= RULES_CHECK_S:
+            self.last_rules_check = time.monotonic()
+            await self._follow_rules()
+            await self._follow_rfm()
+        pending = assigned - self.backfilled
+        if pending and (self.backfill_task is None or self.backfill_task.done()):
+            self.backfill_task = asyncio.create_task(self._backfill(frozenset(pending)))
+
+    async def _follow_rules(self) -> None:
+        """Publish a changed rule directory; adopt a newly published pack."""
+        assert self.ctx is not None
+        store = self.ctx.store
+        signature = rulepack.directory_signature(self.settings.rules)
+        if signature != self.dir_signature:
+            self.dir_signature = signature
+            try:
+                files = rulepack.read_directory(self.settings.rules)
+                rules = parse_rules(files)
+            except (RuleLoadError, OSError) as exc:
+                problems = getattr(exc, "problems", [exc])
+                log.error(
+                    "rule files changed but are invalid; keeping %s: %s",
+                    self.rules.version,
+                    "; ".join(str(p) for p in problems),
+                )
+            else:
+                if rules.version != await rulepack.published_version(store):
+                    await rulepack.publish(store, files, emit=True)
+                    log.info("rule directory changed: published %s", rules.version)
+        if await rulepack.published_version(store) != self.rules.version:
+            pack = await rulepack.published(store)
+            if pack is not None:
+                await self._swap(pack.rules, self.ctx.rfm, pack.emit)
+
+    async def _adopt_rfm(self) -> None:
+        """Take the live RFM boundaries into the context (no backfill: used at start)."""
+        assert self.ctx is not None
+        if self.rules.rfm is not None and self.rules.rfm.live:
+            boundaries = await live_boundaries(self.ctx.store)
+            self.ctx = self.ctx.with_rules(self.rules, boundaries)
+
+    async def _follow_rfm(self) -> None:
+        """Recompute live boundaries when due (owner of partition 0), adopt new ones."""
+        assert self.ctx is not None
+        config = self.rules.rfm
+        if config is None or not config.live:
+            return
+        store = self.ctx.store
+        if 0 in self.assigned:
+            last = await computed_at(store)
+            if last is None or time.time() - last >= self.settings.rfm_refresh_s:
+                boundaries = await compute_boundaries(store)
+                if boundaries is not None:
+                    await publish_boundaries(store, boundaries)
+                    log.info("RFM boundaries recomputed: %s", boundaries.to_dict())
+        boundaries = await live_boundaries(store)
+        current = self.ctx.rfm
+        if boundaries is not None and (current is None or current.digest() != boundaries.digest()):
+            await self._swap(self.rules, boundaries, emit=True)
+
+    async def _swap(self, rules: RuleSet, rfm: Any, emit: bool) -> None:
+        """Switch to new rules or boundaries and backfill every assigned partition."""
+        async with self.lock:
+            assert self.ctx is not None
+            self.rules = rules
+            self.ctx = self.ctx.with_rules(rules, rfm)
+            if self.http is not None:
+                self.http.rules = rules
+        self.emit_backfill = emit
+        self.backfilled.clear()
+        log.info(
+            "now evaluating under %s; backfilling partitions %s",
+            self.ctx.version,
+            sorted(self.assigned),
+        )
+
+    async def _backfill(self, partitions: frozenset[int]) -> None:
+        """Re-evaluate the stored customers of ``partitions`` a page at a time."""
+        assert self.ctx is not None
+        version = self.ctx.version
+        started = time.monotonic()
+
+        async def run_page(ids: Sequence[str], emit: bool) -> None:
+            await self.guarded(refresh_customers, ids, emit)
+
+        async def progress(count: int) -> None:
+            assert self.ctx is not None
+            await self.ctx.store.progress_add(f"backfill:{version}", count)
+
+        try:
+            done = await backfill(
+                lambda: self.ctx,  # type: ignore[arg-type,return-value]
+                partitions,
+                self.emit_backfill,
+                run_page,
+                progress,
+            )
+        except RETRIABLE as exc:
+            log.warning("backfill interrupted (%r); it will resume", exc)
+            return
+        if self.ctx.version == version:
+            self.backfilled |= partitions
+        if done:
+            log.info(
+                "backfilled %d customers of partitions %s under %s in %.1fs",
+                done,
+                sorted(partitions),
+                version,
+                time.monotonic() - started,
+            )
+
+
+async def _batch(ctx: PipelineContext, records: list[Record], involved: list[int]) -> Any:
+    return await process_batch(ctx, records, involved)
