@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     namespace: str = Field("seg", description="prefix of every Redis key")
     max_event_bytes: int = Field(32 * 1024, ge=256, description="larger input goes to the DLQ")
     batch_size: int = Field(500, ge=1, description="events applied per Redis round trip")
+    fetch_max_wait_ms: int = Field(20, ge=1, description="longest a fetch waits at the broker")
+    incremental_evaluation: bool = Field(
+        True, description="re-evaluate only the segments an event can change (same result)"
+    )
     batch_within_s: float = Field(0.02, gt=0, description="longest wait to fill a batch")
     timer_interval_s: float = Field(0.25, gt=0, description="how often due timers are fired")
     rfm_refresh_s: float = Field(3600.0, gt=0, description="how often live RFM boundaries refresh")

@@ -16,12 +16,16 @@ Semantics modelled (event-time clock, one input partition, allowed lateness ``L`
 * events are processed in the order given; an event whose ``messageId`` the customer already
   had is ignored entirely (it does not even move the clock);
 * the partition clock ``C`` is the highest event time seen so far; the watermark is ``C - L``;
-* before an event is applied, every customer's changes due at or before the watermark happen
-  (trigger ``time``, at their instant), then the event's customer's own changes due at or before
-  the event's time;
-* the event is then applied and the customer evaluated **at the clock** ``C`` (not at the
-  event's own time when it arrives out of order); the changes are stamped with the event's
-  time, trigger ``event``;
+* every customer has its own time: the last instant it was evaluated at. Before an event is
+  applied, every customer's changes due at or before the watermark happen (trigger ``time``, at
+  their instant; the customer's time moves to the watermark), then the event's customer's own
+  changes due at or before the event's time (its time moves to the event's time);
+* the event is then applied and the customer evaluated at **its own time**: the event's time,
+  or, for an event arriving behind changes already made, the customer's time. An out-of-order
+  event thus neither pulls a change due later than its own time earlier (as evaluating at the
+  partition clock would) nor lets a change due between its time and the clock happen before it
+  (as firing the customer's timers up to the clock would). The changes are stamped with the
+  event's time, trigger ``event``;
 * an event more than ``L`` behind the clock when it arrives still counts in lifetime facts,
   traits and first/last times, but not in any window;
 * identify traits are merged in processing order (top-level keys replace);
@@ -310,6 +314,12 @@ class ReferenceModel:
             self._change(customer, self.members_at(customer_id, instant), instant, "time")
             customer.evaluated_at = instant
 
+    def _advance(self, customer_id: str, until: int) -> None:
+        """The customer's own time moves to ``until`` (its changes up to it have happened)."""
+        customer = self.customers[customer_id]
+        if customer.evaluated_at is not None:
+            customer.evaluated_at = max(customer.evaluated_at, until)
+
     # -- input ----------------------------------------------------------------------------------
 
     def feed(self, doc: Mapping[str, Any]) -> None:
@@ -328,7 +338,10 @@ class ReferenceModel:
         watermark = self.clock - self.lateness_ms
         for other in sorted(self.customers):
             self._fire(other, watermark)
+            self._advance(other, watermark)
         self._fire(cid, ts)
+        self._advance(cid, ts)
+        instant = customer.evaluated_at if customer.evaluated_at is not None else ts
         customer.seen.add(message_id)
         customer.events.append(
             Applied(
@@ -340,8 +353,8 @@ class ReferenceModel:
                 in_windows=late_by <= self.lateness_ms,
             )
         )
-        self._change(customer, self.members_at(cid, self.clock), ts, "event")
-        customer.evaluated_at = self.clock
+        self._change(customer, self.members_at(cid, instant), ts, "event")
+        customer.evaluated_at = instant
 
     def finish(self, end_ms: int | None = None) -> ModelResult:
         """Fire everything due up to ``end_ms`` (default: the latest event time)."""

@@ -16,7 +16,6 @@ from typing import Any, cast
 
 from streams.state.customer import CustomerState
 from streams.store.base import Store
-from streams.store.memory import MemoryStore
 from streams.store.redis_store import RedisStore
 
 ORDER_EVENT = "Order Completed"
@@ -31,26 +30,19 @@ def _decode(raw: Any) -> str:
 
 
 async def scan_states(store: Store, cursor: int, count: int) -> tuple[int, list[CustomerState]]:
-    """One page of every stored customer state and the cursor of the next page (0 when done).
+    """One page of stored customer states and the cursor of the next page (0 when done).
 
-    Redis: ``SCAN ns:c:*`` then one pipelined ``HGET s`` per key (a page may hold more or fewer
-    than ``count`` states, as with ``SCAN``). Memory: customers in id order, paged by position.
+    Pages follow ``Store.scan_customers`` (with Redis, a page may hold more or fewer than
+    ``count`` states, as with ``SCAN``); merged-away ids (redirects) are left out.
     """
-    if isinstance(store, RedisStore):
-        pattern = f"{store.keys.ns}:c:*"
-        following, keys = await store.client.scan(cursor, match=pattern, count=count)
-        pipe = store.client.pipeline(transaction=False)
-        for key in keys:
-            pipe.hget(key, "s")
-        blobs: list[Any] = await pipe.execute() if keys else []
-        states = [CustomerState.from_json(b) for b in blobs if b]
-        return int(following), states
-    if isinstance(store, MemoryStore):
-        ids = sorted(store.states)[cursor : cursor + count]
-        following = cursor + count
-        states = [CustomerState.from_json(store.states[cid].data) for cid in ids]
-        return (following if following < len(store.states) else 0), states
-    return 0, []
+    following, ids = await store.scan_customers(cursor, count)
+    snapshot = await store.load(ids, []) if ids else None
+    states = [
+        CustomerState.from_json(stored.data)
+        for stored in (snapshot.states.values() if snapshot else ())
+        if stored is not None
+    ]
+    return following, [state for state in states if state.merged_into is None]
 
 
 async def iter_states(store: Store, limit: int | None = None) -> AsyncIterator[CustomerState]:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from streams.engine import model as m
 from streams.engine.compile import CompiledCondition, Compiler
 from streams.engine.facts import Facts
+from streams.engine.inputs import segment_inputs
 from streams.engine.membership import segment_condition
 from streams.engine.problems import (
     LineDict,
@@ -271,7 +272,16 @@ def parse_rules(
         raise RuleLoadError(sorted(set(problems), key=lambda p: (p.file, p.line, p.message)))
     compiler = Compiler(rfm)
     compiled = [(by_id[sid].info, _compile(compiler, by_id[sid])) for sid in ordered]
-    rules = RuleSet.build(rules_version(blobs), compiled, compiler.series(), rfm)
+    inputs = {
+        sid: segment_inputs(
+            by_id[sid].condition,
+            by_id[sid].stay_condition,
+            by_id[sid].info.min_dwell_s,
+            by_id[sid].info.requires_consent,
+        )
+        for sid in ordered
+    }
+    rules = RuleSet.build(rules_version(blobs), compiled, compiler.series(), rfm, inputs)
     conditions = dict((info.id, cond) for info, cond in compiled)
     for info, _ in compiled:
         members = rules.families.get(info.family, (info.id,)) if info.family else (info.id,)

@@ -137,6 +137,16 @@ class _Context:
                 chosen = is_family
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """An incremental evaluation: units to evaluate, and what is kept from before."""
+
+    units: tuple[int, ...]
+    kept_units: frozenset[int]
+    kept_ids: frozenset[str]
+    conditions: tuple[CompiledCondition, ...]
+
+
 @dataclass(frozen=True)
 class RuleSet:
     """An immutable, compiled rule pack.
@@ -158,6 +168,11 @@ class RuleSet:
     _units: tuple[tuple[tuple[str, ...], bool], ...] = field(repr=False, compare=False)
     _unit_of: Mapping[str, int] = field(repr=False, compare=False)
     _info: Mapping[str, SegmentInfo] = field(repr=False, compare=False)
+    _unit_inputs: tuple[frozenset[str], ...] = field(repr=False, compare=False, default=())
+    """Per unit: the tokens its segments read (``streams.engine.inputs``); empty = unknown."""
+    _readers: Mapping[int, frozenset[int]] = field(repr=False, compare=False, default_factory=dict)
+    """Per unit: the later units that read its memberships through ``in_segment``."""
+    _affected: dict[frozenset[str], _Plan] = field(repr=False, compare=False, default_factory=dict)
 
     @classmethod
     def build(
@@ -166,6 +181,7 @@ class RuleSet:
         segments: Sequence[tuple[SegmentInfo, CompiledCondition]],
         series: Sequence[SeriesSpec] = (),
         rfm: RfmConfig | None = None,
+        inputs: Mapping[str, frozenset[str]] | None = None,
     ) -> RuleSet:
         """A rule set from segments already in evaluation order, each with its condition.
 
@@ -189,6 +205,17 @@ class RuleSet:
                     unit_of[member.id] = len(units)
                 units.append((families[info.family], True))
         names = frozenset().union(*(c.event_names for c in conditions.values()))
+        unit_inputs: tuple[frozenset[str], ...] = ()
+        readers: dict[int, set[int]] = {}
+        if inputs is not None:
+            unit_inputs = tuple(
+                frozenset().union(*(inputs.get(s, frozenset({"*"})) for s in ids))
+                for ids, _family in units
+            )
+            for unit, tokens in enumerate(unit_inputs):
+                for token in tokens:
+                    if token.startswith("member:") and token[7:] in unit_of:
+                        readers.setdefault(unit_of[token[7:]], set()).add(unit)
         return cls(
             version=version,
             segments=infos,
@@ -200,6 +227,8 @@ class RuleSet:
             _units=tuple(units),
             _unit_of=unit_of,
             _info={i.id: i for i in infos},
+            _unit_inputs=unit_inputs,
+            _readers={unit: frozenset(r) for unit, r in readers.items()},
         )
 
     @classmethod
@@ -247,6 +276,59 @@ class RuleSet:
         ctx = self._evaluate(facts)
         members = frozenset(ctx.members)
         return Evaluation(members=members, primary=self._primary(members), holds=ctx.holds)
+
+    def _plan(self, changed: frozenset[str]) -> _Plan:
+        """What an incremental evaluation for ``changed`` re-evaluates and keeps (cached)."""
+        cached = self._affected.get(changed)
+        if cached is not None:
+            return cached
+        found: set[int] = set()
+        for unit, tokens in enumerate(self._unit_inputs):
+            if not tokens or "*" in tokens or tokens & changed:
+                found.add(unit)
+        frontier = list(found)
+        while frontier:
+            for reader in self._readers.get(frontier.pop(), ()):
+                if reader not in found:
+                    found.add(reader)
+                    frontier.append(reader)
+        kept_units = frozenset(u for u in range(len(self._units)) if u not in found)
+        plan = _Plan(
+            units=tuple(sorted(found)),
+            kept_units=kept_units,
+            kept_ids=frozenset(s for u in kept_units for s in self._units[u][0]),
+            conditions=tuple(self._conditions[s] for u in sorted(found) for s in self._units[u][0]),
+        )
+        if len(self._affected) < 4096:
+            self._affected[changed] = plan
+        return plan
+
+    def evaluate_changed(
+        self, facts: Facts, previous: Collection[str], changed: frozenset[str]
+    ) -> tuple[Evaluation, float | None]:
+        """Re-evaluate only what ``changed`` can affect; keep the rest of ``previous``.
+
+        Returns the evaluation and the earliest next change among the re-evaluated segments
+        (combine it with the customer's earlier due time: the other segments' next changes
+        did not move). Equal to :meth:`evaluate` when the customer's due timers have fired.
+        """
+        if not self._unit_inputs:
+            return self.evaluate(facts), self.next_due(facts)
+        plan = self._plan(changed)
+        ctx = _Context(facts, self)
+        ctx._done.update(plan.kept_units)
+        ctx.members.update(plan.kept_ids.intersection(previous))
+        for unit in plan.units:
+            if unit not in ctx._done:
+                ctx.resolve(unit)
+        earliest_due: float | None = None
+        for condition in plan.conditions:
+            due = condition.next_change(facts)
+            if due is not None and (earliest_due is None or due < earliest_due):
+                earliest_due = due
+        members = frozenset(ctx.members)
+        evaluation = Evaluation(members=members, primary=self._primary(members), holds=ctx.holds)
+        return evaluation, earliest_due
 
     def primary(self, members: Iterable[str]) -> str | None:
         """The highest-priority segment (ties by id) among ``members`` known to this rule set."""

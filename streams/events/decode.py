@@ -65,6 +65,8 @@ def decode(raw: bytes | None, max_bytes: int) -> BaseEvent | DecodeFailure:
         return DecodeFailure("json", "expected a JSON object, found an empty message")
     if len(raw) > max_bytes:
         return DecodeFailure("oversize", f"expected at most {max_bytes} bytes, found {len(raw)}")
+    if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH and not _depth_ok(raw, MAX_DEPTH):
+        return DecodeFailure("nesting", f"expected JSON nested at most {MAX_DEPTH} levels deep")
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -76,8 +78,6 @@ def decode(raw: bytes | None, max_bytes: int) -> BaseEvent | DecodeFailure:
         return DecodeFailure(
             "schema", f"type: expected one of {', '.join(EVENT_TYPES)}, found {kind!r}"
         )
-    if len(raw) > 1024 and not _depth_ok(raw, MAX_DEPTH):
-        return DecodeFailure("nesting", f"expected JSON nested at most {MAX_DEPTH} levels deep")
     try:
         return EVENT_ADAPTER.validate_python(data)
     except ValidationError as exc:

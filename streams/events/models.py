@@ -7,6 +7,7 @@ as Segment sources send many; the fields below are checked strictly.
 from __future__ import annotations
 
 from datetime import datetime
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
@@ -37,7 +38,7 @@ class BaseEvent(BaseModel):
         """The id the event is about: ``userId`` when known, else ``anonymousId``."""
         return self.userId if self.userId is not None else str(self.anonymousId)
 
-    @property
+    @cached_property
     def ts(self) -> float:
         """Event time as seconds since the epoch."""
         return self.timestamp.timestamp()

@@ -38,7 +38,8 @@ async def refresh_customers(
             work.refresh(home, state, instant)
     commit = work.finish({})
     commit.clocks = {}
-    await ctx.store.commit(commit)
+    if not commit.is_empty():
+        commit.outbox_lengths = await ctx.store.commit(commit)
     return commit
 
 

@@ -15,7 +15,6 @@ Sending the outbox to Kafka is the worker's job (:mod:`streams.pipeline.sender`)
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -148,16 +147,27 @@ class PipelineContext:
         return partition_for(customer_id.encode(), self.input_partitions)
 
     def redact(self, values: dict[str, Any]) -> dict[str, Any]:
-        """Reason values with personal traits (``SEGMENTER_PERSONAL_TRAITS``) masked."""
+        """Reason values with personal traits (``SEGMENTER_PERSONAL_TRAITS``) masked.
+
+        A value under a personal path is replaced; a value holding one (a rule on ``address``
+        when ``address.street`` is personal) is copied with the personal parts replaced.
+        """
         personal = self.settings.personal_traits
         if not personal:
             return dict(values)
-        return {
-            key: "[redacted]"
-            if any(key == p or key.startswith(p + ".") for p in personal)
-            else value
-            for key, value in values.items()
-        }
+        return {key: _mask(key, value, personal) for key, value in values.items()}
+
+
+REDACTED = "[redacted]"
+
+
+def _mask(path: str, value: Any, personal: list[str]) -> Any:
+    """``value`` found at ``path`` with every personal trait inside it replaced."""
+    if any(path == p or path.startswith(p + ".") for p in personal):
+        return REDACTED
+    if isinstance(value, dict) and any(p.startswith(path + ".") for p in personal):
+        return {k: _mask(f"{path}.{k}", v, personal) for k, v in value.items()}
+    return value
 
 
 def dlq_entry(ctx: PipelineContext, record: Record, kind: str, message: str) -> OutboxEntry:
@@ -253,11 +263,12 @@ async def _load(
         )
         for p in partitions
     }
-    queried = [p for p in partitions if bounds[p] > float("-inf")]
-    results = await asyncio.gather(*(ctx.store.due(p, bounds[p], DUE_LIMIT) for p in queried))
-    due = [(p, cid, when) for p, rows in zip(queried, results, strict=True) for cid, when in rows]
-    wanted = list(dict.fromkeys([*customers, *(cid for _, cid, _ in due)]))
-    snapshot = await ctx.store.load(wanted, partitions)
+    due_until = {p: bound for p, bound in bounds.items() if bound > float("-inf")}
+    snapshot = await ctx.store.load(customers, partitions, due_until, DUE_LIMIT)
+    due = snapshot.due
+    more = [cid for cid in dict.fromkeys(cid for _, cid, _ in due) if cid not in snapshot.states]
+    if more:
+        snapshot.states.update((await ctx.store.load(more, [])).states)
     stored = dict(snapshot.states)
     for _ in range(MAX_HOPS):
         targets = {
@@ -276,6 +287,7 @@ async def _load(
         states=states,
         versions={cid: s.version if s else 0 for cid, s in stored.items()},
         clocks=dict(snapshot.clocks),
+        loaded_clocks=dict(snapshot.clocks),
         stored_due={cid: state.due if state else None for cid, state in states.items()},
         loaded={
             cid: None
@@ -325,7 +337,8 @@ async def process_batch(
     for p in involved:
         work.fire_due(p, work.watermark(p))
     commit = work.finish(offsets)
-    await ctx.store.commit(commit)
+    if not commit.is_empty():
+        commit.outbox_lengths = await ctx.store.commit(commit)
     ctx.metrics.batches += 1
     return commit
 

@@ -36,7 +36,7 @@ from streams.pipeline.rfm_live import (
     live_boundaries,
     publish_boundaries,
 )
-from streams.pipeline.sender import flush_outbox
+from streams.pipeline.sender import flush_outbox, send_committed
 from streams.settings import Settings
 from streams.stack.topics import ensure_topics, partition_count, topic_configs, topic_layout
 from streams.store.base import ConflictError
@@ -77,6 +77,8 @@ class Runtime:
     last_rules_check: float = 0.0
     emit_backfill: bool = True
     probe: AIOKafkaConsumer | None = None
+    flush_all: bool = True
+    """Send every assigned partition's outbox before the next batch (at start, after errors)."""
 
     async def ensure_started(self) -> PipelineContext:
         """Connect to Redis and Kafka, adopt the published rules, start HTTP (idempotent)."""
@@ -162,14 +164,18 @@ class Runtime:
             try:
                 async with self.lock:
                     ctx = self.ctx or ctx
+                    if self.flush_all and self.assigned:
+                        for partition in sorted(self.assigned):
+                            await flush_outbox(ctx.store, self.producer, partition)
+                        self.flush_all = False
                     commit = await work(ctx, *args)
-                    for partition in sorted(commit.outbox):
-                        await flush_outbox(ctx.store, self.producer, partition)
+                    await send_committed(ctx.store, self.producer, commit)
                 self.last_progress = time.monotonic()
                 return
             except ConflictError as exc:
                 log.warning("state of %s changed under this batch; applying it again", exc)
             except RETRIABLE as exc:
+                self.flush_all = True
                 log.warning("infrastructure error (attempt %d/%d): %r", attempt, ATTEMPTS, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -188,6 +194,7 @@ class Runtime:
             return
         if assigned != self.assigned:
             self.backfilled &= assigned
+            self.flush_all = True
         self.assigned = assigned
         if assigned:
             await self.handle([], assigned)

@@ -19,6 +19,7 @@ from typing import Any
 import faust
 
 from streams.engine import RuleLoadError, RuleSet, load_rules
+from streams.pipeline.faust_transport import install as install_transport
 from streams.pipeline.processor import Record
 from streams.pipeline.runtime import Runtime
 from streams.settings import Settings
@@ -56,6 +57,7 @@ def create_app(settings: Settings, rules: RuleSet) -> tuple[faust.App, Runtime]:
         broker_commit_interval=1.0,
         producer_acks=-1,
     )
+    install_transport(app, settings.fetch_max_wait_ms)
     topic = app.topic(settings.input_topic, key_serializer="raw", value_serializer="raw")
 
     async def segment(stream: Any) -> None:

@@ -22,10 +22,13 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from streams.engine.inputs import event_tokens, trait_tokens
 from streams.events.models import (
     AliasEvent,
     BaseEvent,
+    ConsentEvent,
     EraseEvent,
+    GroupEvent,
     IdentifyEvent,
     event_name,
     iso,
@@ -62,6 +65,7 @@ class WorkingSet:
     """Keys deleted without a version check (alias redirects of an erased profile)."""
     where: dict[str, int] = field(default_factory=dict)
     """Customer -> the partition whose outbox carries its membership record."""
+    loaded_clocks: dict[int, float] = field(default_factory=dict)
     emit: bool = True
     """False for a silent backfill: memberships change, no migration is published."""
 
@@ -74,13 +78,22 @@ class WorkingSet:
         """Queue a message to send once the batch is committed."""
         self.commit.outbox.setdefault(partition, []).append(entry.encode())
 
-    def advance(self, partition: int, event_ts: float) -> float:
-        """Move the partition's event-time clock; return the evaluation instant for the event."""
+    def advance(self, partition: int, event_ts: float, state: CustomerState | None) -> float:
+        """Move the partition's event-time clock; return the instant to evaluate the event at.
+
+        Each customer has its own time: an event is evaluated at its own timestamp, or at the
+        customer's last evaluation instant when that is later (time never runs backwards for a
+        customer), or at the wall clock in processing mode. A late event therefore is judged
+        as of when it happened, not as of the partition's latest event.
+        """
         clock = max(self.clocks.get(partition, event_ts), event_ts)
         self.clocks[partition] = clock
+        own = event_ts
+        if state is not None and state.evaluated_at is not None:
+            own = max(own, state.evaluated_at)
         if self.ctx.settings.clock == "event":
-            return clock
-        return max(time.time(), event_ts)
+            return own
+        return max(time.time(), own)
 
     def watermark(self, partition: int) -> float:
         """Timers up to this instant are due: event time minus lateness, or the wall clock."""
@@ -119,33 +132,49 @@ class WorkingSet:
         self.settle(partition, state, due, Trigger("time"), due)
 
     def settle(
-        self, partition: int, state: CustomerState, now: float, trigger: Trigger, when: float
+        self,
+        partition: int,
+        state: CustomerState,
+        now: float,
+        trigger: Trigger,
+        when: float,
+        changed: frozenset[str] | None = None,
     ) -> None:
-        """Evaluate every rule at ``now``, record the migrations, and reschedule the timer."""
+        """Evaluate the rules at ``now``, record the migrations, and reschedule the timer.
+
+        With ``changed`` (the inputs an event moved, see :mod:`streams.engine.inputs`) only the
+        segments reading them are re-evaluated; the customer's earlier due time still covers
+        the others. Without it (timers, merges, rule changes, new customers) all are.
+        """
         ctx = self.ctx
         facts = ctx.facts(state, now)
         started = time.perf_counter()
-        evaluation = ctx.rules.evaluate(facts)
+        if (
+            changed is None
+            or state.evaluated_under != ctx.version
+            or not ctx.settings.incremental_evaluation
+        ):
+            evaluation = ctx.rules.evaluate(facts)
+            due = ctx.rules.next_due(facts)
+        else:
+            previous = frozenset(state.members)
+            evaluation, partial = ctx.rules.evaluate_changed(facts, previous, changed)
+            kept = state.due if state.due is not None and state.due > now else None
+            due = partial if kept is None else kept if partial is None else min(kept, partial)
         ctx.metrics.eval_seconds += time.perf_counter() - started
         self.migrate(partition, state, evaluation.members, facts, trigger, when)
         state.primary = evaluation.primary
         state.evaluated_under = ctx.version
-        self.reschedule(partition, state, facts, after=now)
+        state.evaluated_at = now if state.evaluated_at is None else max(state.evaluated_at, now)
+        state.due = due if due is not None and due > now else None
+        self.touch(state.customer_id, partition)
+        if state.due is not None:
+            heapq.heappush(self.heap, (state.due, state.customer_id))
 
     def refresh(self, partition: int, state: CustomerState, now: float) -> None:
         """Re-evaluate a customer evaluated under other rules (``trigger.kind = rule_change``)."""
         if state.merged_into is None and state.evaluated_under != self.ctx.version:
             self.settle(partition, state, now, Trigger("rule_change"), now)
-
-    def reschedule(
-        self, partition: int, state: CustomerState, facts: StateFacts, after: float
-    ) -> None:
-        """Recompute the customer's next due time and record it for the commit."""
-        nxt = self.ctx.rules.next_due(facts)
-        state.due = nxt if nxt is not None and nxt > after else None
-        self.touch(state.customer_id, partition)
-        if state.due is not None:
-            heapq.heappush(self.heap, (state.due, state.customer_id))
 
     def migrate(
         self,
@@ -221,11 +250,11 @@ class WorkingSet:
             ctx.metrics.duplicates += 1
             return None
         late_by = self.clocks.get(partition, event.ts) - event.ts
-        now = self.advance(partition, event.ts)
+        now = self.advance(partition, event.ts, state)
         self.fire_due(partition, self.watermark(partition))
         if state is not None:
             self.refresh(partition, state, now)
-            self.fire_customer(partition, state, event.ts)
+            self.fire_customer(partition, state, now)
         if isinstance(event, EraseEvent):
             erase(self, partition, event, named, root, now)
             return None
@@ -243,7 +272,7 @@ class WorkingSet:
         apply_event(state, event, ctx.specs_by_event if windows else {}, now, ctx.rules.event_names)
         remember(state, digest, ctx.settings.dedupe_depth)
         prune(state, ctx.rules.series, now)
-        self.settle(partition, state, now, _trigger_for(event), event.ts)
+        self.settle(partition, state, now, _trigger_for(event), event.ts, _changed_by(event))
         return None
 
     def finish(self, offsets: dict[int, int]) -> CommitBatch:
@@ -259,7 +288,9 @@ class WorkingSet:
             if due != self.stored_due.get(cid) and cid not in self.unconditional:
                 commit.due.setdefault(self.ctx.home_partition(cid), {})[cid] = due
             self._membership_record(cid, state)
-        commit.clocks = dict(self.clocks)
+        commit.clocks = {
+            p: clock for p, clock in self.clocks.items() if clock != self.loaded_clocks.get(p)
+        }
         return commit
 
     def _membership_record(self, cid: str, state: CustomerState | None) -> None:
@@ -291,6 +322,20 @@ def _merged_id(event: BaseEvent) -> str | None:
     if isinstance(event, IdentifyEvent) and event.userId and event.anonymousId:
         return event.anonymousId
     return None
+
+
+def _changed_by(event: BaseEvent) -> frozenset[str]:
+    """The rule inputs an event moves (see :mod:`streams.engine.inputs`)."""
+    if isinstance(event, IdentifyEvent):
+        return trait_tokens(event.traits.keys())
+    if isinstance(event, GroupEvent):
+        return trait_tokens(("company",))
+    if isinstance(event, ConsentEvent):
+        return CONSENT_TOKENS
+    return event_tokens(event_name(event))
+
+
+CONSENT_TOKENS = frozenset({"consent", "seen"})
 
 
 def _trigger_for(event: BaseEvent) -> Trigger:

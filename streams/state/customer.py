@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 
+DIGEST_CHARS = 8
+
 Bucket = list[float]
 """``[bucket_start, count, sum_1, ..., sum_n]`` for one time bucket of a series."""
 
@@ -50,6 +52,8 @@ class CustomerState:
     """Ids merged into this profile (their keys redirect here)."""
     merged_into: str | None = None
     """Set on a merged-away id: a redirect to the surviving profile, with no other data."""
+    evaluated_at: float | None = None
+    """The customer's own time: the latest instant its rules were evaluated at."""
     evaluated_under: str | None = None
     """The rule version (with live RFM boundaries) the memberships were last evaluated under."""
 
@@ -82,7 +86,7 @@ class CustomerState:
         if self.primary is not None:
             doc["p"] = self.primary
         if self.recent:
-            doc["r"] = self.recent
+            doc["r"] = "".join(self.recent)
         if self.due is not None:
             doc["d"] = self.due
         if self.aliases:
@@ -91,6 +95,8 @@ class CustomerState:
             doc["mi"] = self.merged_into
         if self.evaluated_under is not None:
             doc["ev"] = self.evaluated_under
+        if self.evaluated_at is not None:
+            doc["ea"] = self.evaluated_at
         return orjson.dumps(doc)
 
     @classmethod
@@ -114,9 +120,17 @@ class CustomerState:
             members=doc.get("m", {}),
             primary=doc.get("p"),
             sequence=doc.get("q", 0),
-            recent=doc.get("r", []),
+            recent=_digests(doc.get("r", "")),
             due=doc.get("d"),
             aliases=doc.get("al", []),
             merged_into=doc.get("mi"),
             evaluated_under=doc.get("ev"),
+            evaluated_at=doc.get("ea"),
         )
+
+
+def _digests(packed: str | list[str]) -> list[str]:
+    """The duplicate ring from its stored form (digests concatenated into one string)."""
+    if isinstance(packed, list):
+        return packed
+    return [packed[i : i + DIGEST_CHARS] for i in range(0, len(packed), DIGEST_CHARS)]

@@ -8,7 +8,7 @@ both. The store does not interpret customer state: it keeps opaque JSON plus a v
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -32,6 +32,8 @@ class Snapshot:
     """Input partition -> highest event time seen (the event-time clock)."""
     suppressed: dict[str, float] = field(default_factory=dict)
     """Customer -> when it was erased (events up to then must not re-create it)."""
+    due: list[tuple[int, str, float]] = field(default_factory=list)
+    """(partition, customer, due time) of the timers asked for, earliest first per partition."""
 
 
 @dataclass(slots=True)
@@ -71,6 +73,21 @@ class CommitBatch:
     """Day (``YYYY-MM-DD``) -> ``"<from>|<to>"`` -> moves to add (``-`` is no segment)."""
     suppress: dict[str, float] = field(default_factory=dict)
     """Erased customer id -> erasure time (stored under :func:`suppression_key`)."""
+    outbox_lengths: dict[int, int] = field(default_factory=dict)
+    """Filled after the commit: each written outbox's length (see ``Store.commit``)."""
+
+    def is_empty(self) -> bool:
+        """True when committing would change nothing."""
+        return not (
+            self.states
+            or self.memberships
+            or self.offsets
+            or self.clocks
+            or self.due
+            or self.matrix
+            or self.suppress
+            or any(self.outbox.values())
+        )
 
 
 ANY_VERSION = -1
@@ -88,16 +105,31 @@ class ConflictError(Exception):
 class Store(Protocol):
     """The system of record."""
 
-    async def load(self, customer_ids: Sequence[str], partitions: Sequence[int]) -> Snapshot:
-        """Read the states of ``customer_ids`` and the progress of ``partitions``."""
+    async def load(
+        self,
+        customer_ids: Sequence[str],
+        partitions: Sequence[int],
+        due_until: Mapping[int, float] | None = None,
+        due_limit: int = 100_000,
+    ) -> Snapshot:
+        """One round trip: states of ``customer_ids``, progress of ``partitions``, and the
+        timers due by ``due_until[partition]`` (at most ``due_limit`` per partition)."""
         ...
 
-    async def commit(self, batch: CommitBatch) -> None:
-        """Apply ``batch`` atomically; raise :class:`ConflictError` if a version moved."""
+    async def commit(self, batch: CommitBatch) -> dict[int, int]:
+        """Apply ``batch`` atomically; raise :class:`ConflictError` if a version moved.
+
+        Returns each written outbox's length after the write (equal to what the batch added
+        when nothing older was waiting).
+        """
         ...
 
     async def outbox(self, partition: int, limit: int) -> list[bytes]:
         """The oldest ``limit`` unsent messages of a partition, oldest first."""
+        ...
+
+    async def outbox_trim_many(self, counts: Mapping[int, int]) -> None:
+        """``outbox_trim`` for several partitions in one round trip."""
         ...
 
     async def outbox_trim(self, partition: int, count: int) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from streams.store.base import (
     ANY_VERSION,
@@ -29,9 +29,21 @@ class MemoryStore:
         self.meta: dict[str, bytes] = {}
         self.counters: dict[str, int] = {}
 
-    async def load(self, customer_ids: Sequence[str], partitions: Sequence[int]) -> Snapshot:
-        """Read states and partition progress."""
+    async def load(
+        self,
+        customer_ids: Sequence[str],
+        partitions: Sequence[int],
+        due_until: Mapping[int, float] | None = None,
+        due_limit: int = 100_000,
+    ) -> Snapshot:
+        """Read states, partition progress and due timers."""
+        due = [
+            (p, cid, when)
+            for p, until in (due_until or {}).items()
+            for cid, when in await self.due(p, until, due_limit)
+        ]
         return Snapshot(
+            due=due,
             states={cid: self.states.get(cid) for cid in customer_ids},
             offsets={p: self.offsets[p] for p in partitions if p in self.offsets},
             clocks={p: self.clocks[p] for p in partitions if p in self.clocks},
@@ -42,7 +54,7 @@ class MemoryStore:
             },
         )
 
-    async def commit(self, batch: CommitBatch) -> None:
+    async def commit(self, batch: CommitBatch) -> dict[int, int]:
         """Check every expected version first, then write everything."""
         for write in batch.states:
             current = self.states.get(write.customer_id)
@@ -66,8 +78,11 @@ class MemoryStore:
             self.offsets[partition] = max(offset, self.offsets.get(partition, -1))
         for partition, clock in batch.clocks.items():
             self.clocks[partition] = max(clock, self.clocks.get(partition, clock))
+        lengths: dict[int, int] = {}
         for partition, entries in batch.outbox.items():
-            self.outboxes.setdefault(partition, []).extend(entries)
+            if entries:
+                self.outboxes.setdefault(partition, []).extend(entries)
+                lengths[partition] = len(self.outboxes[partition])
         for day, moves in batch.matrix.items():
             counts = self.moves.setdefault(day, {})
             for move, count in moves.items():
@@ -81,10 +96,16 @@ class MemoryStore:
                     due.pop(cid, None)
                 else:
                     due[cid] = at
+        return lengths
 
     async def outbox(self, partition: int, limit: int) -> list[bytes]:
         """Oldest unsent messages."""
         return list(self.outboxes.get(partition, [])[:limit])
+
+    async def outbox_trim_many(self, counts: Mapping[int, int]) -> None:
+        """Drop sent messages of several partitions."""
+        for partition, count in counts.items():
+            await self.outbox_trim(partition, count)
 
     async def outbox_trim(self, partition: int, count: int) -> None:
         """Drop sent messages."""

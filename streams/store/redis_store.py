@@ -4,7 +4,7 @@ Key layout (``ns`` = ``SEGMENTER_NAMESPACE``; ``{...}`` is a Redis Cluster hash 
 
 | key | type | holds |
 | --- | --- | --- |
-| ``ns:c:{customer}`` | hash | ``s`` the state JSON, ``v`` its version |
+| ``ns:c:{customer}`` | string | ``<version>:<state JSON>`` (a string: no hash overhead) |
 | ``ns:m:<segment>`` | set | the segment's members |
 | ``ns:sizes`` | hash | segment -> live member count |
 | ``ns:offsets`` | hash | input partition -> last applied offset |
@@ -19,7 +19,7 @@ Key layout (``ns`` = ``SEGMENTER_NAMESPACE``; ``{...}`` is a Redis Cluster hash 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any, cast
 
@@ -37,6 +37,14 @@ from streams.store.base import (
 
 def _lua(name: str) -> str:
     return resources.files("streams.store").joinpath("lua", name).read_text()
+
+
+def stored_state(raw: bytes | None) -> StoredState | None:
+    """Split a stored ``<version>:<json>`` value."""
+    if raw is None:
+        return None
+    version, _, data = raw.partition(b":")
+    return StoredState(int(version), data)
 
 
 class Keys:
@@ -98,11 +106,22 @@ class RedisStore:
         """Connect lazily to ``url``."""
         return cls(aioredis.Redis.from_url(url, decode_responses=False), namespace)
 
-    async def load(self, customer_ids: Sequence[str], partitions: Sequence[int]) -> Snapshot:
-        """One pipelined round trip: every state plus partition offsets and clocks."""
+    async def load(
+        self,
+        customer_ids: Sequence[str],
+        partitions: Sequence[int],
+        due_until: Mapping[int, float] | None = None,
+        due_limit: int = 100_000,
+    ) -> Snapshot:
+        """One pipelined round trip: states, partition offsets and clocks, due timers."""
         pipe = self.client.pipeline(transaction=False)
+        due_parts = list((due_until or {}).items())
+        for p, until in due_parts:
+            pipe.zrangebyscore(
+                self.keys.due(p), "-inf", until, start=0, num=due_limit, withscores=True
+            )
         for cid in customer_ids:
-            pipe.hmget(self.keys.customer(cid), "v", "s")
+            pipe.get(self.keys.customer(cid))
         parts = [str(p) for p in partitions]
         if parts:
             pipe.hmget(self.keys.offsets, parts)
@@ -110,6 +129,12 @@ class RedisStore:
         if customer_ids:
             pipe.hmget(self.keys.erased, [suppression_key(cid) for cid in customer_ids])
         replies: list[Any] = await pipe.execute()
+        due = [
+            (p, member.decode(), float(score))
+            for (p, _until), rows in zip(due_parts, replies[: len(due_parts)], strict=True)
+            for member, score in rows
+        ]
+        del replies[: len(due_parts)]
         erased = replies.pop() if customer_ids else []
         suppressed = {
             cid: float(when)
@@ -117,8 +142,8 @@ class RedisStore:
             if when is not None
         }
         states: dict[str, StoredState | None] = {}
-        for cid, (version, data) in zip(customer_ids, replies, strict=False):
-            states[cid] = StoredState(int(version), data) if data is not None else None
+        for cid, raw in zip(customer_ids, replies, strict=False):
+            states[cid] = stored_state(raw)
         offsets: dict[int, int] = {}
         clocks: dict[int, float] = {}
         if parts:
@@ -127,9 +152,11 @@ class RedisStore:
                     offsets[p] = int(float(off))
                 if clock is not None:
                     clocks[p] = float(clock)
-        return Snapshot(states=states, offsets=offsets, clocks=clocks, suppressed=suppressed)
+        return Snapshot(
+            states=states, offsets=offsets, clocks=clocks, suppressed=suppressed, due=due
+        )
 
-    async def commit(self, batch: CommitBatch) -> None:
+    async def commit(self, batch: CommitBatch) -> dict[int, int]:
         """Run commit.lua once for the whole batch."""
         index = _KeyIndex()
         keys = self.keys
@@ -172,11 +199,21 @@ class RedisStore:
         reply = await self._commit(keys=index.keys, args=[orjson.dumps(plan)])
         if int(reply[0]) != 1:
             raise ConflictError(reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1]))
+        lengths = [int(n) for n in reply[1:]]
+        written = [p for p, entries in batch.outbox.items() if entries]
+        return dict(zip(written, lengths, strict=True))
 
     async def outbox(self, partition: int, limit: int) -> list[bytes]:
         """Oldest unsent messages."""
         entries = await self.client.lrange(self.keys.outbox(partition), 0, limit - 1)
         return cast(list[bytes], entries)
+
+    async def outbox_trim_many(self, counts: Mapping[int, int]) -> None:
+        """Drop the oldest messages of several partitions in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for partition, count in counts.items():
+            pipe.ltrim(self.keys.outbox(partition), count, -1)
+        await pipe.execute()
 
     async def outbox_trim(self, partition: int, count: int) -> None:
         """Drop the ``count`` oldest messages."""
@@ -197,9 +234,9 @@ class RedisStore:
 
     async def get_state(self, customer_id: str) -> StoredState | None:
         """One customer's state."""
-        reply = await self.client.hmget(self.keys.customer(customer_id), "v", "s")
-        version, data = cast(list[bytes | None], reply)
-        return StoredState(int(version or 0), data) if data is not None else None
+        return stored_state(
+            cast(bytes | None, await self.client.get(self.keys.customer(customer_id)))
+        )
 
     async def segment_sizes(self) -> dict[str, int]:
         """Live counts (segments with members)."""

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from streams.pipeline.routing import partition_for
 from streams.state.customer import CustomerState
-from streams.store.redis_store import Keys
+from streams.store.redis_store import Keys, stored_state
 from tests.integration.harness import (
     Deployment,
     consume_until,
@@ -37,10 +37,12 @@ async def states(deployment: Deployment, ids: list[str]) -> dict[str, CustomerSt
     client = aioredis.Redis.from_url(deployment.redis)
     keys = Keys(deployment.prefix)
     try:
-        raw = [await client.hget(keys.customer(cid), "s") for cid in ids]
+        raw = [stored_state(await client.get(keys.customer(cid))) for cid in ids]
     finally:
         await client.aclose()
-    return {cid: CustomerState.from_json(r) if r else None for cid, r in zip(ids, raw, strict=True)}
+    return {
+        cid: CustomerState.from_json(r.data) if r else None for cid, r in zip(ids, raw, strict=True)
+    }
 
 
 async def wait_for(check, timeout: float = 90.0, workers=()) -> None:  # type: ignore[no-untyped-def]
@@ -170,6 +172,8 @@ async def test_erasure_leaves_no_key_and_a_replay_does_not_undo_it(deployment: D
                 kind = await client.type(key)
                 if kind == b"set":
                     assert not [m for m in await client.smembers(key) if b"zoe" in m]
+                elif kind == b"string":
+                    assert b"zoe" not in await client.get(key)
                 elif kind == b"hash":
                     fields = await client.hgetall(key)
                     assert not [f for f in fields if b"zoe" in f]

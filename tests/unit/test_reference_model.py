@@ -171,7 +171,7 @@ def test_duplicates_are_ignored_and_traits_merge_in_processing_order() -> None:
     assert again.final["ivy"] == frozenset({"pro"})
 
 
-def test_a_reordered_event_is_evaluated_at_the_clock_and_stamped_with_its_own_time() -> None:
+def test_a_reordered_event_is_evaluated_at_the_customers_own_time() -> None:
     rules = parse_rules(BUSY)
     events = [page("v1", "ed", 0), page("v3", "ed", 200), page("v2", "ed", 100)]
     result = run_model(rules, events, durations_in(BUSY), lateness_s=300)
@@ -196,3 +196,42 @@ def test_own_timers_fire_before_the_customers_next_event_even_above_the_watermar
         ("busy", "entered", ms(2), "event"),
         ("busy", "exited", ms(60 + 3600), "time"),
     ]
+
+
+VIEWER = {
+    "viewer.yaml": """
+id: viewer
+name: Viewer
+description: viewed a product within 2 hours
+kind: behavioral
+condition: {type: recency, event: Product Viewed, within: 2h}
+""",
+}
+
+
+def test_an_overtaken_event_does_not_pull_a_later_change_before_it() -> None:
+    """cy's page view at T0+1h-10s arrives after zed's event at T0+1h+100s: cy still enters
+    cart_abandoner at T0+1h exactly, by time (not at the view, by the view)."""
+    rules = parse_rules({"c.yaml": PACK_SOURCES["cart_abandoner.yaml"]})
+    events = [
+        track("a1", "cy", "Product Added", 0),
+        page("z", "zed", 3600 + 100),
+        page("v", "cy", 3600 - 10),
+    ]
+    result = run_model(rules, events, durations_in(PACK_SOURCES), lateness_s=300)
+    assert result.migrations["cy"] == [("cart_abandoner", "entered", ms(3600), "time")]
+
+
+def test_an_overtaken_event_prevents_a_change_due_after_it() -> None:
+    """ann's second view at T0+2h-10s arrives after ben's event at T0+2h+100s: ann never
+    stops being a viewer (no exit at T0+2h)."""
+    rules = parse_rules(VIEWER)
+    events = [
+        track("v1", "ann", "Product Viewed", 0),
+        page("b", "ben", 7200 + 100),
+        track("v2", "ann", "Product Viewed", 7200 - 10),
+    ]
+    result = run_model(rules, events, durations_in(VIEWER), lateness_s=600)
+    assert result.migrations["ann"] == [("viewer", "entered", ms(0), "event")]
+    end = run_model(rules, events, durations_in(VIEWER), 600, end_ms=ms(5 * 3600))
+    assert end.migrations["ann"][-1] == ("viewer", "exited", ms(4 * 3600 - 10), "time")

@@ -1,4 +1,5 @@
 -- Apply one batch atomically: check versions, write states, memberships, progress, outbox, timers.
+-- A customer's state is stored as the string "<version>:<json>".
 --
 -- KEYS: every key the batch touches (declared for Redis Cluster routing).
 -- ARGV[1]: JSON plan, key references are 1-based indexes into KEYS:
@@ -12,20 +13,30 @@
 --   matrix      [[hash_key, "<from>|<to>", count], ...]
 --   suppress    [key, [[digest, when], ...]]
 -- An expected version of -1 writes whatever the current version is.
--- Returns {1} on success, {0, key} when a state's version moved (nothing is written then).
+-- Returns {1, len...} on success (each outbox list's length after the push, in the order the
+-- lists first appear in the plan), {0, key} when a state's version moved (nothing is written).
 local plan = cjson.decode(ARGV[1])
 
-for _, s in ipairs(plan.states) do
-  local current = tonumber(redis.call('HGET', KEYS[s[1]], 'v') or '0')
+local function version_of(key)
+  local value = redis.call('GET', key)
+  if not value then
+    return 0
+  end
+  return tonumber(string.match(value, '^(%d+):'))
+end
+
+local versions = {}
+for i, s in ipairs(plan.states) do
+  local current = version_of(KEYS[s[1]])
   if s[2] ~= -1 and current ~= s[2] then
     return {0, KEYS[s[1]]}
   end
+  versions[i] = current
 end
 
-for _, s in ipairs(plan.states) do
+for i, s in ipairs(plan.states) do
   if s[3] then
-    local current = tonumber(redis.call('HGET', KEYS[s[1]], 'v') or '0')
-    redis.call('HSET', KEYS[s[1]], 's', s[3], 'v', current + 1)
+    redis.call('SET', KEYS[s[1]], (versions[i] + 1) .. ':' .. s[3])
   else
     redis.call('DEL', KEYS[s[1]])
   end
@@ -54,8 +65,14 @@ end
 raise_to(KEYS[plan.offsets[1]], plan.offsets[2])
 raise_to(KEYS[plan.clocks[1]], plan.clocks[2])
 
+local lengths = {}
+local order = {}
 for _, o in ipairs(plan.outbox) do
-  redis.call('RPUSH', KEYS[o[1]], o[2])
+  local n = redis.call('RPUSH', KEYS[o[1]], o[2])
+  if lengths[o[1]] == nil then
+    order[#order + 1] = o[1]
+  end
+  lengths[o[1]] = n
 end
 
 for _, d in ipairs(plan.due) do
@@ -74,4 +91,8 @@ for _, s in ipairs(plan.suppress[2]) do
   redis.call('HSET', KEYS[plan.suppress[1]], s[1], string.format('%.17g', s[2]))
 end
 
-return {1}
+local reply = {1}
+for _, key in ipairs(order) do
+  reply[#reply + 1] = lengths[key]
+end
+return reply

@@ -1,0 +1,86 @@
+"""What each segment reads, so that an event re-evaluates only the segments it can change.
+
+A segment's inputs are tokens:
+
+| token | changed by |
+| --- | --- |
+| ``event:<name>`` | a counted event with that name (``Order Completed`` also moves the order |
+| | metrics: orders, revenue, average order value, predicted value, RFM) |
+| ``events`` | every counted event (the lifetime event count) |
+| ``seen`` | every event (first and last seen) |
+| ``trait:<key>`` | an ``identify`` (or ``group``: ``trait:company``) setting that top-level trait |
+| ``consent`` | a ``consent`` event |
+| ``time`` | the passing of time only: handled by timers, never by an event |
+| ``member:<segment>`` | another segment's membership (``in_segment``) |
+
+The pipeline names the tokens an event changes; :meth:`RuleSet.evaluate_changed` evaluates the
+units (segments, or whole families) whose inputs meet them, plus the units that read those
+through ``in_segment``, and keeps every other membership as it was. Time-driven changes are the
+timers' job, so the result equals a full evaluation whenever the customer's due timers have
+fired first.
+"""
+
+from __future__ import annotations
+
+from streams.engine import model as m
+
+ORDER_EVENT = "Order Completed"
+_ORDER_METRICS = frozenset({"orders", "revenue", "average_order_value", "predicted_value"})
+
+
+def condition_inputs(condition: m.Condition) -> frozenset[str]:
+    """The tokens a condition reads."""
+    if isinstance(condition, m.AllCondition | m.AnyCondition):
+        return frozenset().union(*(condition_inputs(c) for c in condition.of))
+    if isinstance(condition, m.NotCondition):
+        return condition_inputs(condition.condition)
+    if isinstance(condition, m.TraitCondition):
+        head = condition.path.split(".", 1)[0]
+        return frozenset({"consent"} if head == "consent" else {f"trait:{head}"})
+    if isinstance(condition, m.RecencyCondition):
+        return frozenset({f"event:{condition.event}", "time"})
+    if isinstance(condition, m.InSegmentCondition):
+        return frozenset({f"member:{condition.segment}"})
+    if isinstance(condition, m.RfmCondition):
+        return frozenset({f"event:{ORDER_EVENT}", "time"})
+    if isinstance(condition, m.LifetimeCondition):
+        metric = str(condition.metric)
+        if metric in _ORDER_METRICS:
+            extra = {"seen", "time"} if metric == "predicted_value" else set()
+            return frozenset({f"event:{ORDER_EVENT}", *extra})
+        if metric == "events":
+            return frozenset({"events"})
+        return frozenset({"seen", "time"})
+    event = getattr(condition, "event", None)
+    if event is not None:
+        return frozenset({f"event:{event}", "time"})
+    return frozenset({"time", "events", "seen"})
+
+
+def segment_inputs(
+    condition: m.Condition,
+    stay_condition: m.Condition | None,
+    min_dwell_s: float | None,
+    requires_consent: str | None,
+) -> frozenset[str]:
+    """The tokens a segment's membership reads (condition, stay, dwell, consent)."""
+    found = set(condition_inputs(condition))
+    if stay_condition is not None:
+        found |= condition_inputs(stay_condition)
+    if min_dwell_s is not None:
+        found.add("time")
+    if requires_consent is not None:
+        found.add("consent")
+    return frozenset(found)
+
+
+def event_tokens(name: str | None) -> frozenset[str]:
+    """What a counted event named ``name`` changes (``None``: an uncounted event)."""
+    if name is None:
+        return frozenset({"seen"})
+    return frozenset({f"event:{name}", "events", "seen"})
+
+
+def trait_tokens(keys: object) -> frozenset[str]:
+    """What setting these top-level traits changes."""
+    return frozenset({"seen", *(f"trait:{key}" for key in keys)})  # type: ignore[attr-defined]
