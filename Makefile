@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit test-integration test-e2e lint format bench clean
+.PHONY: help install run test test-unit test-integration test-e2e test-reliability lint format bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ test-integration: $(STAMP) ## integration tests (real broker, real Redis)
 
 test-e2e: $(STAMP) ## end-to-end tests of the CLI and the whole stack
 	$(BIN)/pytest -q tests/e2e $(PYTEST_ARGS)
+
+test-reliability: $(STAMP) ## crash test against a reference model (long; not part of make test)
+	RELIABILITY=1 $(BIN)/pytest -q tests/reliability -s
 
 lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check streams tests

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +81,20 @@ class Runtime:
     """Send every assigned partition's outbox before the next batch (at start, after errors)."""
 
     async def ensure_started(self) -> PipelineContext:
+        """Start, retrying infrastructure errors; exit 75 for the supervisor when they persist."""
+        delay = 0.2
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                return await self._start()
+            except RETRIABLE as exc:
+                log.warning("cannot start yet (attempt %d/%d): %r", attempt, ATTEMPTS, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        log.critical("giving up starting after %d attempts; exiting for the supervisor", ATTEMPTS)
+        logging.shutdown()
+        os._exit(EXIT_INFRASTRUCTURE)
+
+    async def _start(self) -> PipelineContext:
         """Connect to Redis and Kafka, adopt the published rules, start HTTP (idempotent)."""
         async with self.lock:
             if self.ctx is None:
@@ -195,16 +209,48 @@ class Runtime:
         if assigned != self.assigned:
             self.backfilled &= assigned
             self.flush_all = True
-        self.assigned = assigned
+            newly = assigned - self.assigned
+            self.assigned = assigned
+            await self._duty("checking offsets", self._forget_stale_offsets(newly))
         if assigned:
             await self.handle([], assigned)
         if time.monotonic() - self.last_rules_check >= RULES_CHECK_S:
             self.last_rules_check = time.monotonic()
-            await self._follow_rules()
-            await self._follow_rfm()
+            await self._duty("following rule changes", self._follow_rules())
+            await self._duty("following RFM boundaries", self._follow_rfm())
         pending = assigned - self.backfilled
         if pending and (self.backfill_task is None or self.backfill_task.done()):
             self.backfill_task = asyncio.create_task(self._backfill(frozenset(pending)))
+
+    async def _duty(self, what: str, work: Awaitable[None]) -> None:
+        """Run a periodic duty; an infrastructure error skips it until the next tick."""
+        try:
+            await work
+        except RETRIABLE as exc:
+            log.warning("%s failed, will retry: %r", what, exc)
+
+    async def _forget_stale_offsets(self, partitions: frozenset[int]) -> None:
+        """Reset the applied offset of a partition whose topic was recreated.
+
+        A partition whose end offset is behind the offset already applied cannot be the
+        topic that was applied: its records would all be skipped as redeliveries.
+        """
+        if not partitions or self.ctx is None:
+            return
+        if self.probe is None:
+            self.probe = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
+            await self.probe.start()
+        topic = self.settings.input_topic
+        ends = await self.probe.end_offsets([TopicPartition(topic, p) for p in partitions])
+        applied = (await self.ctx.store.load([], sorted(partitions))).offsets
+        stale = [tp.partition for tp, end in ends.items() if applied.get(tp.partition, -1) >= end]
+        if stale:
+            log.warning(
+                "input partitions %s end before the offsets applied: the topic was "
+                "recreated; starting them from their beginning",
+                stale,
+            )
+            await self.ctx.store.reset_offsets(stale)
 
     async def _follow_rules(self) -> None:
         """Publish a changed rule directory; adopt a newly published pack."""

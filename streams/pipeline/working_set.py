@@ -55,7 +55,9 @@ class WorkingSet:
     clocks: dict[int, float]
     commit: CommitBatch = field(default_factory=CommitBatch)
     dirty: set[str] = field(default_factory=set)
-    heap: list[tuple[float, str]] = field(default_factory=list)
+    heaps: dict[int, list[tuple[float, str]]] = field(default_factory=dict)
+    """Per home partition: the loaded timers, earliest first (a partition's watermark fires
+    only its own customers' timers)."""
     stored_due: dict[str, float | None] = field(default_factory=dict)
     loaded: dict[str, tuple[frozenset[str], str | None] | None] = field(default_factory=dict)
     """Customer -> (segments, primary) as loaded; None for a customer with no profile."""
@@ -106,12 +108,17 @@ class WorkingSet:
         """Remember a loaded timer (from the store) for firing in this batch."""
         state = self.states.get(customer_id)
         if state is not None and state.due == due:
-            heapq.heappush(self.heap, (due, customer_id))
+            self._push(customer_id, due)
+
+    def _push(self, customer_id: str, due: float) -> None:
+        heap = self.heaps.setdefault(self.ctx.home_partition(customer_id), [])
+        heapq.heappush(heap, (due, customer_id))
 
     def fire_due(self, partition: int, until: float) -> None:
         """Fire every loaded timer due at or before ``until``, earliest first (ties by id)."""
-        while self.heap and self.heap[0][0] <= until:
-            due, cid = heapq.heappop(self.heap)
+        heap = self.heaps.get(partition)
+        while heap and heap[0][0] <= until:
+            due, cid = heapq.heappop(heap)
             state = self.states.get(cid)
             if state is None or state.due != due:
                 continue
@@ -169,7 +176,7 @@ class WorkingSet:
         state.due = due if due is not None and due > now else None
         self.touch(state.customer_id, partition)
         if state.due is not None:
-            heapq.heappush(self.heap, (state.due, state.customer_id))
+            self._push(state.customer_id, state.due)
 
     def refresh(self, partition: int, state: CustomerState, now: float) -> None:
         """Re-evaluate a customer evaluated under other rules (``trigger.kind = rule_change``)."""

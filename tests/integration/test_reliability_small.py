@@ -1,12 +1,11 @@
 """A small reliability run in the normal suite: one worker SIGKILL and one Redis crash.
 
 The full-size run is ``make test-reliability`` (``tests/reliability``). Also here: the smallest
-reproduction of the bug the run found (timers fired by another partition's watermark).
+reproduction of a bug the run found (timers fired by another partition's watermark, fixed in
+``WorkingSet`` with one timer heap per partition).
 """
 
 from __future__ import annotations
-
-import asyncio
 
 import orjson
 import pytest
@@ -69,11 +68,6 @@ def _pair() -> tuple[Record, Record]:
     return _added(x, "m1", "2026-01-01T10:00:00Z"), _added(y, "m2", "2026-01-01T12:00:00Z")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG streams/pipeline/working_set.py WorkingSet.fire_due: one timer heap for all "
-    "partitions of a batch, so a partition's watermark fires other partitions' timers",
-)
 async def test_a_partition_watermark_never_fires_another_partitions_timers() -> None:
     x_event, y_event = _pair()
     separate = await _moves([[x_event], [y_event]])
@@ -83,19 +77,8 @@ async def test_a_partition_watermark_never_fires_another_partitions_timers() -> 
     assert mixed == separate
 
 
-def _timer_bug_present() -> bool:
-    x_event, y_event = _pair()
-    return asyncio.run(_moves([[x_event, y_event]])) != asyncio.run(_moves([[x_event], [y_event]]))
-
-
 @pytest.mark.integration
 @pytest.mark.timeout(180)
-@pytest.mark.xfail(
-    condition=_timer_bug_present(),
-    strict=False,
-    reason="with the cross-partition timer bug (see the test above) the migration stream "
-    "depends on how partitions mix in a batch; this run then differs from the oracle",
-)
 async def test_small_reliability_run_loses_and_duplicates_nothing(kafka_bootstrap: str) -> None:
     config = Config(
         events=5000,

@@ -286,8 +286,15 @@ async def produce_all(
         await producer.stop()
 
 
-async def read_topic(kafka: str, topic: str, timeout: float = 300.0) -> list[Any]:
-    """Every record of ``topic`` up to its current end, in partition order."""
+async def read_topic(
+    kafka: str, topic: str, expected: int | None = None, idle_s: float = 3.0, timeout: float = 300.0
+) -> list[Any]:
+    """Every record of ``topic``, in partition order.
+
+    Tansu's ListOffsets can report an end offset a few records short of what a fetch returns,
+    so the read goes on until ``expected`` records are in (when known) and nothing new arrived
+    for ``idle_s`` seconds past the reported ends.
+    """
     consumer = AIOKafkaConsumer(
         bootstrap_servers=kafka,
         auto_offset_reset="earliest",
@@ -306,14 +313,21 @@ async def read_topic(kafka: str, topic: str, timeout: float = 300.0) -> list[Any
         seen: dict[int, list[Any]] = {tp.partition: [] for tp in tps}
         position = {tp.partition: 0 for tp in tps}
         deadline = time.monotonic() + timeout
-        while any(position[tp.partition] < ends[tp] for tp in tps):
+        last_new = time.monotonic()
+        while True:
+            count = sum(len(v) for v in seen.values())
+            at_end = all(position[tp.partition] >= ends[tp] for tp in tps)
+            enough = expected is None or count >= expected
+            if at_end and enough and time.monotonic() - last_new >= idle_s:
+                break
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out reading {topic}: {position} of {ends}")
+                raise AssertionError(f"timed out reading {topic}: {count} records, {ends}")
             batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
             for tp, records in batch.items():
-                seen[tp.partition].extend(records)
                 if records:
+                    seen[tp.partition].extend(records)
                     position[tp.partition] = records[-1].offset + 1
+                    last_new = time.monotonic()
         return [record for p in sorted(seen) for record in seen[p]]
     finally:
         await consumer.stop()
@@ -508,7 +522,7 @@ async def run(config: Config, kafka: str | None = None, log: Any = print) -> Res
         processed_at = time.monotonic()
         chaos.stop()
         log(f"pipeline done in {processed_at - started:.1f}s; reading the topics")
-        inputs = await read_topic(kafka, deployment.input)
+        inputs = await read_topic(kafka, deployment.input, expected=total)
         assert len(inputs) == total, f"input topic holds {len(inputs)} of {total}"
         got_migrations = await read_topic(kafka, deployment.migrations)
         got_dlq = await read_topic(kafka, deployment.dlq)

@@ -27,7 +27,7 @@ from streams.store.memory import MemoryStore
 
 RULES = load_rules(Path(__file__).resolve().parents[2] / "rules")
 MAX_BYTES = Settings().max_event_bytes
-PER_RECORD_BOUND_S = 0.050
+PER_RECORD_BOUND_S = 0.5
 FUZZ = settings(
     max_examples=150,
     deadline=None,

@@ -190,6 +190,7 @@ async def test_batch_boundaries_do_not_change_the_output() -> None:
     single = make_ctx()
     for offset, doc in enumerate(docs):
         await process_batch(single, records([doc], start=offset))
+
     def emitted(ctx: PipelineContext) -> list[bytes]:
         return [e.encode() for e in outbox(ctx) if e.topic != "segmenter.memberships"]
 
