@@ -37,7 +37,7 @@ from streams.state.customer import CustomerState
 from streams.state.facts import StateFacts
 from streams.store.base import CommitBatch, Store
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("segmenter.pipeline")
 
 CONTROL_HEADER = "segmenter.control"
 """A record with this header set to ``watermark`` and value ``{"until": <epoch s>}`` fires every

@@ -105,6 +105,9 @@ def run_worker(settings: Settings) -> int:
             print(f"{problem.file}:{problem.line}: {problem.message}")
         return 1
     app, _runtime = create_app(settings, rules)
-    worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
+    level = settings.log_level.upper()
+    logging.getLogger("segmenter").setLevel(level)
+    quiet_faust = "WARNING" if level == "INFO" else level
+    worker = faust.Worker(app, loglevel=quiet_faust, quiet=True)
     worker.execute_from_commandline()
     return 0
