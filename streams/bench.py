@@ -54,17 +54,21 @@ def _measure(infra: Infra, cfg: BenchConfig) -> dict[str, object]:
     ceiling = asyncio.run(run_ceiling(infra, infra.ceiling_topic, cfg.events, _timeout(cfg.events)))
     say("(b) segmenter: starting one worker on the pre-filled topic")
     worker: Child | None = None
+    api: Child | None = None
     try:
         worker, port = start_worker(infra)
         segmenter = asyncio.run(run_segmenter(infra, worker, cfg.events, _timeout(cfg.events)))
         memory = asyncio.run(measure_memory(infra, cfg.seed))
         asyncio.run(wait_http(port, worker))
-        live = asyncio.run(run_live(infra, cfg, port, memory.sample_ids))
+        api, api_port = start_worker(infra, "api")
+        asyncio.run(wait_http(api_port, api))
+        live = asyncio.run(run_live(infra, cfg, api_port, memory.sample_ids))
         if not worker.alive():
             raise BenchError(f"the worker stopped: {worker.log_tail(5)!r}")
     finally:
-        if worker is not None:
-            worker.stop()
+        for child in (api, worker):
+            if child is not None:
+                child.stop()
     return results(cfg, ceiling, segmenter, memory, live)
 
 

@@ -26,6 +26,12 @@ def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return run_worker(settings)
 
 
+def _cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.api.server import run_api
+
+    return run_api(settings)
+
+
 def _cmd_rules(args: argparse.Namespace, settings: Settings) -> int:
     from streams.engine.checking import check_rules, rules_json_schema
 
@@ -120,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="one stream-processing worker")
     worker.set_defaults(func=_cmd_worker)
+
+    api = sub.add_parser("api", help="the HTTP API and dashboard alone (reads Redis)")
+    api.set_defaults(func=_cmd_api)
 
     rules = sub.add_parser("rules", help="check rule files or print their JSON Schema")
     rules_sub = rules.add_subparsers(dest="rules_command", required=True, metavar="SUBCOMMAND")

@@ -24,8 +24,9 @@ almost an hour, and a worker must not treat them as too late to count (in the pr
 clock the allowance only decides that; timers follow the wall clock)."""
 
 
-def start_worker(infra: Infra) -> tuple[Child, int]:
-    """Start one ``segmenter worker`` on the run's topics and namespace; return it and its port."""
+def start_worker(infra: Infra, command: str = "worker") -> tuple[Child, int]:
+    """Start ``segmenter worker`` (or ``api``) on the run's topics and namespace; return it and
+    its HTTP port."""
     port = free_port()
     env = settings_env(
         kafka_bootstrap=infra.bootstrap,
@@ -46,7 +47,7 @@ def start_worker(infra: Infra) -> tuple[Child, int]:
         api_key=None,
         log_level="warning",
     )
-    return Child(["worker"], env).start(), port
+    return Child([command], env).start(), port
 
 
 async def applied(infra: Infra, client: aioredis.Redis) -> int:

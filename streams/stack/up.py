@@ -44,6 +44,7 @@ STOP_TIMEOUT_S = 10.0
 _PR_SET_PDEATHSIG = 1
 
 WORKER_COMMAND: list[str] = [sys.executable, "-m", "streams", "worker"]
+API_COMMAND: list[str] = [sys.executable, "-m", "streams", "api"]
 """How ``up`` starts its worker (a module attribute so tests can substitute a stand-in)."""
 
 
@@ -322,16 +323,17 @@ def wait_for_health(
     supervisor: Supervisor,
     stop: StopFlag,
     timeout: float = HEALTH_TIMEOUT_S,
+    what: str = "the worker",
 ) -> None:
     """Wait until ``url`` answers 200, printing a dot a second and restarting crashed children."""
-    print(f"segmenter up: waiting for the worker ({url}) ", end="", flush=True)
+    print(f"segmenter up: waiting for {what} ({url}) ", end="", flush=True)
     deadline = time.monotonic() + timeout
     next_dot = time.monotonic() + 1.0
     try:
         while not healthy(url):
             supervisor.poll()
             if time.monotonic() > deadline:
-                raise StackError(f"the worker did not answer {url} within {timeout:.0f}s")
+                raise StackError(f"{what} did not answer {url} within {timeout:.0f}s")
             if time.monotonic() >= next_dot:
                 print(".", end="", flush=True)
                 next_dot += 1.0
@@ -386,10 +388,14 @@ def run_up(settings: Settings, generate_rate: float | None, customers: int) -> i
         stop.check()
         create_topics(settings, infra.kafka_bootstrap)
         stop.check()
-        env = child_env(settings, infra, port)
-        http_url = http_base_url(settings, port)
+        worker_port = free_port(settings.http_host)
+        env = child_env(settings, infra, worker_port)
         supervisor.add(Child("worker", list(WORKER_COMMAND), env))
-        wait_for_health(f"{http_url}/healthz", supervisor, stop)
+        wait_for_health(f"{http_base_url(settings, worker_port)}/healthz", supervisor, stop)
+        api_env = child_env(settings, infra, port)
+        http_url = http_base_url(settings, port)
+        supervisor.add(Child("api", list(API_COMMAND), api_env))
+        wait_for_health(f"{http_url}/healthz", supervisor, stop, what="the API")
         if generate_rate is not None:
             argv = generator_command(generate_rate, customers)
             supervisor.add(Child("generator", argv, env, restart_on_success=False))

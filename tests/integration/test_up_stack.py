@@ -167,7 +167,7 @@ def test_up_starts_the_stack_and_stops_cleanly(
     stack = orjson.loads(stack_file.read_bytes())
     assert set(stack) == {"kafka_bootstrap", "redis_url", "http_url"}
 
-    # The broker has the topics, Redis answers, the worker's HTTP port answers.
+    # The broker has the topics, Redis answers, the API (its own process) answers.
     assert accepts(stack["kafka_bootstrap"])
     assert asyncio.run(partition_count(stack["kafka_bootstrap"], "segmenter.events")) == 8
     assert asyncio.run(partition_count(stack["kafka_bootstrap"], "segmenter.events.dlq")) == 8
@@ -179,7 +179,7 @@ def test_up_starts_the_stack_and_stops_cleanly(
         assert response.status == 200
 
     kids = children_of(proc.pid)
-    assert len(kids) == 4  # broker, redis, worker, generator
+    assert len(kids) == 5  # broker, redis, worker, api, generator
     worker_pid = int((workdir / "fake-worker.pid").read_text())
     assert worker_pid in kids
     assert os.getpgid(worker_pid) == worker_pid != os.getpgid(proc.pid)

@@ -1,0 +1,88 @@
+"""``segmenter api``: the HTTP API and dashboard in a process of their own.
+
+Lookups for live website content swaps must answer in milliseconds. Served by a worker they
+would wait behind its batches on the same event loop; this process only reads Redis, follows
+the published rule pack, and scales independently of the workers. ``/metrics`` here carries
+the API's own view (segment sizes); the pipeline's counters are on each worker's ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+from streams.api.http import HttpServer
+from streams.engine import RuleLoadError, RuleSet, load_rules
+from streams.pipeline import rulepack
+from streams.pipeline.processor import Metrics
+from streams.settings import Settings
+from streams.stack.discovery import with_running_stack
+from streams.store.redis_store import RedisStore
+
+log = logging.getLogger("segmenter.api")
+FOLLOW_S = 2.0
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    """Serve until ``stop`` is set, adopting newly published rule packs."""
+    assert settings.redis_url is not None
+    store = RedisStore.from_url(settings.redis_url, settings.namespace)
+    pack = await rulepack.published(store)
+    if pack is not None:
+        rules = pack.rules
+    else:
+        try:
+            rules = load_rules(settings.rules)
+        except RuleLoadError as exc:
+            log.warning("no rule pack published yet and %s", exc.problems[0])
+            rules = RuleSet.empty()
+
+    async def health() -> dict[str, Any]:
+        reachable = await store.ping()
+        return {
+            "ok": reachable,
+            "redis": reachable,
+            "role": "api",
+            "rule_version": server.rules.version,
+        }
+
+    server = HttpServer(settings, rules, store, Metrics(), health)
+    await server.start()
+    print(f"segmenter api: serving {server.url} (rules {rules.version})", flush=True)
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), FOLLOW_S)
+            try:
+                version = await rulepack.published_version(store)
+                if version is not None and version != server.rules.version:
+                    latest = await rulepack.published(store)
+                    if latest is not None:
+                        server.rules = latest.rules
+                        log.warning("now serving rules %s", latest.rules.version)
+            except Exception as exc:  # Redis down: keep serving, /healthz says so
+                log.warning("cannot follow the rule pack: %r", exc)
+    finally:
+        await server.stop()
+        await store.close()
+
+
+def run_api(settings: Settings) -> int:
+    """Run the API process until SIGINT/SIGTERM."""
+    settings = with_running_stack(settings)
+    if not settings.redis_url:
+        print("segmenter api: set SEGMENTER_REDIS_URL or run beside `segmenter up`", flush=True)
+        return 2
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings, stop)
+
+    asyncio.run(main())
+    return 0
