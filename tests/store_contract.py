@@ -177,13 +177,3 @@ async def check_scan_meta_and_progress(store: Store) -> None:
 
 
 CONTRACT.append(check_scan_meta_and_progress)
-
-
-async def check_reset_offsets(store: Store) -> None:
-    """Reset offsets are gone; others stay."""
-    await store.commit(CommitBatch(offsets={1: 10, 2: 20}))
-    await store.reset_offsets([1])
-    assert (await store.load([], [1, 2])).offsets == {2: 20}
-
-
-CONTRACT.append(check_reset_offsets)

@@ -209,9 +209,7 @@ class Runtime:
         if assigned != self.assigned:
             self.backfilled &= assigned
             self.flush_all = True
-            newly = assigned - self.assigned
             self.assigned = assigned
-            await self._duty("checking offsets", self._forget_stale_offsets(newly))
         if assigned:
             await self.handle([], assigned)
         if time.monotonic() - self.last_rules_check >= RULES_CHECK_S:
@@ -228,29 +226,6 @@ class Runtime:
             await work
         except RETRIABLE as exc:
             log.warning("%s failed, will retry: %r", what, exc)
-
-    async def _forget_stale_offsets(self, partitions: frozenset[int]) -> None:
-        """Reset the applied offset of a partition whose topic was recreated.
-
-        A partition whose end offset is behind the offset already applied cannot be the
-        topic that was applied: its records would all be skipped as redeliveries.
-        """
-        if not partitions or self.ctx is None:
-            return
-        if self.probe is None:
-            self.probe = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
-            await self.probe.start()
-        topic = self.settings.input_topic
-        ends = await self.probe.end_offsets([TopicPartition(topic, p) for p in partitions])
-        applied = (await self.ctx.store.load([], sorted(partitions))).offsets
-        stale = [tp.partition for tp, end in ends.items() if applied.get(tp.partition, -1) >= end]
-        if stale:
-            log.warning(
-                "input partitions %s end before the offsets applied: the topic was "
-                "recreated; starting them from their beginning",
-                stale,
-            )
-            await self.ctx.store.reset_offsets(stale)
 
     async def _follow_rules(self) -> None:
         """Publish a changed rule directory; adopt a newly published pack."""

@@ -156,10 +156,6 @@ class Store(Protocol):
         """A page of a segment's members and the cursor of the next page (0 when done)."""
         ...
 
-    async def reset_offsets(self, partitions: Sequence[int]) -> None:
-        """Forget the applied offsets of ``partitions`` (their topic was recreated)."""
-        ...
-
     async def scan_customers(self, cursor: int, count: int) -> tuple[int, list[str]]:
         """A page of stored customer ids (redirects included) and the next cursor (0: done)."""
         ...

@@ -136,11 +136,6 @@ class MemoryStore:
         following = cursor + count
         return (following if following < len(ordered) else 0), page
 
-    async def reset_offsets(self, partitions: Sequence[int]) -> None:
-        """Forget applied offsets."""
-        for partition in partitions:
-            self.offsets.pop(partition, None)
-
     async def scan_customers(self, cursor: int, count: int) -> tuple[int, list[str]]:
         """Ids in sorted order, paged by position."""
         ordered = sorted(self.states)

@@ -248,11 +248,6 @@ class RedisStore:
         following, page = await self.client.sscan(self.keys.members(segment), cursor, count=count)
         return int(following), sorted(cast(bytes, m).decode() for m in page)
 
-    async def reset_offsets(self, partitions: Sequence[int]) -> None:
-        """HDEL the partitions' applied offsets."""
-        if partitions:
-            await self.client.hdel(self.keys.offsets, *[str(p) for p in partitions])
-
     async def scan_customers(self, cursor: int, count: int) -> tuple[int, list[str]]:
         """SCAN over the customer keys."""
         prefix = f"{self.keys.ns}:c:{{"

@@ -264,19 +264,9 @@ def build_input(config: Config, max_bytes: int) -> Input:
 async def produce_all(
     kafka: str, topic: str, records: list[tuple[int, bytes, bytes]], rate: float
 ) -> None:
-    """Send every record to its partition (acks=all), at ``rate`` per second when set.
-
-    One record per batch: the embedded Tansu broker reports a partition's end offset as the
-    last batch's base offset + 1, so multi-record batches make ``end_offsets`` fall short of
-    the records really there, and the worker's check for a recreated topic
-    (``Runtime._forget_stale_offsets``) then replays live partitions from 0.
-    """
+    """Send every record to its partition (acks=all), at ``rate`` per second when set."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=kafka,
-        acks="all",
-        linger_ms=0,
-        max_batch_size=64,
-        max_request_size=4 * 1024 * 1024,
+        bootstrap_servers=kafka, acks="all", linger_ms=5, max_request_size=4 * 1024 * 1024
     )
     await producer.start()
     started = time.monotonic()
