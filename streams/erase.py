@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaProducer
 
 from streams.settings import Settings
 from streams.stack.discovery import with_running_stack
+from streams.stack.kafka_security import client_kwargs
 
 
 def erase_event(customer_id: str, now: datetime | None = None) -> dict[str, str]:
@@ -31,8 +32,8 @@ def erase_event(customer_id: str, now: datetime | None = None) -> dict[str, str]
     }
 
 
-async def _send(bootstrap: str, topic: str, customer_id: str) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+async def _send(settings: Settings, bootstrap: str, topic: str, customer_id: str) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **client_kwargs(settings))
     await producer.start()
     try:
         value = orjson.dumps(erase_event(customer_id))
@@ -50,6 +51,6 @@ def run_erase(settings: Settings, customer_id: str) -> int:
             file=sys.stderr,
         )
         return 2
-    asyncio.run(_send(settings.kafka_bootstrap, settings.input_topic, customer_id))
+    asyncio.run(_send(settings, settings.kafka_bootstrap, settings.input_topic, customer_id))
     print(f"erase requested for {customer_id!r} on {settings.input_topic}")
     return 0

@@ -19,7 +19,16 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SEGMENTER_", extra="ignore")
 
     kafka_bootstrap: str | None = Field(None, description="Kafka bootstrap servers, host:port,...")
-    redis_url: str | None = Field(None, description="redis:// URL of the system of record")
+    redis_url: str | None = Field(
+        None, description="redis:// (or rediss:// for TLS, with user:password@ for ACLs) URL"
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle of the broker's TLS")
+    kafka_ssl_certfile: Path | None = Field(None, description="client certificate (mutual TLS)")
+    kafka_ssl_keyfile: Path | None = Field(None, description="client key (mutual TLS)")
     rules: Path = Field(Path("rules"), description="directory of segment rule files (YAML)")
     input_topic: str = "segmenter.events"
     migrations_topic: str = "segmenter.migrations"

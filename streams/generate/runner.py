@@ -22,6 +22,7 @@ import orjson
 
 from streams.generate.personas import Generator, customer_key
 from streams.settings import Settings
+from streams.stack.kafka_security import client_kwargs
 
 PROGRESS_EVERY_S = 5.0
 _TICK_S = 0.02
@@ -78,6 +79,7 @@ async def run_generate(
         max_batch_size=256 * 1024,
         acks=1,
         request_timeout_ms=15_000,
+        **client_kwargs(settings),
     )
     try:
         await producer.start()

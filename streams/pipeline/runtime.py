@@ -38,6 +38,7 @@ from streams.pipeline.rfm_live import (
 )
 from streams.pipeline.sender import flush_outbox, send_committed
 from streams.settings import Settings
+from streams.stack.kafka_security import client_kwargs
 from streams.stack.topics import ensure_topics, partition_count, topic_configs, topic_layout
 from streams.store.base import ConflictError
 from streams.store.redis_store import RedisStore
@@ -100,16 +101,25 @@ class Runtime:
             if self.ctx is None:
                 settings = self.settings
                 assert settings.redis_url is not None
+                security = client_kwargs(settings)
                 await ensure_topics(
-                    self.bootstrap, topic_layout(settings), configs=topic_configs(settings)
+                    self.bootstrap,
+                    topic_layout(settings),
+                    configs=topic_configs(settings),
+                    security=security,
                 )
-                partitions = await partition_count(self.bootstrap, settings.input_topic)
+                partitions = await partition_count(
+                    self.bootstrap, settings.input_topic, security=security
+                )
                 store = RedisStore.from_url(settings.redis_url, settings.namespace)
                 self.rules = await self._startup_rules(store)
                 self.ctx = PipelineContext.create(settings, self.rules, store, partitions)
                 await self._adopt_rfm()
                 self.producer = AIOKafkaProducer(
-                    bootstrap_servers=self.bootstrap, acks="all", linger_ms=2
+                    bootstrap_servers=self.bootstrap,
+                    acks="all",
+                    linger_ms=2,
+                    **client_kwargs(settings),
                 )
                 await self.producer.start()
                 self.http = HttpServer(
@@ -159,7 +169,9 @@ class Runtime:
         if self.ctx is None or not self.assigned:
             return {}
         if self.probe is None:
-            self.probe = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
+            self.probe = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap, **client_kwargs(self.settings)
+            )
             await self.probe.start()
         topic = self.settings.input_topic
         ends = await self.probe.end_offsets([TopicPartition(topic, p) for p in self.assigned])

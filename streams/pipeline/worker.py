@@ -23,6 +23,7 @@ from streams.pipeline.faust_transport import install as install_transport
 from streams.pipeline.processor import Record
 from streams.pipeline.runtime import Runtime
 from streams.settings import Settings
+from streams.stack.kafka_security import faust_credentials
 
 
 def _faust_broker(bootstrap: str) -> str:
@@ -56,6 +57,7 @@ def create_app(settings: Settings, rules: RuleSet) -> tuple[faust.App, Runtime]:
         broker_commit_every=1000,
         broker_commit_interval=1.0,
         producer_acks=-1,
+        broker_credentials=faust_credentials(settings),
     )
     install_transport(app, settings.fetch_max_wait_ms)
     topic = app.topic(settings.input_topic, key_serializer="raw", value_serializer="raw")

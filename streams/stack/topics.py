@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
@@ -31,11 +32,14 @@ async def ensure_topics(
     layout: dict[str, int],
     timeout: float = 30.0,
     configs: dict[str, dict[str, str]] | None = None,
+    security: dict[str, Any] | None = None,
 ) -> None:
     """Create the topics in ``layout`` that do not exist yet, retrying until the broker answers."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=bootstrap, request_timeout_ms=10_000, **(security or {})
+        )
         try:
             await admin.start()
             break
@@ -58,9 +62,11 @@ async def ensure_topics(
         await admin.close()
 
 
-async def partition_count(bootstrap: str, topic: str) -> int:
+async def partition_count(
+    bootstrap: str, topic: str, security: dict[str, Any] | None = None
+) -> int:
     """How many partitions ``topic`` has (0 when it does not exist)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(security or {}))
     await admin.start()
     try:
         described = await admin.describe_topics([topic])
