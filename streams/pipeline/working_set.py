@@ -172,7 +172,10 @@ class WorkingSet:
         self.migrate(partition, state, evaluation.members, facts, trigger, when)
         state.primary = evaluation.primary
         state.evaluated_under = ctx.version
-        state.evaluated_at = now if state.evaluated_at is None else max(state.evaluated_at, now)
+        instant = round(now, 3)
+        state.evaluated_at = (
+            instant if state.evaluated_at is None else max(state.evaluated_at, instant)
+        )
         state.due = due if due is not None and due > now else None
         self.touch(state.customer_id, partition)
         if state.due is not None:

@@ -80,7 +80,11 @@ class CustomerState:
         if self.named:
             doc["n"] = self.named
         if self.series:
-            doc["s"] = {sid: [s.props, s.buckets] for sid, s in self.series.items() if s.buckets}
+            doc["s"] = {
+                sid: [s.props, [[_compact(x) for x in bucket] for bucket in s.buckets]]
+                for sid, s in self.series.items()
+                if s.buckets
+            }
         if self.members:
             doc["m"] = self.members
         if self.primary is not None:
@@ -134,3 +138,8 @@ def _digests(packed: str | list[str]) -> list[str]:
     if isinstance(packed, list):
         return packed
     return [packed[i : i + DIGEST_CHARS] for i in range(0, len(packed), DIGEST_CHARS)]
+
+
+def _compact(value: float) -> float | int:
+    """Integral numbers as ints: ``11`` takes fewer bytes in Redis than ``11.0``."""
+    return int(value) if float(value).is_integer() else value
