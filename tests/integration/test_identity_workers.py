@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 
 import orjson
 import pytest
@@ -20,17 +19,9 @@ from tests.integration.harness import (
     keyed,
     order,
     produce,
-    write_rules,
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def deployment(
-    kafka_bootstrap: str, redis_url: str, topic_prefix: str, tmp_path: Path
-) -> Deployment:
-    return Deployment(kafka_bootstrap, redis_url, topic_prefix, write_rules(tmp_path / "rules"))
 
 
 async def states(deployment: Deployment, ids: list[str]) -> dict[str, CustomerState | None]:

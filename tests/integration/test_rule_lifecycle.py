@@ -24,13 +24,6 @@ from tests.integration.harness import (
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def deployment(
-    kafka_bootstrap: str, redis_url: str, topic_prefix: str, tmp_path: Path
-) -> Deployment:
-    return Deployment(kafka_bootstrap, redis_url, topic_prefix, write_rules(tmp_path / "rules"))
-
-
 def kinds(records) -> list[tuple[str, str, str, str]]:  # type: ignore[no-untyped-def]
     out = []
     for record in records:

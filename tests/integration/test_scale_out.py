@@ -114,13 +114,6 @@ async def settled_assignment(
     raise AssertionError(f"no settled assignment: {last}\n{logs(workers)}")
 
 
-@pytest.fixture
-def deployment(
-    kafka_bootstrap: str, redis_url: str, topic_prefix: str, tmp_path: Path
-) -> Deployment:
-    return Deployment(kafka_bootstrap, redis_url, topic_prefix, write_rules(tmp_path / "rules"))
-
-
 # -- (a) + (b): partitions shared, rebalances lose and duplicate nothing --------------------------
 
 CUSTOMERS = 300

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import orjson
 import pytest
@@ -17,17 +16,9 @@ from tests.integration.harness import (
     order,
     produce,
     values,
-    write_rules,
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def deployment(
-    kafka_bootstrap: str, redis_url: str, topic_prefix: str, tmp_path: Path
-) -> Deployment:
-    return Deployment(kafka_bootstrap, redis_url, topic_prefix, write_rules(tmp_path / "rules"))
 
 
 async def test_events_become_migrations_and_poison_goes_to_the_dlq(deployment: Deployment) -> None:

@@ -16,33 +16,9 @@ from streams.engine import parse_rules
 from streams.pipeline.processor import PipelineContext, Record, process_batch
 from streams.settings import Settings
 from streams.store.memory import MemoryStore
+from tests.fixtures import TEST_RULES
 
-RULES = {
-    "value.yaml": """
-family: value
-name: Value
-description: value by lifetime revenue
-kind: value
-segments:
-  - id: big_spender
-    name: Big spender
-    description: revenue of at least 1000
-    priority: 20
-    condition: {type: lifetime, metric: revenue, op: ge, value: 1000}
-  - id: buyer
-    name: Buyer
-    description: at least one order
-    priority: 10
-    condition: {type: lifetime, metric: orders, op: ge, value: 1}
-""",
-    "canada.yaml": """
-id: canadians
-name: Canadians
-description: lives in Canada
-kind: demographic
-condition: {type: trait, path: address.country, op: eq, value: CA}
-""",
-}
+RULES = TEST_RULES
 
 DRAFT = """\
 id: canadians
