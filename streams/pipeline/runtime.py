@@ -118,7 +118,7 @@ class Runtime:
                 self.producer = AIOKafkaProducer(
                     bootstrap_servers=self.bootstrap,
                     acks="all",
-                    linger_ms=2,
+                    linger_ms=0,
                     **client_kwargs(settings),
                 )
                 await self.producer.start()
