@@ -28,14 +28,14 @@ from streams.engine.compiled import (
     EvalContext,
     NextChange,
     Reason,
-    earliest,
+    earliest_of,
     never,
 )
 from streams.engine.durations import format_duration
 from streams.engine.facts import MISSING, Facts, SeriesSpec, bucket_width
 from streams.engine.ops import numeric_predicate, numeric_text, trait_predicate, trait_text
 from streams.engine.rfm import RfmConfig
-from streams.engine.value import compile_lifetime, compile_rfm
+from streams.engine.value import RfmScorer, compile_lifetime, compile_rfm, merge_crossings
 
 
 @dataclass
@@ -98,6 +98,7 @@ class Compiler:
         self._series: dict[str, _SeriesBuilder] = {}
         self._segment_next: dict[str, NextChange] = {}
         self._rfm = rfm
+        self._rfm_scorer = None if rfm is None else RfmScorer(rfm)
 
     def bind_segment(self, segment_id: str, next_change: NextChange) -> None:
         """Set the next-change function that ``in_segment: segment_id`` delegates to."""
@@ -166,7 +167,7 @@ class Compiler:
         if isinstance(cond, m.RfmCondition):
             if self._rfm is None:
                 raise ValueError("an 'rfm' condition needs the pack's rfm file")
-            return compile_rfm(cond, self._rfm)
+            return compile_rfm(cond, self._rfm, self._rfm_scorer)
         if isinstance(cond, m.InSegmentCondition):
             return self._in_segment(cond)
         if isinstance(cond, m.AllCondition):
@@ -297,7 +298,9 @@ def _recency(cond: m.RecencyCondition) -> CompiledCondition:
         return last is not None and facts.now - last < window
 
     def test(ctx: EvalContext) -> bool:
-        return recent(ctx.facts) != negate
+        facts = ctx.facts
+        last = facts.last_time(event)
+        return (last is not None and facts.now - last < window) != negate
 
     def explain(ctx: EvalContext) -> tuple[bool, Reason]:
         facts = ctx.facts
@@ -323,12 +326,15 @@ def _merge(reasons: Sequence[Reason]) -> dict[str, Any]:
 
 
 def _children_next(children: Sequence[CompiledCondition]) -> NextChange:
-    fns = tuple(c.next_change for c in children)
+    """The earliest next change of ``children`` (``never`` children left out: always None)."""
+    fns = merge_crossings([c.next_change for c in children if c.next_change is not never])
+    if not fns:
+        return never
     if len(fns) == 1:
         return fns[0]
 
     def next_change(facts: Facts) -> float | None:
-        return earliest([fn(facts) for fn in fns])
+        return earliest_of(fns, facts)
 
     return next_change
 
@@ -346,7 +352,11 @@ def _all(children: list[CompiledCondition]) -> CompiledCondition:
     explains = tuple(c.explain for c in children)
 
     def test(ctx: EvalContext) -> bool:
-        return all(t(ctx) for t in tests)
+        """A plain loop: no generator per call."""
+        for t in tests:  # noqa: SIM110
+            if not t(ctx):
+                return False
+        return True
 
     def explain(ctx: EvalContext) -> tuple[bool, Reason]:
         reasons = []
@@ -367,7 +377,11 @@ def _any(children: list[CompiledCondition]) -> CompiledCondition:
     explains = tuple(c.explain for c in children)
 
     def test(ctx: EvalContext) -> bool:
-        return any(t(ctx) for t in tests)
+        """A plain loop: no generator per call."""
+        for t in tests:  # noqa: SIM110
+            if t(ctx):
+                return True
+        return False
 
     def explain(ctx: EvalContext) -> tuple[bool, Reason]:
         reasons = []

@@ -36,6 +36,15 @@ class EvalContext(Protocol):
         """Whether the customer is a member of the segment (after family resolution)."""
         ...
 
+    @property
+    def memo(self) -> dict[Any, Any]:
+        """Values computed once per evaluation, keyed by an object of the closure computing them.
+
+        Only for values that depend on ``facts`` alone (the same in every closure that reads
+        them), such as RFM scores.
+        """
+        ...
+
 
 Test = Callable[[EvalContext], bool]
 Explain = Callable[[EvalContext], tuple[bool, Reason]]
@@ -62,3 +71,16 @@ def earliest(times: Sequence[float | None]) -> float | None:
     """The smallest of ``times`` that is not None, or None."""
     found = [t for t in times if t is not None]
     return min(found) if found else None
+
+
+def earliest_of(functions: Sequence[NextChange], facts: Facts) -> float | None:
+    """``earliest([fn(facts) for fn in functions])`` without building the list.
+
+    The same comparisons in the same order as ``min``, so the same result.
+    """
+    best: float | None = None
+    for function in functions:
+        due = function(facts)
+        if due is not None and (best is None or due < best):
+            best = due
+    return best

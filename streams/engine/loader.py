@@ -18,9 +18,11 @@ from pydantic import BaseModel, ValidationError
 
 from streams.engine import model as m
 from streams.engine.compile import CompiledCondition, Compiler
+from streams.engine.compiled import NextChange, earliest_of, never
 from streams.engine.facts import Facts
 from streams.engine.inputs import segment_inputs
 from streams.engine.membership import segment_condition
+from streams.engine.ordering import Node, evaluation_order
 from streams.engine.problems import (
     LineDict,
     LineList,
@@ -30,7 +32,7 @@ from streams.engine.problems import (
     validation_problems,
 )
 from streams.engine.rfm import RfmBoundaries, RfmConfig
-from streams.engine.ruleset import Node, RuleSet, SegmentInfo, evaluation_order
+from streams.engine.ruleset import RuleSet, SegmentInfo
 
 RULE_SUFFIXES = (".yaml", ".yml")
 
@@ -167,12 +169,12 @@ def rules_version(files: Mapping[str, bytes]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _unit_next_change(conditions: Sequence[CompiledCondition]) -> Any:
-    fns = tuple(c.next_change for c in conditions)
+def _unit_next_change(conditions: Sequence[CompiledCondition]) -> NextChange:
+    """The earliest next change of a unit's segments (each distinct function once)."""
+    fns = tuple(dict.fromkeys(c.next_change for c in conditions if c.next_change is not never))
 
     def next_change(facts: Facts) -> float | None:
-        found = [t for t in (fn(facts) for fn in fns) if t is not None]
-        return min(found) if found else None
+        return earliest_of(fns, facts)
 
     return next_change
 

@@ -17,9 +17,17 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from streams.engine.compiled import CompiledCondition, EvalContext, Reason, earliest
+from streams.engine.compiled import (
+    CompiledCondition,
+    EvalContext,
+    NextChange,
+    Reason,
+    earliest_of,
+    never,
+)
 from streams.engine.durations import format_duration
 from streams.engine.facts import MISSING, Facts, member_since
+from streams.engine.value import merge_crossings
 
 
 def consent_given(facts: Facts, category: str) -> bool:
@@ -64,6 +72,8 @@ def segment_condition(
     tracks = stay is not None or min_dwell_s is not None
     consent_key = f"consent.{requires_consent}"
     dwell_text = f"minimum dwell {format_duration(min_dwell_s)}" if min_dwell_s else ""
+    condition_test = condition.test
+    stay_test = None if stay is None else stay.test
 
     def consent_ok(facts: Facts) -> bool:
         return requires_consent is None or consent_given(facts, requires_consent)
@@ -77,12 +87,16 @@ def segment_condition(
 
     def test(ctx: EvalContext) -> bool:
         facts = ctx.facts
-        if not consent_ok(facts):
+        if requires_consent is not None and facts.trait(consent_key) is not True:
             return False
-        deciding, since = current(ctx)
-        if since is not None and min_dwell_s is not None and facts.now < since + min_dwell_s:
-            return True
-        return deciding.test(ctx)
+        if tracks:
+            since = member_since(facts, segment_id)
+            if since is not None:
+                if min_dwell_s is not None and facts.now < since + min_dwell_s:
+                    return True
+                if stay_test is not None:
+                    return stay_test(ctx)
+        return condition_test(ctx)
 
     def explain(ctx: EvalContext) -> tuple[bool, Reason]:
         facts = ctx.facts
@@ -108,16 +122,23 @@ def segment_condition(
             return True, Reason(f"{dwell_text} not elapsed (the condition no longer holds)", values)
         return ok, Reason(reason.rule, values)
 
-    fns = tuple(c.next_change for c in (condition, stay) if c is not None)
+    fns = merge_crossings(
+        [c.next_change for c in (condition, stay) if c is not None and c.next_change is not never]
+    )
 
-    def next_change(facts: Facts) -> float | None:
-        times = [fn(facts) for fn in fns]
+    def with_dwell(facts: Facts) -> float | None:
+        best = earliest_of(fns, facts)
         if min_dwell_s is not None:
             since = member_since(facts, segment_id)
             if since is not None and since + min_dwell_s > facts.now:
-                times.append(since + min_dwell_s)
-        return earliest(times)
+                until = since + min_dwell_s
+                if best is None or until < best:
+                    best = until
+        return best
 
+    next_change: NextChange = with_dwell
+    if min_dwell_s is None and len(fns) <= 1:
+        next_change = fns[0] if fns else never
     children = (condition, stay) if stay is not None else (condition,)
     return CompiledCondition(
         test,

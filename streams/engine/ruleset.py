@@ -9,12 +9,18 @@ member whose ``min_dwell`` has not elapsed keeps its family slot (see ``membersh
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal, NamedTuple
 
-from streams.engine.compiled import CompiledCondition, EvalContext, Reason
+from streams.engine.compiled import (
+    CompiledCondition,
+    NextChange,
+    Reason,
+    Test,
+    earliest_of,
+    never,
+)
 from streams.engine.facts import Facts, SeriesSpec
 from streams.engine.membership import consent_given, in_dwell, is_holdout
 from streams.engine.rfm import RfmConfig
@@ -59,6 +65,8 @@ class Evaluation:
     members: frozenset[str]
     primary: str | None
     holds: dict[str, bool]
+    _context: _Context | None = field(default=None, repr=False, compare=False)
+    """The evaluation's context (memberships as resolved), for ``RuleSet.transitions``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,10 +101,25 @@ def _rank(info: SegmentInfo) -> tuple[int, str]:
     return (-info.priority, info.id)
 
 
-class _Context:
-    """One evaluation's state: facts plus memoised condition results and memberships."""
+class _Unit(NamedTuple):
+    """A unit (a segment, or a whole family) as ``_Context.resolve`` reads it."""
 
-    __slots__ = ("_done", "_rules", "facts", "holds", "members")
+    ids: tuple[str, ...]
+    """The unit's segment ids (a family's by descending priority, ties by id)."""
+    tests: tuple[Test, ...]
+    """The membership test of each segment in ``ids``."""
+    family: bool
+    dwell: tuple[str, ...]
+    """The family members with a ``min_dwell`` (in ``ids`` order): they may keep the slot."""
+
+
+class _Context:
+    """One evaluation's state: facts plus memoised condition results and memberships.
+
+    ``memo`` holds values the compiled closures compute once per evaluation (e.g. RFM scores).
+    """
+
+    __slots__ = ("_done", "_rules", "facts", "holds", "members", "memo")
 
     def __init__(self, facts: Facts, rules: RuleSet) -> None:
         self.facts = facts
@@ -104,6 +127,7 @@ class _Context:
         self.holds: dict[str, bool] = {}
         self.members: set[str] = set()
         self._done: set[int] = set()
+        self.memo: dict[Any, Any] = {}
 
     def is_member(self, segment_id: str) -> bool:
         """Membership of ``segment_id``, resolving its unit (segment or family) if needed."""
@@ -115,26 +139,32 @@ class _Context:
         return segment_id in self.members
 
     def resolve(self, unit: int) -> None:
-        """Evaluate the segments of one unit and record who is a member."""
+        """Evaluate the segments of one unit and record who is a member.
+
+        Runs once per unit (``_done``), so no segment of the unit has a result yet.
+        """
         self._done.add(unit)
-        rules = self._rules
-        ids, is_family = rules._units[unit]
-        conditions = rules._conditions
+        ids, tests, is_family, dwell = self._rules._unit_specs[unit]
         holds = self.holds
+        if not is_family:
+            segment_id = ids[0]
+            held = holds[segment_id] = tests[0](self)
+            if held:
+                self.members.add(segment_id)
+            return
         chosen = False
-        if is_family:
-            anchored = next((s for s in ids if rules._keeps_slot(self.facts, s)), None)
-            if anchored is not None:
-                self.members.add(anchored)
-                chosen = True
-        for segment_id in ids:
-            held = holds.get(segment_id)
-            if held is None:
-                ctx: EvalContext = self
-                held = holds[segment_id] = conditions[segment_id].test(ctx)
+        if dwell:
+            rules = self._rules
+            for segment_id in dwell:
+                if rules._keeps_slot(self.facts, segment_id):
+                    self.members.add(segment_id)
+                    chosen = True
+                    break
+        for segment_id, test in zip(ids, tests, strict=True):
+            held = holds[segment_id] = test(self)
             if held and not chosen:
                 self.members.add(segment_id)
-                chosen = is_family
+                chosen = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +174,8 @@ class _Plan:
     units: tuple[int, ...]
     kept_units: frozenset[int]
     kept_ids: frozenset[str]
-    conditions: tuple[CompiledCondition, ...]
+    next_changes: tuple[NextChange, ...]
+    """The distinct next-change functions of the evaluated segments (``never`` left out)."""
 
 
 @dataclass(frozen=True)
@@ -173,6 +204,27 @@ class RuleSet:
     _readers: Mapping[int, frozenset[int]] = field(repr=False, compare=False, default_factory=dict)
     """Per unit: the later units that read its memberships through ``in_segment``."""
     _affected: dict[frozenset[str], _Plan] = field(repr=False, compare=False, default_factory=dict)
+    _unit_specs: tuple[_Unit, ...] = field(init=False, repr=False, compare=False)
+    """Per unit: what ``_Context.resolve`` reads (derived from ``_units`` and ``_conditions``)."""
+    _next_changes: tuple[NextChange, ...] = field(init=False, repr=False, compare=False)
+    """Every segment's next-change function, each distinct function once, ``never`` left out."""
+    _rank_of: Mapping[str, int] = field(init=False, repr=False, compare=False)
+    """Segment id -> its position by descending priority (ties by id): the primary's order."""
+
+    def __post_init__(self) -> None:
+        specs = tuple(
+            _Unit(
+                ids,
+                tuple(self._conditions[s].test for s in ids),
+                family,
+                tuple(s for s in ids if family and self._info[s].min_dwell_s is not None),
+            )
+            for ids, family in self._units
+        )
+        ranked = sorted(self._info.values(), key=_rank)
+        object.__setattr__(self, "_unit_specs", specs)
+        object.__setattr__(self, "_next_changes", _distinct_next(self._conditions.values()))
+        object.__setattr__(self, "_rank_of", {info.id: i for i, info in enumerate(ranked)})
 
     @classmethod
     def build(
@@ -262,20 +314,23 @@ class RuleSet:
 
     def _evaluate(self, facts: Facts) -> _Context:
         ctx = _Context(facts, self)
-        for unit in range(len(self._units)):
-            if unit not in ctx._done:
-                ctx.resolve(unit)
+        done = ctx._done
+        resolve = ctx.resolve
+        for unit in range(len(self._unit_specs)):
+            if unit not in done:
+                resolve(unit)
         return ctx
 
     def _primary(self, members: Iterable[str]) -> str | None:
-        ranked = sorted((self._info[s] for s in members), key=_rank)
-        return ranked[0].id if ranked else None
+        return min(members, key=self._rank_of.__getitem__, default=None)
+
+    def _evaluation(self, ctx: _Context) -> Evaluation:
+        members = frozenset(ctx.members)
+        return Evaluation(members, self._primary(members), ctx.holds, ctx)
 
     def evaluate(self, facts: Facts) -> Evaluation:
         """Every segment's condition, the resulting memberships and the primary segment."""
-        ctx = self._evaluate(facts)
-        members = frozenset(ctx.members)
-        return Evaluation(members=members, primary=self._primary(members), holds=ctx.holds)
+        return self._evaluation(self._evaluate(facts))
 
     def _plan(self, changed: frozenset[str]) -> _Plan:
         """What an incremental evaluation for ``changed`` re-evaluates and keeps (cached)."""
@@ -297,7 +352,9 @@ class RuleSet:
             units=tuple(sorted(found)),
             kept_units=kept_units,
             kept_ids=frozenset(s for u in kept_units for s in self._units[u][0]),
-            conditions=tuple(self._conditions[s] for u in sorted(found) for s in self._units[u][0]),
+            next_changes=_distinct_next(
+                self._conditions[s] for u in sorted(found) for s in self._units[u][0]
+            ),
         )
         if len(self._affected) < 4096:
             self._affected[changed] = plan
@@ -316,19 +373,14 @@ class RuleSet:
             return self.evaluate(facts), self.next_due(facts)
         plan = self._plan(changed)
         ctx = _Context(facts, self)
-        ctx._done.update(plan.kept_units)
+        done = ctx._done
+        done.update(plan.kept_units)
         ctx.members.update(plan.kept_ids.intersection(previous))
+        resolve = ctx.resolve
         for unit in plan.units:
-            if unit not in ctx._done:
-                ctx.resolve(unit)
-        earliest_due: float | None = None
-        for condition in plan.conditions:
-            due = condition.next_change(facts)
-            if due is not None and (earliest_due is None or due < earliest_due):
-                earliest_due = due
-        members = frozenset(ctx.members)
-        evaluation = Evaluation(members=members, primary=self._primary(members), holds=ctx.holds)
-        return evaluation, earliest_due
+            if unit not in done:
+                resolve(unit)
+        return self._evaluation(ctx), earliest_of(plan.next_changes, facts)
 
     def primary(self, members: Iterable[str]) -> str | None:
         """The highest-priority segment (ties by id) among ``members`` known to this rule set."""
@@ -345,12 +397,7 @@ class RuleSet:
 
     def next_due(self, facts: Facts) -> float | None:
         """The earliest instant after ``facts.now`` at which any segment could change, or None."""
-        earliest: float | None = None
-        for cond in self._conditions.values():
-            due = cond.next_change(facts)
-            if due is not None and (earliest is None or due < earliest):
-                earliest = due
-        return earliest
+        return earliest_of(self._next_changes, facts)
 
     def transitions(
         self,
@@ -358,6 +405,7 @@ class RuleSet:
         new: Collection[str],
         facts: Facts,
         customer_id: str | None = None,
+        evaluation: Evaluation | None = None,
     ) -> list[Transition]:
         """The migration events that take a customer from ``old`` to ``new`` memberships.
 
@@ -365,8 +413,15 @@ class RuleSet:
         longer has are exited first (by id); then, in rule-set order, each unit's changes, with
         a family's exits before its entries. ``customer_id`` sets each transition's ``holdout``
         (``is_holdout``); without it ``holdout`` is False.
+
+        ``evaluation``: the evaluation of these ``facts`` by this rule set that gave ``new``
+        (from :meth:`evaluate` or :meth:`evaluate_changed`); its memberships explain the
+        reasons instead of a second evaluation. Ignored when it was made from other facts.
         """
-        result = self._transitions(set(old), set(new), facts)
+        ctx = None if evaluation is None else evaluation._context
+        if ctx is not None and (ctx.facts is not facts or ctx._rules is not self):
+            ctx = None
+        result = self._transitions(set(old), set(new), facts, ctx)
         if customer_id is None:
             return result
         return [
@@ -374,15 +429,21 @@ class RuleSet:
             for t in result
         ]
 
-    def _transitions(self, old_set: set[str], new_set: set[str], facts: Facts) -> list[Transition]:
+    def _transitions(
+        self, old_set: set[str], new_set: set[str], facts: Facts, ctx: _Context | None
+    ) -> list[Transition]:
+        unit_of = self._unit_of
         result = [
             Transition(sid, "exited", None, sid, None, Reason(REMOVED_RULE, {}))
             for sid in sorted(old_set - self._info.keys())
         ]
-        if old_set == new_set:
+        touched = sorted({unit_of[s] for s in old_set ^ new_set if s in unit_of})
+        if not touched:
             return result
-        ctx = self._evaluate(facts)
-        for ids, is_family in self._units:
+        if ctx is None:
+            ctx = self._evaluate(facts)
+        for unit in touched:
+            ids, is_family = self._units[unit]
             exits = [s for s in ids if s in old_set and s not in new_set]
             entries = [s for s in ids if s in new_set and s not in old_set]
             if not exits and not entries:
@@ -422,123 +483,6 @@ class RuleSet:
         return moves
 
 
-@dataclass(frozen=True, slots=True)
-class Node:
-    """A segment for ordering: its family and its ``in_segment`` references (target, line)."""
-
-    id: str
-    family: str | None
-    file: str
-    line: int
-    refs: Sequence[tuple[str, int]]
-
-
-def _unit_name(node: Node) -> str:
-    return f"family {node.family}" if node.family else node.id
-
-
-def evaluation_order(
-    nodes: Sequence[Node], priorities: Mapping[str, int]
-) -> tuple[list[str], list[tuple[str, int, str]]]:
-    """Order segments so every ``in_segment`` target's unit comes before its readers.
-
-    A unit is a segment, or a whole family (whose membership depends on all its members).
-    Among ready units the first defined goes first; a family's members follow by descending
-    priority, ties by id. Returns (segment ids in order, cycles as (file, line, message)).
-    """
-    units: dict[str, list[Node]] = {}
-    for node in nodes:
-        units.setdefault(_unit_name(node), []).append(node)
-    unit_of = {node.id: _unit_name(node) for node in nodes}
-    index = {name: i for i, name in enumerate(units)}
-    deps: dict[str, set[str]] = {name: set() for name in units}
-    for node in nodes:
-        deps[unit_of[node.id]].update(unit_of[t] for t, _ in node.refs if t in unit_of)
-    readers: dict[str, set[str]] = {name: set() for name in units}
-    for name, needed in deps.items():
-        for dep in needed:
-            readers[dep].add(name)
-    waiting = {name: len(needed) for name, needed in deps.items()}
-    ready = [index[name] for name, count in waiting.items() if count == 0]
-    heapq.heapify(ready)
-    names = list(units)
-    ordered: list[str] = []
-    while ready:
-        name = names[heapq.heappop(ready)]
-        members = sorted(units[name], key=lambda n: (-priorities.get(n.id, 0), n.id))
-        ordered.extend(n.id for n in members)
-        for reader in readers[name]:
-            waiting[reader] -= 1
-            if waiting[reader] == 0:
-                heapq.heappush(ready, index[reader])
-    stuck = [name for name in names if waiting[name] > 0]
-    return ordered, _cycles(stuck, deps, units, unit_of)
-
-
-def _reach(start: str, deps: Mapping[str, set[str]], within: set[str]) -> set[str]:
-    """Units reachable from ``start`` through one or more dependency edges inside ``within``."""
-    found: set[str] = set()
-    todo = [d for d in deps[start] if d in within]
-    while todo:
-        unit = todo.pop()
-        if unit not in found:
-            found.add(unit)
-            todo.extend(d for d in deps[unit] if d in within)
-    return found
-
-
-def _cycle_path(
-    start: str, deps: Mapping[str, set[str]], scc: set[str], order: list[str]
-) -> list[str]:
-    """A shortest cycle from ``start`` back to itself inside its strongly connected component."""
-    parents: dict[str, str] = {}
-    frontier = [start]
-    while frontier:
-        following: list[str] = []
-        for unit in frontier:
-            for dep in sorted((d for d in deps[unit] if d in scc), key=order.index):
-                if dep == start:
-                    path = [unit]
-                    while path[-1] != start:
-                        path.append(parents[path[-1]])
-                    return path[::-1]
-                if dep not in parents:
-                    parents[dep] = unit
-                    following.append(dep)
-        frontier = following
-    return [start]
-
-
-def _cycles(
-    stuck: list[str],
-    deps: Mapping[str, set[str]],
-    units: Mapping[str, list[Node]],
-    unit_of: Mapping[str, str],
-) -> list[tuple[str, int, str]]:
-    """One problem per strongly connected component with a cycle among the unordered units."""
-    within = set(stuck)
-    reach = {unit: _reach(unit, deps, within) for unit in stuck}
-    reported: set[str] = set()
-    problems: list[tuple[str, int, str]] = []
-    for unit in stuck:
-        if unit in reported or unit not in reach[unit]:
-            continue
-        scc = {v for v in reach[unit] if unit in reach[v]}
-        reported |= scc
-        problems.append(_cycle_problem(_cycle_path(unit, deps, scc, stuck), units, unit_of))
-    return problems
-
-
-def _cycle_problem(
-    cycle: list[str], units: Mapping[str, list[Node]], unit_of: Mapping[str, str]
-) -> tuple[str, int, str]:
-    first, following = cycle[0], cycle[1] if len(cycle) > 1 else cycle[0]
-    for node in units[first]:
-        for target, line in node.refs:
-            if unit_of.get(target) == following:
-                text = " -> ".join([*cycle, first])
-                if len(cycle) == 1 and node.family:
-                    text += " (members of a family cannot read each other)"
-                return node.file, line, f"in_segment '{target}' creates a cycle: {text}"
-    node = units[first][0]
-    return node.file, node.line, f"in_segment cycle: {' -> '.join([*cycle, first])}"
+def _distinct_next(conditions: Iterable[CompiledCondition]) -> tuple[NextChange, ...]:
+    """The conditions' distinct next-change functions, in order, without ``never`` (None)."""
+    return tuple(dict.fromkeys(c.next_change for c in conditions if c.next_change is not never))

@@ -15,10 +15,11 @@ so a threshold ``v`` is crossed at ``first_seen + max(revenue * 365 / v, 30) day
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Final
 
 from streams.engine import model as m
-from streams.engine.compiled import DAY, CompiledCondition, EvalContext, Reason, never
+from streams.engine.compiled import DAY, CompiledCondition, EvalContext, NextChange, Reason, never
 from streams.engine.facts import Facts
 from streams.engine.ops import numeric_predicate, numeric_text
 from streams.engine.rfm import (
@@ -37,6 +38,9 @@ YEAR_DAYS = 365.0
 
 MIN_TENURE_DAYS = 30.0
 """Floor of the tenure in ``predicted_value`` (avoids dividing by a few hours)."""
+
+_UNSET: Final = object()
+"""Not in an evaluation's memo yet (None is a valid memoised value)."""
 
 
 def predicted_value(facts: Facts) -> float | None:
@@ -59,14 +63,70 @@ def predicted_value_crossings(facts: Facts, thresholds: tuple[float, ...]) -> fl
     if orders is None or orders < 1 or first_seen is None:
         return None
     revenue = facts.metric("revenue") or 0.0
+    if revenue <= 0:
+        return None
     now = facts.now
-    candidates: list[float] = []
+    best: float | None = None
     for threshold in thresholds:
-        if threshold <= 0 or revenue <= 0:
+        if threshold <= 0:
             continue
         at = first_seen + max(revenue * YEAR_DAYS / threshold, MIN_TENURE_DAYS) * DAY
-        candidates.extend(t for t in (at, at + _EPSILON) if t > now)
-    return min(candidates) if candidates else None
+        best = _after(now, at, best)
+    return best
+
+
+class PredictedCrossings:
+    """The next-change function of ``predicted_value`` conditions: ``at`` is the function.
+
+    Several of them combined by their earliest result (the ``condition`` and ``stay_condition``
+    of one segment, the children of ``all``/``any``) are one call over all their thresholds:
+    see :func:`merge_crossings`.
+    """
+
+    __slots__ = ("thresholds",)
+
+    def __init__(self, thresholds: tuple[float, ...]) -> None:
+        self.thresholds = thresholds
+
+    def at(self, facts: Facts) -> float | None:
+        """``predicted_value_crossings(facts, self.thresholds)``."""
+        return predicted_value_crossings(facts, self.thresholds)
+
+
+def merge_crossings(functions: Sequence[NextChange]) -> tuple[NextChange, ...]:
+    """``functions`` with every ``PredictedCrossings.at`` merged into one, at the first's place.
+
+    For functions combined by their earliest result only: the earliest crossing over the union
+    of the thresholds is the earliest of the crossings over each.
+    """
+    merged: list[float] = []
+    result: list[NextChange] = []
+    slot = -1
+    found = 0
+    for function in functions:
+        owner = getattr(function, "__self__", None)
+        if isinstance(owner, PredictedCrossings):
+            found += 1
+            merged.extend(owner.thresholds)
+            if slot >= 0:
+                continue
+            slot = len(result)
+        result.append(function)
+    if found > 1:
+        result[slot] = PredictedCrossings(tuple(merged)).at
+    return tuple(result)
+
+
+def _after(now: float, at: float, best: float | None) -> float | None:
+    """``best`` lowered to the first of ``at``, ``at + _EPSILON`` that lies after ``now``.
+
+    ``at + _EPSILON >= at``, so when ``at`` is after ``now`` it is the smaller candidate: the
+    result is ``min`` of the candidates after ``now``, as a list of both would give.
+    """
+    t = at if at > now else at + _EPSILON
+    if t > now and (best is None or t < best):
+        return t
+    return best
 
 
 def compile_lifetime(cond: m.LifetimeCondition) -> CompiledCondition:
@@ -78,46 +138,91 @@ def compile_lifetime(cond: m.LifetimeCondition) -> CompiledCondition:
     predicted = metric == "predicted_value"
     thresholds = cond.value if isinstance(cond.value, tuple) else (cond.value,)
 
-    def value(facts: Facts) -> float | None:
-        if predicted:
-            return predicted_value(facts)
-        if since is None:
-            return facts.metric(metric)
-        base = facts.metric(since)
+    base_metric = since or ""
+
+    def raw_value(ctx: EvalContext) -> float | None:
+        return ctx.facts.metric(metric)
+
+    def days_value(ctx: EvalContext) -> float | None:
+        facts = ctx.facts
+        base = facts.metric(base_metric)
         return None if base is None else (facts.now - base) / DAY
 
-    def test(ctx: EvalContext) -> bool:
-        v = value(ctx.facts)
-        return v is not None and pred(v)
+    value: Callable[[EvalContext], float | None] = (
+        _predicted if predicted else raw_value if since is None else days_value
+    )
+    if value is raw_value:
+
+        def test(ctx: EvalContext) -> bool:
+            v = ctx.facts.metric(metric)
+            return v is not None and pred(v)
+
+    else:
+
+        def test(ctx: EvalContext) -> bool:
+            v = value(ctx)
+            return v is not None and pred(v)
 
     def explain(ctx: EvalContext) -> tuple[bool, Reason]:
-        v = value(ctx.facts)
+        v = value(ctx)
         rounded = since is not None or predicted
         shown = round(v, 3) if rounded and v is not None else v
         return v is not None and pred(v), Reason(text, {metric: shown})
 
     if predicted:
-
-        def predicted_next(facts: Facts) -> float | None:
-            return predicted_value_crossings(facts, thresholds)
-
-        return CompiledCondition(test, explain, predicted_next, frozenset(), ())
+        crossings = PredictedCrossings(thresholds)
+        return CompiledCondition(test, explain, crossings.at, frozenset(), ())
     if since is None:
         return CompiledCondition(test, explain, never, frozenset(), ())
-    base_metric = since
 
     def next_change(facts: Facts) -> float | None:
         base = facts.metric(base_metric)
         if base is None:
             return None
         now = facts.now
-        candidates: list[float] = []
+        best: float | None = None
         for threshold in thresholds:
-            at = base + threshold * DAY
-            candidates.extend(t for t in (at, at + _EPSILON) if t > now)
-        return min(candidates) if candidates else None
+            best = _after(now, base + threshold * DAY, best)
+        return best
 
     return CompiledCondition(test, explain, next_change, frozenset(), ())
+
+
+def _predicted(ctx: EvalContext) -> float | None:
+    """``predicted_value(ctx.facts)``, computed once per evaluation."""
+    memo = ctx.memo
+    found = memo.get(predicted_value, _UNSET)
+    if found is _UNSET:
+        found = memo[predicted_value] = predicted_value(ctx.facts)
+    return found  # type: ignore[no-any-return]
+
+
+class RfmScorer:
+    """What every ``rfm`` condition of a pack shares: its scores and its next R change.
+
+    ``scores`` computes the customer's (R, F, M) once per evaluation (in ``ctx.memo``), however
+    many ``rfm`` conditions read it; ``next_change`` is one function for every condition that
+    tests R, so ``RuleSet.next_due`` calls it once.
+    """
+
+    __slots__ = ("config", "next_change")
+
+    def __init__(self, config: RfmConfig) -> None:
+        self.config = config
+
+        def next_change(facts: Facts) -> float | None:
+            return next_rfm_change(facts, boundaries_for(facts, config))
+
+        self.next_change: NextChange = next_change
+
+    def scores(self, ctx: EvalContext) -> tuple[int, int, int] | None:
+        """(R, F, M) of the customer at this evaluation, or None with no order."""
+        memo = ctx.memo
+        found = memo.get(self, _UNSET)
+        if found is _UNSET:
+            facts = ctx.facts
+            found = memo[self] = rfm_scores(facts, boundaries_for(facts, self.config))
+        return found  # type: ignore[no-any-return]
 
 
 def _range_text(letter: str, bounds: tuple[int, int]) -> str:
@@ -125,12 +230,18 @@ def _range_text(letter: str, bounds: tuple[int, int]) -> str:
     return f"{letter} = {low}" if low == high else f"{letter} {low}-{high}"
 
 
-def compile_rfm(cond: m.RfmCondition, config: RfmConfig) -> CompiledCondition:
+def compile_rfm(
+    cond: m.RfmCondition, config: RfmConfig, scorer: RfmScorer | None = None
+) -> CompiledCondition:
     """An ``rfm`` condition: each given score range holds (false with no order).
 
     Reason values are ``{"R": r, "F": f, "M": m}`` (null with no order). Only R changes with
     time, so ``next_change`` is the next R change when the condition tests R, else None.
+    ``scorer``: the pack's shared ``RfmScorer`` for ``config`` (a new one when None).
     """
+    if scorer is None or scorer.config is not config:
+        scorer = RfmScorer(config)
+    scores_of = scorer.scores
     ranges = tuple(
         (index, bounds)
         for index, bounds in enumerate((cond.r, cond.f, cond.m))
@@ -144,31 +255,27 @@ def compile_rfm(cond: m.RfmCondition, config: RfmConfig) -> CompiledCondition:
         return all(low <= scores[i] <= high for i, (low, high) in ranges)
 
     def test(ctx: EvalContext) -> bool:
-        facts = ctx.facts
-        return holds(rfm_scores(facts, boundaries_for(facts, config)))
+        return holds(scores_of(ctx))
 
     def explain(ctx: EvalContext) -> tuple[bool, Reason]:
-        facts = ctx.facts
-        scores = rfm_scores(facts, boundaries_for(facts, config))
+        scores = scores_of(ctx)
         values: dict[str, Any] = dict(zip("RFM", scores or (None, None, None), strict=True))
         if scores is None:
             return False, Reason(f"{text} (no order yet)", values)
         return holds(scores), Reason(text, values)
 
-    if cond.r is None:
-        return CompiledCondition(test, explain, never, frozenset({ORDER_EVENT}), ())
-
-    def next_change(facts: Facts) -> float | None:
-        return next_rfm_change(facts, boundaries_for(facts, config))
-
+    next_change = never if cond.r is None else scorer.next_change
     return CompiledCondition(test, explain, next_change, frozenset({ORDER_EVENT}), ())
 
 
 __all__ = [
     "MIN_TENURE_DAYS",
     "YEAR_DAYS",
+    "PredictedCrossings",
+    "RfmScorer",
     "compile_lifetime",
     "compile_rfm",
+    "merge_crossings",
     "predicted_value",
     "predicted_value_crossings",
 ]

@@ -42,6 +42,7 @@ from streams.state.facts import StateFacts
 from streams.store.base import ANY_VERSION, CommitBatch, MembershipChange, StateWrite
 
 if TYPE_CHECKING:
+    from streams.engine.ruleset import Evaluation
     from streams.pipeline.processor import PipelineContext
 
 
@@ -169,7 +170,9 @@ class WorkingSet:
             kept = state.due if state.due is not None and state.due > now else None
             due = partial if kept is None else kept if partial is None else min(kept, partial)
         ctx.metrics.eval_seconds += time.perf_counter() - started
-        self.migrate(partition, state, evaluation.members, facts, trigger, when)
+        self.migrate(
+            partition, state, evaluation.members, facts, trigger, when, evaluation=evaluation
+        )
         state.primary = evaluation.primary
         state.evaluated_under = ctx.version
         instant = round(now, 3)
@@ -195,14 +198,20 @@ class WorkingSet:
         trigger: Trigger,
         when: float,
         reason_override: str | None = None,
+        evaluation: Evaluation | None = None,
     ) -> None:
-        """Record the migrations from ``state.members`` to ``new_members``."""
+        """Record the migrations from ``state.members`` to ``new_members``.
+
+        ``evaluation``: the rules' evaluation of ``facts`` that gave ``new_members``; the
+        reasons are then explained from it rather than from a second evaluation.
+        """
         ctx = self.ctx
         old = frozenset(state.members)
         if old == new_members:
             return
         settings = ctx.settings
-        for move in ctx.rules.transitions(old, new_members, facts, state.customer_id):
+        changes = ctx.rules.transitions(old, new_members, facts, state.customer_id, evaluation)
+        for move in changes:
             entered = move.direction == "entered"
             if entered:
                 state.members[move.segment] = when

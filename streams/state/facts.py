@@ -44,10 +44,14 @@ class StateFacts:
 
     def trait(self, path: str) -> Any:
         """A trait by dotted path; ``consent.<category>`` reads the consent record."""
+        value: Any = self._state.traits
+        if "." not in path:
+            if not isinstance(value, dict) or path not in value:
+                return MISSING
+            return value[path]
         head, _, rest = path.partition(".")
         if head == "consent" and rest:
             return self._state.consent.get(rest, MISSING)
-        value: Any = self._state.traits
         for part in path.split("."):
             if not isinstance(value, dict) or part not in value:
                 return MISSING
@@ -66,7 +70,14 @@ class StateFacts:
 
     def window_count(self, series_id: str, seconds: float) -> int:
         """Events of the series whose bucket overlaps the window ending at ``now``."""
-        return int(sum(b[1] for b in self._in_window(series_id, seconds)))
+        series = self._state.series.get(series_id)
+        spec = self._specs.get(series_id)
+        if series is None or spec is None:
+            return 0
+        now = self._now
+        start = now - seconds
+        width = spec.bucket_s
+        return int(sum([b[1] for b in series.buckets if b[0] + width > start and b[0] <= now]))
 
     def window_sum(self, series_id: str, prop: str, seconds: float) -> float:
         """Sum of ``prop`` over the window (0 when the property is not summed)."""
