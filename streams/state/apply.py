@@ -7,6 +7,7 @@ buckets, but it still counts in the lifetime aggregates, traits and first/last s
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import Sequence
 from typing import Any
@@ -24,15 +25,21 @@ from streams.state.customer import CustomerState, SeriesState
 
 ORDER_EVENT = "Order Completed"
 DIGEST_BYTES = 4
-"""A messageId digest is 8 hex characters: collisions among one customer's latest ids are
-negligible (about 1 in 30 million for 16 ids)."""
+"""A messageId digest is 4 bytes (5 base85 characters): collisions among one customer's latest
+ids are negligible (about 1 in 30 million for 16 ids)."""
 MAX_NAMED_EVENTS = 48
 """Event names tracked per customer (first/last seen, count); names used by rules always are."""
 
 
 def message_digest(message_id: str) -> str:
-    """A short, stable digest of a messageId for the per-customer duplicate ring."""
-    return hashlib.blake2b(message_id.encode(), digest_size=DIGEST_BYTES).hexdigest()
+    """A short, stable digest of a messageId for the per-customer duplicate ring (base85).
+
+    The same 4 bytes as the former hex digests (see
+    :func:`streams.state.customer.hex_to_digest`), so rings stored before still match.
+    """
+    return base64.b85encode(
+        hashlib.blake2b(message_id.encode(), digest_size=DIGEST_BYTES).digest()
+    ).decode()
 
 
 def seen_before(state: CustomerState, digest: str) -> bool:

@@ -1,17 +1,33 @@
 """One customer's state: what the store keeps and the rule engine reads.
 
 The state is a plain dataclass serialised to compact JSON (orjson). Keys in JSON are short on
-purpose: the state of every customer lives in Redis memory.
+purpose: the state of every customer lives in Redis memory. Two more savings, both exact:
+
+- instants (first/last seen, named events' first/last, segment entry times, due, evaluated at)
+  that are whole milliseconds are written as integer milliseconds relative to one time base per
+  state (``"tb"``, in ms); any other instant is written as a JSON float, unchanged;
+- the duplicate ring is one string of fixed-width base85 digests (``"h"``).
+
+States written before (floats everywhere, no ``"tb"``; the ring as hex digests in ``"r"``, a
+string or a list) are still read.
 """
 
 from __future__ import annotations
 
+import base64
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-DIGEST_CHARS = 8
+DIGEST_CHARS = 5
+"""Characters of one messageId digest as kept in :attr:`CustomerState.recent` (base85)."""
+LEGACY_DIGEST_CHARS = 8
+"""Characters of one digest in the former ring format (hex)."""
+_MAX_MS = 2**53
+"""Bound of the instants written as milliseconds (exact integers in every JSON reader)."""
 
 Bucket = list[float]
 """``[bucket_start, count, sum_1, ..., sum_n]`` for one time bucket of a series."""
@@ -65,20 +81,31 @@ class CustomerState:
     def to_json(self) -> bytes:
         """Compact JSON for the store."""
         doc: dict[str, Any] = {"id": self.customer_id, "q": self.sequence}
+        base = _time_base(self.first_seen, self.evaluated_at, self.last_seen, self.due)
+        at = _as_stored if base is None else _instant_encoder(base)
+        if base is not None:
+            doc["tb"] = base
         if self.traits:
             doc["t"] = self.traits
         if self.consent:
             doc["c"] = self.consent
         if self.first_seen is not None:
-            doc["fs"] = self.first_seen
-            doc["ls"] = self.last_seen
+            doc["fs"] = at(self.first_seen)
+            doc["ls"] = None if self.last_seen is None else at(self.last_seen)
         if self.events:
             doc["e"] = self.events
         if self.orders:
             doc["o"] = self.orders
             doc["rv"] = self.revenue
         if self.named:
-            doc["n"] = self.named
+            doc["n"] = (
+                self.named
+                if base is None
+                else {
+                    name: [count, at(first), at(last)]
+                    for name, (count, first, last) in self.named.items()
+                }
+            )
         if self.series:
             doc["s"] = {
                 sid: [s.props, [[_compact(x) for x in bucket] for bucket in s.buckets]]
@@ -86,13 +113,17 @@ class CustomerState:
                 if s.buckets
             }
         if self.members:
-            doc["m"] = self.members
+            doc["m"] = (
+                self.members
+                if base is None
+                else {segment: at(since) for segment, since in self.members.items()}
+            )
         if self.primary is not None:
             doc["p"] = self.primary
         if self.recent:
-            doc["r"] = "".join(self.recent)
+            doc["h"] = "".join(self.recent)
         if self.due is not None:
-            doc["d"] = self.due
+            doc["d"] = at(self.due)
         if self.aliases:
             doc["al"] = self.aliases
         if self.merged_into is not None:
@@ -100,44 +131,119 @@ class CustomerState:
         if self.evaluated_under is not None:
             doc["ev"] = self.evaluated_under
         if self.evaluated_at is not None:
-            doc["ea"] = self.evaluated_at
+            doc["ea"] = at(self.evaluated_at)
         return orjson.dumps(doc)
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> CustomerState:
-        """Inverse of :meth:`to_json`."""
+        """Inverse of :meth:`to_json` (also reads the former formats)."""
         doc = orjson.loads(raw)
+        base = doc.get("tb")
+        at = _as_stored if base is None else _instant_decoder(base)
+        named: dict[str, list[float]] = doc.get("n", {})
+        members: dict[str, float] = doc.get("m", {})
+        if base is not None:
+            for entry in named.values():
+                entry[1] = at(entry[1])
+                entry[2] = at(entry[2])
+            for segment, since in members.items():
+                members[segment] = at(since)
         return cls(
             customer_id=doc["id"],
             traits=doc.get("t", {}),
             consent=doc.get("c", {}),
-            first_seen=doc.get("fs"),
-            last_seen=doc.get("ls"),
+            first_seen=at(doc.get("fs")),
+            last_seen=at(doc.get("ls")),
             events=doc.get("e", 0),
             orders=doc.get("o", 0),
             revenue=doc.get("rv", 0.0),
-            named=doc.get("n", {}),
+            named=named,
             series={
                 sid: SeriesState(props, buckets)
                 for sid, (props, buckets) in doc.get("s", {}).items()
             },
-            members=doc.get("m", {}),
+            members=members,
             primary=doc.get("p"),
             sequence=doc.get("q", 0),
-            recent=_digests(doc.get("r", "")),
-            due=doc.get("d"),
+            recent=_digests(doc["h"]) if "h" in doc else _legacy_digests(doc.get("r", "")),
+            due=at(doc.get("d")),
             aliases=doc.get("al", []),
             merged_into=doc.get("mi"),
             evaluated_under=doc.get("ev"),
-            evaluated_at=doc.get("ea"),
+            evaluated_at=at(doc.get("ea")),
         )
 
 
-def _digests(packed: str | list[str]) -> list[str]:
-    """The duplicate ring from its stored form (digests concatenated into one string)."""
-    if isinstance(packed, list):
-        return packed
+def _millis(instant: float) -> int | None:
+    """``instant`` in whole milliseconds, when ``ms / 1000`` gives back exactly ``instant``.
+
+    Only for ``|ms| < 2**53`` (any epoch instant of the next 285,000 years), so that the
+    relative values fit a JSON integer everywhere.
+    """
+    scaled = instant * 1000
+    if not -_MAX_MS < scaled < _MAX_MS:
+        return None
+    ms = math.floor(scaled + 0.5)
+    return ms if ms / 1000 == instant else None
+
+
+def _time_base(*instants: float | None) -> int | None:
+    """The time base of a state: the first of ``instants`` that is whole milliseconds."""
+    for instant in instants:
+        if instant is not None and (ms := _millis(instant)) is not None:
+            return ms
+    return None
+
+
+def _as_stored(value: Any) -> Any:
+    """Instants with no time base: written and read as they are."""
+    return value
+
+
+def _instant_encoder(base: int) -> Callable[[float], float | int]:
+    """Stored form of an instant: ms relative to ``base`` (an int) when exact, else a float.
+
+    Instants often repeat within a state (first and last seen, entry times of segments entered
+    together), so each distinct one is converted once.
+    """
+    stored: dict[float, float | int] = {}
+
+    def encode(instant: float) -> float | int:
+        value = stored.get(instant)
+        if value is None:
+            ms = _millis(instant)
+            value = stored[instant] = float(instant) if ms is None else ms - base
+        return value
+
+    return encode
+
+
+def _instant_decoder(base: int) -> Callable[[Any], Any]:
+    """Inverse of :func:`_instant_encoder`: integers are ms relative to ``base``."""
+
+    def decode(stored: Any) -> Any:
+        return (base + stored) / 1000 if type(stored) is int else stored
+
+    return decode
+
+
+def _digests(packed: str) -> list[str]:
+    """The duplicate ring from its stored form (base85 digests concatenated into one string)."""
     return [packed[i : i + DIGEST_CHARS] for i in range(0, len(packed), DIGEST_CHARS)]
+
+
+def _legacy_digests(packed: str | list[str]) -> list[str]:
+    """The duplicate ring from its former stored form: hex digests, concatenated or a list."""
+    if isinstance(packed, str):
+        packed = [
+            packed[i : i + LEGACY_DIGEST_CHARS] for i in range(0, len(packed), LEGACY_DIGEST_CHARS)
+        ]
+    return [hex_to_digest(digest) for digest in packed]
+
+
+def hex_to_digest(hex_digest: str) -> str:
+    """A former hex messageId digest in the current base85 form."""
+    return base64.b85encode(bytes.fromhex(hex_digest)).decode()
 
 
 def _compact(value: float) -> float | int:

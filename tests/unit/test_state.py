@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+
+import orjson
+
 from streams.engine import MISSING, parse_rules
 from streams.events.decode import decode
 from streams.events.models import BaseEvent
-from streams.state.apply import apply_event, message_digest, prune, remember
+from streams.state.apply import apply_event, message_digest, prune, remember, seen_before
 from streams.state.customer import CustomerState
 from streams.state.facts import StateFacts
+from streams.state.merge import merge_profiles
 
 RULES = parse_rules(
     {
@@ -33,8 +38,6 @@ DAY = 86400.0
 
 
 def ev(ts: float, **fields: object) -> BaseEvent:
-    import orjson
-
     from streams.events.models import iso
 
     base = {"type": "track", "messageId": f"m{ts}", "userId": "u", "timestamp": iso(ts)}
@@ -120,3 +123,86 @@ def test_the_duplicate_ring_keeps_the_newest_digests() -> None:
         remember(state, message_digest(f"m{n}"), 16)
     assert len(state.recent) == 16
     assert message_digest("m19") in state.recent and message_digest("m0") not in state.recent
+
+
+def full_state() -> CustomerState:
+    """A state with every kind of instant: whole milliseconds, finer, and integral seconds."""
+    state = CustomerState("u")
+    t0 = 1_800_000_000.123
+    apply_event(state, order(t0, 120, "shoes"), BY_EVENT, t0)
+    apply_event(state, order(t0 + DAY, 80, "shoes"), BY_EVENT, t0 + DAY)
+    apply_event(state, ev(t0 + 5, type="identify", traits={"plan": "pro"}), {}, t0 + 5)
+    state.members = {"shoe_fan": t0, "late": 1_800_000_000.1234567, "midnight": 1_800_057_600.0}
+    state.primary = "shoe_fan"
+    state.sequence = 4
+    state.due = t0 + DAY + 7 * DAY
+    state.evaluated_at = round(t0 + DAY + 0.0004, 3)
+    state.evaluated_under = "a6c07a530f3776dc+0123456789abcdef"
+    for n in range(20):
+        remember(state, message_digest(f"m{n}"), 16)
+    return state
+
+
+def test_the_compact_format_round_trips_exactly() -> None:
+    state = full_state()
+    raw = state.to_json()
+    back = CustomerState.from_json(raw)
+    assert back == state
+    assert back.members["late"] == 1_800_000_000.1234567, "a finer instant stays as it was"
+    assert back.named["Order Completed"] == state.named["Order Completed"]
+    assert CustomerState.from_json(back.to_json()) == state
+    doc = orjson.loads(raw)
+    assert doc["fs"] == 0 and isinstance(doc["d"], int), "instants are relative milliseconds"
+    assert len(doc["h"]) == 16 * 5, "16 digests of 5 characters"
+
+
+def test_a_state_with_no_whole_millisecond_instant_round_trips() -> None:
+    state = CustomerState("u", first_seen=1.0000001, last_seen=2.0000001, due=3.0000001)
+    state.named = {"Page Viewed": [1, 1.0000001, 1.0000001]}
+    raw = state.to_json()
+    assert "tb" not in orjson.loads(raw)
+    assert CustomerState.from_json(raw) == state
+
+
+def test_states_stored_in_the_former_format_are_read() -> None:
+    state = full_state()
+    legacy_ring = [
+        hashlib.blake2b(f"m{n}".encode(), digest_size=4).hexdigest() for n in range(4, 20)
+    ]
+    legacy = {
+        "id": "u",
+        "q": state.sequence,
+        "t": state.traits,
+        "fs": state.first_seen,
+        "ls": state.last_seen,
+        "e": state.events,
+        "o": state.orders,
+        "rv": state.revenue,
+        "n": state.named,
+        "s": {
+            sid: [s.props, [[int(b[0]), *b[1:]] for b in s.buckets]]
+            for sid, s in state.series.items()
+        },
+        "m": state.members,
+        "p": state.primary,
+        "r": "".join(legacy_ring),
+        "d": state.due,
+        "ev": state.evaluated_under,
+        "ea": state.evaluated_at,
+    }
+    assert CustomerState.from_json(orjson.dumps(legacy)) == state
+    as_list = CustomerState.from_json(orjson.dumps({**legacy, "r": legacy_ring}))
+    assert as_list.recent == state.recent
+
+
+def test_redeliveries_are_still_detected_after_a_round_trip() -> None:
+    state = CustomerState("u")
+    remember(state, message_digest("m1"), 16)
+    back = CustomerState.from_json(state.to_json())
+    assert seen_before(back, message_digest("m1")) and not seen_before(back, message_digest("m2"))
+    legacy_ring = hashlib.blake2b(b"m1", digest_size=4).hexdigest()
+    legacy = CustomerState.from_json(orjson.dumps({"id": "u", "q": 1, "r": legacy_ring}))
+    assert seen_before(legacy, message_digest("m1")), "a message seen before the upgrade"
+    merged = merge_profiles(CustomerState("v"), legacy, 16)
+    again = CustomerState.from_json(merged.to_json())
+    assert seen_before(again, message_digest("m1"))
