@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -82,6 +82,16 @@ class Metrics:
         self.migrations += 1
         label = (segment, direction, trigger)
         self.migrations_by[label] = self.migrations_by.get(label, 0) + 1
+
+    def snapshot(self) -> Metrics:
+        """A copy, to :meth:`restore` when a batch is applied again."""
+        return replace(self, migrations_by=dict(self.migrations_by))
+
+    def restore(self, before: Metrics) -> None:
+        """Put every counter back to ``before`` (in place: the HTTP API holds this object)."""
+        for name in self.__dataclass_fields__:
+            value = getattr(before, name)
+            setattr(self, name, dict(value) if isinstance(value, dict) else value)
 
 
 @dataclass(frozen=True)
@@ -305,7 +315,13 @@ async def _load(
 async def process_batch(
     ctx: PipelineContext, records: Sequence[Record], partitions: Iterable[int] = ()
 ) -> CommitBatch:
-    """Apply ``records`` (and the timers due on ``partitions``) and commit atomically."""
+    """Apply ``records`` (and the timers due on ``partitions``) and commit atomically.
+
+    An event whose application raises (a bug, never bad input: that is a decode failure) is
+    sent to the DLQ, and the batch is applied again from the store without it, so nothing
+    that event half-changed (states, merges, timers, migrations) is committed. This costs a
+    reload only when it happens, instead of a copy of the state before every event.
+    """
     items = _decode_all(ctx, records)
     customers = list(
         dict.fromkeys(
@@ -316,7 +332,43 @@ async def process_batch(
         )
     )
     involved = sorted({r.partition for r in records} | set(partitions))
-    work, applied, _due = await _load(ctx, customers, involved, _due_horizon(ctx, items))
+    horizon = _due_horizon(ctx, items)
+    poisoned: dict[tuple[int, int], str] = {}
+    while True:
+        counters = ctx.metrics.snapshot()
+        work, applied, _due = await _load(ctx, customers, involved, horizon)
+        try:
+            offsets = _apply_all(ctx, work, items, applied, poisoned)
+            break
+        except _Poisoned as bad:
+            ctx.metrics.restore(counters)
+            poisoned[bad.where] = bad.message
+    for p in involved:
+        work.fire_due(p, work.watermark(p))
+    commit = work.finish(offsets)
+    if not commit.is_empty():
+        commit.outbox_lengths = await ctx.store.commit(commit)
+    ctx.metrics.batches += 1
+    return commit
+
+
+class _Poisoned(Exception):
+    """Applying the record at ``where`` (partition, offset) raised: ``message`` says what."""
+
+    def __init__(self, where: tuple[int, int], message: str) -> None:
+        super().__init__(message)
+        self.where = where
+        self.message = message
+
+
+def _apply_all(
+    ctx: PipelineContext,
+    work: WorkingSet,
+    items: Sequence[tuple[Record, Item, int | None]],
+    applied: dict[int, int],
+    poisoned: dict[tuple[int, int], str],
+) -> dict[int, int]:
+    """Step 4 for every record, in order; returns the highest offset seen per partition."""
     offsets: dict[int, int] = {}
     for record, item, target in items:
         p = record.partition
@@ -332,15 +384,12 @@ async def process_batch(
             work.outbox(p, dlq_entry(ctx, record, item.kind, item.message))
         elif target is not None:
             _forward(ctx, work, record, item, target)
+        elif (p, record.offset) in poisoned:
+            ctx.metrics.dlq += 1
+            work.outbox(p, dlq_entry(ctx, record, "processing", poisoned[(p, record.offset)]))
         else:
-            _apply_guarded(ctx, work, record, item)
-    for p in involved:
-        work.fire_due(p, work.watermark(p))
-    commit = work.finish(offsets)
-    if not commit.is_empty():
-        commit.outbox_lengths = await ctx.store.commit(commit)
-    ctx.metrics.batches += 1
-    return commit
+            _apply_one(ctx, work, record, item)
+    return offsets
 
 
 def _ids_of(event: BaseEvent) -> tuple[str, ...]:
@@ -362,26 +411,14 @@ def _forward(
     work.outbox(record.partition, OutboxEntry(record.topic, key, record.value, headers, target))
 
 
-def _apply_guarded(
-    ctx: PipelineContext, work: WorkingSet, record: Record, event: BaseEvent
-) -> None:
-    """Apply one event; a bug while applying sends it to the DLQ instead of stopping the worker."""
+def _apply_one(ctx: PipelineContext, work: WorkingSet, record: Record, event: BaseEvent) -> None:
+    """Apply one event; raise :class:`_Poisoned` when that fails (see :func:`process_batch`)."""
     ctx.metrics.events += 1
-    cid = event.customer_id
-    state = work.states.get(cid)
-    backup = state.to_json() if state is not None else None
-    queued = len(work.commit.outbox.get(record.partition, ()))
-    changes = len(work.commit.memberships)
     try:
         outcome = work.apply(record.partition, event)
     except Exception as exc:
         log.exception("event %s could not be processed; sent to the DLQ", event.messageId)
-        work.states[cid] = CustomerState.from_json(backup) if backup is not None else None
-        del work.commit.outbox.get(record.partition, [])[queued:]
-        del work.commit.memberships[changes:]
-        ctx.metrics.dlq += 1
-        work.outbox(record.partition, dlq_entry(ctx, record, "processing", repr(exc)))
-        return
+        raise _Poisoned((record.partition, record.offset), repr(exc)) from exc
     if isinstance(outcome, Refused):
         ctx.metrics.dlq += 1
         work.outbox(record.partition, dlq_entry(ctx, record, outcome.kind, outcome.message))

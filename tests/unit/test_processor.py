@@ -212,3 +212,43 @@ async def test_erasure_exits_every_segment_and_deletes_the_state() -> None:
     assert all(m["reason"] == {"rule": "customer erased", "values": {}} for m in exits)
     assert await ctx.store.get_state("u1") is None
     assert await ctx.store.segment_sizes() == {}
+
+
+async def test_an_event_that_fails_to_apply_goes_to_the_dlq_and_leaves_no_trace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug while applying one event: that event goes to the DLQ; the rest of the batch is
+    applied exactly as if it had never been there (no half-applied state, no migration)."""
+    from streams.pipeline import working_set
+
+    real = working_set.apply_event
+
+    def failing(state, event, *args, **kwargs):  # type: ignore[no-untyped-def]
+        real(state, event, *args, **kwargs)
+        if event.messageId == "bad":
+            raise RuntimeError("boom")
+
+    monkeypatch.setattr(working_set, "apply_event", failing)
+    ctx = make_ctx()
+    batch = records(
+        [order("o1", 100.0), order("bad", 5000.0), order("o2", 100.0, user="u2"), order("o3", 1.0)]
+    )
+    await process_batch(ctx, batch)
+    entries = outbox(ctx)
+    (dlq,) = [e for e in entries if e.topic == "segmenter.events.dlq"]
+    assert dlq.value == batch[1].value
+    headers = dict(dlq.headers)
+    assert headers["segmenter.error.kind"] == b"processing"
+    assert b"boom" in headers["segmenter.error.message"]
+    assert headers["segmenter.source.offset"] == b"1"
+    stored = await ctx.store.get_state("u1")
+    assert stored is not None
+    state = CustomerState.from_json(stored.data)
+    assert state.orders == 2 and state.revenue == 101.0
+    moves = [
+        (m["customer_id"], m["segment"], m["direction"], m["sequence"]) for m in migrations(ctx)
+    ]
+    assert moves == [("u1", "buyer", "entered", 1), ("u2", "buyer", "entered", 1)]
+    assert await ctx.store.segment_sizes() == {"buyer": 2}
+    assert (ctx.metrics.events, ctx.metrics.dlq, ctx.metrics.migrations) == (3, 1, 2)
+    assert (await ctx.store.load([], [0])).offsets == {0: 3}
