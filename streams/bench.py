@@ -6,8 +6,8 @@ In one run, on the same broker, Redis and synthetic events:
    keyed by customer) are produced to two fresh 8-partition topics;
 2. (a) the ceiling: a raw aiokafka consumer with orjson and one pipelined Redis call per event
    reads the first topic;
-3. (b) one ``segmenter worker`` child (default rule pack, processing-time clock) drains the
-   second; ``throughput_ratio`` is b/a;
+3. (b) one ``segmenter worker`` child (or ``workers`` of them in one consumer group; default
+   rule pack, processing-time clock) drains the second; ``throughput_ratio`` is b/a;
 4. (d) Redis memory per stored customer, with ``MEMORY USAGE``;
 5. with the worker still running: (c) latency from event produced to migration received at a
    fixed rate, (e) API lookups under that load, (f) timer lateness.
@@ -53,22 +53,27 @@ def _measure(infra: Infra, cfg: BenchConfig) -> dict[str, object]:
     say("(a) ceiling: raw aiokafka + orjson + one pipelined Redis call per event")
     ceiling = asyncio.run(run_ceiling(infra, infra.ceiling_topic, cfg.events, _timeout(cfg.events)))
     say("(b) segmenter: starting one worker on the pre-filled topic")
-    worker: Child | None = None
-    api: Child | None = None
+    children: list[Child] = []
     try:
-        worker, port = start_worker(infra)
-        segmenter = asyncio.run(run_segmenter(infra, worker, cfg.events, _timeout(cfg.events)))
+        workers: list[tuple[Child, int]] = []
+        for _ in range(cfg.workers):
+            workers.append(start_worker(infra))
+            children.append(workers[-1][0])
+        pool = [child for child, _port in workers]
+        segmenter = asyncio.run(run_segmenter(infra, pool, cfg.events, _timeout(cfg.events)))
         memory = asyncio.run(measure_memory(infra, cfg.seed))
-        asyncio.run(wait_http(port, worker))
+        for child, port in workers:
+            asyncio.run(wait_http(port, child))
         api, api_port = start_worker(infra, "api")
+        children.append(api)
         asyncio.run(wait_http(api_port, api))
         live = asyncio.run(run_live(infra, cfg, api_port, memory.sample_ids))
-        if not worker.alive():
-            raise BenchError(f"the worker stopped: {worker.log_tail(5)!r}")
+        for child in pool:
+            if not child.alive():
+                raise BenchError(f"a worker stopped: {child.log_tail(5)!r}")
     finally:
-        for child in (api, worker):
-            if child is not None:
-                child.stop()
+        for child in reversed(children):
+            child.stop()
     return results(cfg, ceiling, segmenter, memory, live)
 
 
@@ -80,13 +85,22 @@ def run_bench(
     rate: float = 1000.0,
     seconds: float = 10.0,
     api_rate: float = 500.0,
+    workers: int = 1,
 ) -> int:
     """Run every phase; print the table (or one JSON object); 0 unless infrastructure failed."""
-    if events < 1 or customers < 1 or rate <= 0 or seconds <= 0 or api_rate <= 0:
-        print("segmenter bench: sizes, rates and durations must be positive", file=sys.stderr)
+    if events < 1 or customers < 1 or rate <= 0 or seconds <= 0 or api_rate <= 0 or workers < 1:
+        print(
+            "segmenter bench: sizes, rates, durations and workers must be positive",
+            file=sys.stderr,
+        )
         return 2
     cfg = BenchConfig(
-        events=events, customers=customers, rate=rate, seconds=seconds, api_rate=api_rate
+        events=events,
+        customers=customers,
+        rate=rate,
+        seconds=seconds,
+        api_rate=api_rate,
+        workers=workers,
     )
     infra = Infra(settings)
     figures: dict[str, object] | None = None

@@ -106,6 +106,7 @@ def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         rate=args.rate,
         seconds=args.seconds,
         api_rate=args.api_rate,
+        workers=args.workers,
     )
 
 
@@ -187,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--api-rate", type=float, default=500.0, help="API lookups/s during it (default 500)"
+    )
+    bench.add_argument(
+        "--workers", type=int, default=1, help="workers sharing the input in (b)-(f) (default 1)"
     )
     bench.set_defaults(func=_cmd_bench)
     return parser

@@ -63,6 +63,7 @@ class BenchConfig:
     rate: float = 1000.0
     seconds: float = 10.0
     api_rate: float = 500.0
+    workers: int = 1
     timer_customers: int = 200
     timer_delay_s: float = 2.0
     seed: int = 7

@@ -28,6 +28,7 @@ def results(
     return {
         "events": cfg.events,
         "customers": cfg.customers,
+        "workers": cfg.workers,
         "ceiling_events_per_s": _round(ceiling, 1),
         "events_per_s": _round(segmenter, 1),
         "throughput_ratio": _round(segmenter / ceiling if ceiling else None, 4),
@@ -72,11 +73,15 @@ class Row:
     ok: Callable[[float], bool] | None = None
 
 
+def _workers(count: int) -> str:
+    return "one worker" if count == 1 else f"{count} workers"
+
+
 def _rows(cfg: BenchConfig) -> list[Row]:
     rate = f"{cfg.rate:g}/s"
     return [
         Row("(a) ceiling: raw consumer", "ceiling_events_per_s", "events/s"),
-        Row("(b) segmenter, one worker", "events_per_s", "events/s"),
+        Row(f"(b) segmenter, {_workers(cfg.workers)}", "events_per_s", "events/s"),
         Row("    throughput ratio b/a", "throughput_ratio", "", ">= 0.5", lambda v: v >= 0.5),
         Row(f"(c) latency p50 at {rate}", "p50_ms", "ms"),
         Row(f"(c) latency p99 at {rate}", "p99_ms", "ms", "<= 50 ms", lambda v: v <= 50),
@@ -87,7 +92,7 @@ def _rows(cfg: BenchConfig) -> list[Row]:
             "<= 1024",
             lambda v: v <= 1024,
         ),
-        Row("    state hash", "state_bytes_per_customer", "bytes"),
+        Row("    state string", "state_bytes_per_customer", "bytes"),
         Row("    segment member sets", "membership_bytes_per_customer", "bytes"),
         Row("    timer sets", "timer_bytes_per_customer", "bytes"),
         Row("(e) API lookup p50", "api_p50_ms", "ms"),

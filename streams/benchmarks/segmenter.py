@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 
 import aiohttp
 import redis.asyncio as aioredis
@@ -56,10 +57,12 @@ async def applied(infra: Infra, client: aioredis.Redis) -> int:
     return sum(int(float(v)) + 1 for v in raw.values())
 
 
-async def run_segmenter(infra: Infra, worker: Child, count: int, timeout: float) -> float:
-    """Events/s of the worker: from the first applied batch until all ``count`` are applied."""
+async def run_segmenter(
+    infra: Infra, workers: Sequence[Child], count: int, timeout: float
+) -> float:
+    """Events/s of the workers: from the first applied batch until all ``count`` are applied."""
     client = infra.redis()
-    progress = Progress("events applied by the worker", count)
+    progress = Progress("events applied by the workers", count)
     deadline = time.monotonic() + timeout
     first: tuple[float, int] | None = None
     try:
@@ -70,8 +73,9 @@ async def run_segmenter(infra: Infra, worker: Child, count: int, timeout: float)
                 first = (now, done)
             if done >= count:
                 break
-            if not worker.alive():
-                raise BenchError(f"the worker stopped: {worker.log_tail(5)!r}")
+            for worker in workers:
+                if not worker.alive():
+                    raise BenchError(f"a worker stopped: {worker.log_tail(5)!r}")
             if now > deadline:
                 raise BenchError(f"the worker applied only {done}/{count} in {timeout:.0f}s")
             progress.update(done)

@@ -280,18 +280,22 @@ async def _load(
     if more:
         snapshot.states.update((await ctx.store.load(more, [])).states)
     stored = dict(snapshot.states)
+    states = {cid: CustomerState.from_json(s.data) if s else None for cid, s in stored.items()}
     for _ in range(MAX_HOPS):
         targets = {
-            target
-            for raw in stored.values()
-            if raw is not None
-            and (target := CustomerState.from_json(raw.data).merged_into) is not None
-            and target not in stored
+            state.merged_into
+            for state in states.values()
+            if state is not None
+            and state.merged_into is not None
+            and state.merged_into not in stored
         }
         if not targets:
             break
-        stored.update((await ctx.store.load(sorted(targets), [])).states)
-    states = {cid: CustomerState.from_json(s.data) if s else None for cid, s in stored.items()}
+        found = (await ctx.store.load(sorted(targets), [])).states
+        stored.update(found)
+        states.update(
+            (cid, CustomerState.from_json(s.data) if s else None) for cid, s in found.items()
+        )
     work = WorkingSet(
         ctx=ctx,
         states=states,

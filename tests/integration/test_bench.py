@@ -30,6 +30,7 @@ KEYS = (
     "timer_lateness_p99_ms",
     "events",
     "customers",
+    "workers",
 )
 
 
@@ -39,6 +40,7 @@ def test_small_bench_reports_every_figure(kafka_bootstrap: str, redis_url: str) 
     args = [
         *("--events", "3000", "--customers", "1000"),
         *("--rate", "200", "--seconds", "2", "--api-rate", "100"),
+        *("--workers", "2"),
     ]
     done = subprocess.run(
         [sys.executable, "-m", "streams", "bench", "--json", *args],
@@ -58,6 +60,7 @@ def test_small_bench_reports_every_figure(kafka_bootstrap: str, redis_url: str) 
         assert math.isfinite(value) and value > 0, (key, value)
     assert report["events"] == 3000
     assert report["customers"] == 1000
+    assert report["workers"] == 2
     assert 0 < report["throughput_ratio"] < 10
     assert report["latency_samples"] > 0
     assert report["latency_samples"] <= report["latency_sent"]
