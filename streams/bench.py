@@ -43,6 +43,19 @@ def _timeout(events: int) -> float:
     return 120.0 + events / 100.0
 
 
+def _roles(infra: Infra, workers: list[Child], api: Child) -> dict[str, list[int]]:
+    """The run's processes by role, for the CPU figures of the live phase."""
+    roles = {
+        "workers": [child.proc.pid for child in workers if child.proc is not None],
+        "api": [api.proc.pid] if api.proc is not None else [],
+    }
+    if infra.broker is not None and infra.broker.proc is not None:
+        roles["broker"] = [infra.broker.proc.pid]
+    if infra.redis_server is not None and infra.redis_server.proc is not None:
+        roles["redis"] = [infra.redis_server.proc.pid]
+    return roles
+
+
 def _measure(infra: Infra, cfg: BenchConfig) -> dict[str, object]:
     """Every phase, in order; the worker child is stopped whatever happens."""
     asyncio.run(ensure_topics(infra.bootstrap, infra.topics))
@@ -67,7 +80,8 @@ def _measure(infra: Infra, cfg: BenchConfig) -> dict[str, object]:
         api, api_port = start_worker(infra, "api")
         children.append(api)
         asyncio.run(wait_http(api_port, api))
-        live = asyncio.run(run_live(infra, cfg, api_port, memory.sample_ids))
+        roles = _roles(infra, pool, api)
+        live = asyncio.run(run_live(infra, cfg, api_port, memory.sample_ids, roles))
         for child in pool:
             if not child.alive():
                 raise BenchError(f"a worker stopped: {child.log_tail(5)!r}")

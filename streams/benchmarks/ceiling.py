@@ -12,11 +12,20 @@ import time
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.benchmarks.common import PARTITIONS, BenchError, Infra, Progress, delete_keys, say
+from streams.benchmarks.common import (
+    PARTITIONS,
+    BenchError,
+    Infra,
+    Progress,
+    Throughput,
+    delete_keys,
+    say,
+)
+from streams.benchmarks.cpu import per_event_us
 
 
-async def run_ceiling(infra: Infra, topic: str, count: int, timeout: float) -> float:
-    """Events/s of the raw consumer over the whole topic.
+async def run_ceiling(infra: Infra, topic: str, count: int, timeout: float) -> Throughput:
+    """Events/s (and CPU time per event) of the raw consumer over the whole topic.
 
     Measured like (b): from the end of the first batch to the last event, over the events after
     the first batch, so start-up and the first fetch are left out of both.
@@ -35,7 +44,7 @@ async def run_ceiling(infra: Infra, topic: str, count: int, timeout: float) -> f
         await consumer.seek_to_beginning(*partitions)
         prefix = f"{infra.namespace}:bench:"
         done = 0
-        first: tuple[float, int] | None = None
+        first: tuple[float, int, float] | None = None
         progress = Progress("ceiling consumed", count)
         deadline = time.monotonic() + timeout
         while done < count:
@@ -53,14 +62,16 @@ async def run_ceiling(infra: Infra, topic: str, count: int, timeout: float) -> f
                     done += 1
             await pipe.execute()
             if first is None:
-                first = (time.monotonic(), done)
+                first = (time.monotonic(), done, time.process_time())
             progress.update(done)
         assert first is not None
         elapsed = max(time.monotonic() - first[0], 1e-6)
-        rate = max(count - first[1], 1) / elapsed
+        measured = max(count - first[1], 1)
+        cpu = per_event_us(time.process_time() - first[2], measured)
+        rate = measured / elapsed
         say(f"(a) ceiling: {count} events in {elapsed:.1f}s = {rate:.0f} events/s")
         await delete_keys(client, f"{prefix}*")
-        return rate
+        return Throughput(rate, cpu)
     finally:
         await consumer.stop()
         await client.aclose()

@@ -55,6 +55,14 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 
 
 @dataclass(frozen=True)
+class Throughput:
+    """What a throughput phase measured: the consumer's events/s and its CPU time per event."""
+
+    events_per_s: float
+    cpu_us_per_event: float | None = None
+
+
+@dataclass(frozen=True)
 class BenchConfig:
     """How big and how long the run is (the CLI options of ``segmenter bench``)."""
 

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +36,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.benchmarks.common import PARTITIONS, BenchConfig, BenchError, Infra, say
+from streams.benchmarks.cpu import CpuMeter
 from streams.benchmarks.load import Message, producer
 from streams.events.models import iso
 from streams.generate.personas import Generator
@@ -62,6 +64,8 @@ class LiveReport:
     timers_sent: int = 0
     timer_lateness: list[float] = field(default_factory=list)
     timers_on_arrival: int = 0
+    cpu_pct: dict[str, float | None] = field(default_factory=dict)
+    """Share of one core each process used while the load ran (see :mod:`.cpu`)."""
     sent_at: dict[str, float] = field(default_factory=dict, repr=False)
     timer_ids: set[str] = field(default_factory=set, repr=False)
 
@@ -236,9 +240,19 @@ async def _drain(live: LiveReport, reader: asyncio.Task[None], last_due: float) 
         await asyncio.sleep(0.05)
 
 
-async def run_live(infra: Infra, cfg: BenchConfig, port: int, ids: list[str]) -> LiveReport:
-    """Run (c), (e) and (f) together for ``cfg.seconds``; wait for late migrations after."""
+async def run_live(
+    infra: Infra,
+    cfg: BenchConfig,
+    port: int,
+    ids: list[str],
+    roles: Mapping[str, Iterable[int]] | None = None,
+) -> LiveReport:
+    """Run (c), (e) and (f) together for ``cfg.seconds``; wait for late migrations after.
+
+    ``roles`` names the run's processes whose CPU use during the load is reported.
+    """
     live = LiveReport()
+    meter = CpuMeter(roles or {})
     # A short fetch wait: some brokers (Tansu) hold a fetch for most of fetch_max_wait_ms even
     # when data is there, which would add up to the wait to every latency measured here.
     consumer = AIOKafkaConsumer(
@@ -262,8 +276,10 @@ async def run_live(infra: Infra, cfg: BenchConfig, port: int, ids: list[str]) ->
         start = time.time() + LEAD_S
         last_due = await _arm_timers(client, infra, cfg, live, start)
         await asyncio.sleep(max(0.0, start - time.time()))
+        meter.start()
         api = asyncio.create_task(_api_load(port, ids, cfg, live))
         await _produce(client, infra, cfg, live)
+        live.cpu_pct = meter.percent()
         await api
         await _drain(live, reader, last_due)
         if reader.done() and reader.exception() is not None:

@@ -8,30 +8,41 @@ from typing import Any
 
 import orjson
 
-from streams.benchmarks.common import BenchConfig, percentile
+from streams.benchmarks.common import BenchConfig, Throughput, percentile
 from streams.benchmarks.live import LiveReport
 from streams.benchmarks.memory import MemoryReport
+
+LIVE_ROLES = ("workers", "broker", "redis", "api", "bench")
+"""The processes whose CPU share during the live phase is reported (``live_cpu_<role>_pct``)."""
 
 
 def _round(value: float | None, digits: int = 2) -> float | None:
     return None if value is None else round(value, digits)
 
 
+def _ratio(top: float | None, bottom: float | None) -> float | None:
+    return top / bottom if top is not None and bottom else None
+
+
 def results(
     cfg: BenchConfig,
-    ceiling: float,
-    segmenter: float,
+    ceiling: Throughput,
+    segmenter: Throughput,
     memory: MemoryReport,
     live: LiveReport,
 ) -> dict[str, Any]:
     """Every figure of the run, by its JSON key."""
+    cpu = {f"live_cpu_{role}_pct": _round(live.cpu_pct.get(role), 1) for role in LIVE_ROLES}
     return {
         "events": cfg.events,
         "customers": cfg.customers,
         "workers": cfg.workers,
-        "ceiling_events_per_s": _round(ceiling, 1),
-        "events_per_s": _round(segmenter, 1),
-        "throughput_ratio": _round(segmenter / ceiling if ceiling else None, 4),
+        "ceiling_events_per_s": _round(ceiling.events_per_s, 1),
+        "events_per_s": _round(segmenter.events_per_s, 1),
+        "throughput_ratio": _round(_ratio(segmenter.events_per_s, ceiling.events_per_s), 4),
+        "ceiling_cpu_us_per_event": _round(ceiling.cpu_us_per_event, 1),
+        "worker_cpu_us_per_event": _round(segmenter.cpu_us_per_event, 1),
+        "cpu_ratio": _round(_ratio(ceiling.cpu_us_per_event, segmenter.cpu_us_per_event), 4),
         "latency_rate": _round(live.events_rate, 1),
         "latency_sent": live.sent,
         "latency_samples": len(live.latencies),
@@ -54,6 +65,7 @@ def results(
         "timer_lateness_p50_ms": _round(percentile(live.timer_lateness, 50)),
         "timer_lateness_p99_ms": _round(percentile(live.timer_lateness, 99)),
         "timer_lateness_max_ms": _round(max(live.timer_lateness, default=None)),
+        **cpu,
     }
 
 
@@ -83,6 +95,9 @@ def _rows(cfg: BenchConfig) -> list[Row]:
         Row("(a) ceiling: raw consumer", "ceiling_events_per_s", "events/s"),
         Row(f"(b) segmenter, {_workers(cfg.workers)}", "events_per_s", "events/s"),
         Row("    throughput ratio b/a", "throughput_ratio", "", ">= 0.5", lambda v: v >= 0.5),
+        Row("    (a) CPU per event", "ceiling_cpu_us_per_event", "us"),
+        Row("    (b) CPU per event", "worker_cpu_us_per_event", "us"),
+        Row("    CPU ratio a/b (less noisy)", "cpu_ratio", ""),
         Row(f"(c) latency p50 at {rate}", "p50_ms", "ms"),
         Row(f"(c) latency p99 at {rate}", "p99_ms", "ms", "<= 50 ms", lambda v: v <= 50),
         Row(
@@ -137,4 +152,11 @@ def table(figures: dict[str, Any], cfg: BenchConfig) -> str:
         f"({figures['timers_on_arrival']} already due on arrival); "
         f"API: {figures['api_requests']:,} requests, {figures['api_errors']} errors"
     )
+    shares = [
+        f"{role} {_fmt(figures.get(f'live_cpu_{role}_pct'))}"
+        for role in LIVE_ROLES
+        if figures.get(f"live_cpu_{role}_pct") is not None
+    ]
+    if shares:
+        lines.append("CPU while the live load ran, % of one core: " + ", ".join(shares))
     return "\n".join(lines)

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 import aiohttp
 import redis.asyncio as aioredis
 
-from streams.benchmarks.common import PARTITIONS, BenchError, Infra, Progress, say
+from streams.benchmarks.common import PARTITIONS, BenchError, Infra, Progress, Throughput, say
+from streams.benchmarks.cpu import CpuMeter, per_event_us
 from streams.stack.children import Child, settings_env
 from streams.stack.embedded import free_port
 from streams.store.redis_store import Keys
@@ -59,9 +60,11 @@ async def applied(infra: Infra, client: aioredis.Redis) -> int:
 
 async def run_segmenter(
     infra: Infra, workers: Sequence[Child], count: int, timeout: float
-) -> float:
-    """Events/s of the workers: from the first applied batch until all ``count`` are applied."""
+) -> Throughput:
+    """Events/s of the workers, from the first applied batch until all ``count`` are applied,
+    and the workers' CPU time per event over the same span."""
     client = infra.redis()
+    meter = CpuMeter({"workers": [w.proc.pid for w in workers if w.proc is not None]})
     progress = Progress("events applied by the workers", count)
     deadline = time.monotonic() + timeout
     first: tuple[float, int] | None = None
@@ -71,6 +74,7 @@ async def run_segmenter(
             now = time.monotonic()
             if done and first is None:
                 first = (now, done)
+                meter.start()
             if done >= count:
                 break
             for worker in workers:
@@ -84,9 +88,11 @@ async def run_segmenter(
         await client.aclose()
     assert first is not None
     elapsed = max(time.monotonic() - first[0], 1e-6)
-    rate = max(count - first[1], 1) / elapsed
+    measured = max(count - first[1], 1)
+    cpu = per_event_us(meter.used()["workers"], measured)
+    rate = measured / elapsed
     say(f"(b) segmenter: {count} events in {elapsed:.1f}s = {rate:.0f} events/s")
-    return rate
+    return Throughput(rate, cpu)
 
 
 async def wait_http(port: int, worker: Child, timeout: float = 30.0) -> None:

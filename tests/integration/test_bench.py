@@ -31,6 +31,12 @@ KEYS = (
     "events",
     "customers",
     "workers",
+    "ceiling_cpu_us_per_event",
+    "worker_cpu_us_per_event",
+    "cpu_ratio",
+    "live_cpu_workers_pct",
+    "live_cpu_api_pct",
+    "live_cpu_bench_pct",
 )
 
 
@@ -67,3 +73,6 @@ def test_small_bench_reports_every_figure(kafka_bootstrap: str, redis_url: str) 
     assert report["p50_ms"] <= report["p99_ms"]
     assert report["timer_samples"] > 0
     assert report["customers_stored"] > 0
+    # The session's broker and Redis were not started by the bench: no CPU figure for them.
+    assert report["live_cpu_broker_pct"] is None
+    assert report["live_cpu_redis_pct"] is None
