@@ -6,8 +6,8 @@ as Segment sources send many; the fields below are checked strictly.
 
 from __future__ import annotations
 
-from datetime import datetime
-from functools import cached_property
+from datetime import UTC, datetime
+from functools import cached_property, lru_cache
 from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
@@ -141,8 +141,11 @@ def event_properties(event: BaseEvent) -> dict[str, Any]:
     return {}
 
 
+@lru_cache(maxsize=4096)
 def iso(ts: float) -> str:
-    """Format epoch seconds as an RFC 3339 UTC timestamp with milliseconds."""
-    from datetime import UTC
+    """Format epoch seconds as an RFC 3339 UTC timestamp with milliseconds.
 
+    Cached: a migration formats its time twice (``ce_time``, the flow matrix's day), and the
+    migrations of one event share it.
+    """
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
