@@ -28,12 +28,18 @@ from streams.engine.compiled import (
     EvalContext,
     NextChange,
     Reason,
-    earliest_of,
     never,
 )
 from streams.engine.durations import format_duration
 from streams.engine.facts import MISSING, Facts, SeriesSpec, bucket_width
-from streams.engine.ops import numeric_predicate, numeric_text, trait_predicate, trait_text
+from streams.engine.nextdue import Earliest, RecencyDue, SegmentNext, WindowDue
+from streams.engine.ops import (
+    numeric_check,
+    numeric_predicate,
+    numeric_text,
+    trait_predicate,
+    trait_text,
+)
 from streams.engine.rfm import RfmConfig
 from streams.engine.value import RfmScorer, compile_lifetime, compile_rfm, merge_crossings
 
@@ -180,23 +186,20 @@ class Compiler:
         series_id = self.register_series(cond.event, cond.where, cond.within)
         window = cond.within
         pred = numeric_predicate(cond.op, cond.value)
+        check, bound = numeric_check(cond.op, cond.value)
         subject = _window_subject(cond.event, cond.where, None)
         dur = format_duration(window)
         text = f"count({subject} within {dur}) {numeric_text(cond.op, cond.value)}"
         key = f"count({subject}, {dur})"
 
         def test(ctx: EvalContext) -> bool:
-            return pred(ctx.facts.window_count(series_id, window))
+            return check(ctx.facts.window_count(series_id, window), bound)
 
         def explain(ctx: EvalContext) -> tuple[bool, Reason]:
             n = ctx.facts.window_count(series_id, window)
             return pred(n), Reason(text, {key: n})
 
-        def next_change(facts: Facts) -> float | None:
-            if facts.window_count(series_id, window) == 0:
-                return None
-            return facts.window_expiry(series_id, window)
-
+        next_change = WindowDue(series_id, window).at
         return CompiledCondition(test, explain, next_change, frozenset({cond.event}), ())
 
     def _sum(self, cond: m.EventSumCondition | m.EventAverageCondition) -> CompiledCondition:
@@ -204,6 +207,7 @@ class Compiler:
         series_id = self.register_series(cond.event, cond.where, cond.within, prop)
         window = cond.within
         pred = numeric_predicate(cond.op, cond.value)
+        check, bound = numeric_check(cond.op, cond.value)
         average = isinstance(cond, m.EventAverageCondition)
         fn = "avg" if average else "sum"
         subject = _window_subject(cond.event, cond.where, prop)
@@ -221,7 +225,7 @@ class Compiler:
 
         def test(ctx: EvalContext) -> bool:
             v = value(ctx.facts)
-            return v is not None and pred(v)
+            return v is not None and check(v, bound)
 
         def explain(ctx: EvalContext) -> tuple[bool, Reason]:
             v = value(ctx.facts)
@@ -230,11 +234,7 @@ class Compiler:
                 values[count_key] = ctx.facts.window_count(series_id, window)
             return v is not None and pred(v), Reason(text, values)
 
-        def next_change(facts: Facts) -> float | None:
-            if facts.window_count(series_id, window) == 0:
-                return None
-            return facts.window_expiry(series_id, window)
-
+        next_change = WindowDue(series_id, window).at
         return CompiledCondition(test, explain, next_change, frozenset({cond.event}), ())
 
     def _in_segment(self, cond: m.InSegmentCondition) -> CompiledCondition:
@@ -250,10 +250,7 @@ class Compiler:
             ok = ctx.is_member(target)
             return ok, Reason(text, {key: ok})
 
-        def next_change(facts: Facts) -> float | None:
-            fn = bound.get(target)
-            return fn(facts) if fn is not None else None
-
+        next_change = SegmentNext(bound, target).at
         return CompiledCondition(test, explain, next_change, frozenset(), (target,))
 
 
@@ -308,13 +305,7 @@ def _recency(cond: m.RecencyCondition) -> CompiledCondition:
         days = None if last is None else _days(facts.now - last)
         return recent(facts) != negate, Reason(text, {key: days})
 
-    def next_change(facts: Facts) -> float | None:
-        last = facts.last_time(event)
-        if last is None:
-            return None
-        due = last + window
-        return due if due > facts.now else None
-
+    next_change = RecencyDue(event, (window,)).at
     return CompiledCondition(test, explain, next_change, frozenset({event}), ())
 
 
@@ -332,11 +323,7 @@ def _children_next(children: Sequence[CompiledCondition]) -> NextChange:
         return never
     if len(fns) == 1:
         return fns[0]
-
-    def next_change(facts: Facts) -> float | None:
-        return earliest_of(fns, facts)
-
-    return next_change
+    return Earliest(fns).at
 
 
 def _union_names(children: Sequence[CompiledCondition]) -> frozenset[str]:

@@ -18,10 +18,10 @@ from pydantic import BaseModel, ValidationError
 
 from streams.engine import model as m
 from streams.engine.compile import CompiledCondition, Compiler
-from streams.engine.compiled import NextChange, earliest_of, never
-from streams.engine.facts import Facts
+from streams.engine.compiled import NextChange, never
 from streams.engine.inputs import segment_inputs
 from streams.engine.membership import segment_condition
+from streams.engine.nextdue import Earliest
 from streams.engine.ordering import Node, evaluation_order
 from streams.engine.problems import (
     LineDict,
@@ -172,11 +172,7 @@ def rules_version(files: Mapping[str, bytes]) -> str:
 def _unit_next_change(conditions: Sequence[CompiledCondition]) -> NextChange:
     """The earliest next change of a unit's segments (each distinct function once)."""
     fns = tuple(dict.fromkeys(c.next_change for c in conditions if c.next_change is not never))
-
-    def next_change(facts: Facts) -> float | None:
-        return earliest_of(fns, facts)
-
-    return next_change
+    return Earliest(fns).at
 
 
 def _compile(compiler: Compiler, seg: _Segment) -> CompiledCondition:

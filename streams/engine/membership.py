@@ -22,11 +22,11 @@ from streams.engine.compiled import (
     EvalContext,
     NextChange,
     Reason,
-    earliest_of,
     never,
 )
 from streams.engine.durations import format_duration
 from streams.engine.facts import MISSING, Facts, member_since
+from streams.engine.nextdue import Earliest
 from streams.engine.value import merge_crossings
 
 
@@ -126,18 +126,21 @@ def segment_condition(
         [c.next_change for c in (condition, stay) if c is not None and c.next_change is not never]
     )
 
-    def with_dwell(facts: Facts) -> float | None:
-        best = earliest_of(fns, facts)
-        if min_dwell_s is not None:
-            since = member_since(facts, segment_id)
-            if since is not None and since + min_dwell_s > facts.now:
-                until = since + min_dwell_s
-                if best is None or until < best:
-                    best = until
-        return best
+    def dwell_until(facts: Facts) -> float | None:
+        """When a current member's minimum dwell ends, if still ahead."""
+        if min_dwell_s is None:
+            return None
+        since = member_since(facts, segment_id)
+        if since is not None and since + min_dwell_s > facts.now:
+            return since + min_dwell_s
+        return None
 
-    next_change: NextChange = with_dwell
-    if min_dwell_s is None and len(fns) <= 1:
+    next_change: NextChange
+    if min_dwell_s is not None:
+        next_change = Earliest((*fns, dwell_until)).at
+    elif len(fns) > 1:
+        next_change = Earliest(fns).at
+    else:
         next_change = fns[0] if fns else never
     children = (condition, stay) if stay is not None else (condition,)
     return CompiledCondition(

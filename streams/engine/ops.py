@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -13,9 +14,13 @@ def is_scalar(value: object) -> bool:
     return value is None or isinstance(value, str | int | float | bool)
 
 
+_NUMBERS = (int, float)
+"""The number types, as a tuple (``isinstance`` with a tuple builds no union per call)."""
+
+
 def is_number(value: object) -> bool:
     """Whether ``value`` is an int or float (never a bool)."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, _NUMBERS) and type(value) is not bool
 
 
 def check_trait_value(op: str, value: object) -> None:
@@ -114,8 +119,12 @@ def trait_predicate(op: str, value: Any) -> Callable[[Any], bool]:
     """A predicate applying ``op value`` to a trait or property (``MISSING`` when absent).
 
     A missing value makes every op false except ``ne`` and ``not_in`` (true); values of
-    incompatible types never compare (false, never an exception).
+    incompatible types never compare (false, never an exception). Common shapes (a string,
+    strings, or numbers to compare with) get a specialised predicate with the same results.
     """
+    fast = _fast_predicate(op, value)
+    if fast is not None:
+        return fast
     if op == "exists":
         return lambda a: a is not MISSING and a is not None
     if op == "eq":
@@ -141,6 +150,54 @@ def trait_predicate(op: str, value: Any) -> Callable[[Any], bool]:
     return lambda a: compare(a, value) in wanted
 
 
+def _fast_predicate(op: str, value: Any) -> Callable[[Any], bool] | None:
+    """The predicate of ``trait_predicate`` for a string, strings or numbers; None otherwise.
+
+    ``values_equal(a, s)`` for a string ``s`` is ``type(a) is str and a == s``; ``compare`` of
+    two numbers compares them as floats (NaN never compares), and a number with anything else
+    gives None (false).
+    """
+    if op in ("eq", "ne") and type(value) is str:
+        if op == "eq":
+            return lambda a: type(a) is str and a == value
+        return lambda a: a is MISSING or not (type(a) is str and a == value)
+    if op in ("in", "not_in") and isinstance(value, list | tuple) and value:
+        if not all(type(o) is str for o in value):
+            return None
+        options = frozenset(value)
+        if op == "in":
+            return lambda a: type(a) is str and a in options
+        return lambda a: a is MISSING or not (type(a) is str and a in options)
+    if op == "between" and isinstance(value, list | tuple) and len(value) == 2:
+        low, high = value
+        if not (is_number(low) and is_number(high)):
+            return None
+        lo, hi = float(low), float(high)
+
+        def between(a: Any) -> bool:
+            return isinstance(a, _NUMBERS) and type(a) is not bool and lo <= float(a) <= hi
+
+        return between
+    if op in _ORDER and is_number(value):
+        bound = float(value)
+        number = _FLOAT_ORDER[op]
+
+        def ordered(a: Any) -> bool:
+            return isinstance(a, _NUMBERS) and type(a) is not bool and number(float(a), bound)
+
+        return ordered
+    return None
+
+
+_FLOAT_ORDER: dict[str, Callable[[float, float], bool]] = {
+    "lt": operator.lt,
+    "le": operator.le,
+    "gt": operator.gt,
+    "ge": operator.ge,
+}
+"""``compare(x, y) in _ORDER[op]`` for two floats: NaN on either side is false in both."""
+
+
 _ORDER: dict[str, frozenset[int | None]] = {
     "lt": frozenset({-1}),
     "le": frozenset({-1, 0}),
@@ -155,6 +212,36 @@ def _contains(actual: object, item: object) -> bool:
     if isinstance(actual, list | tuple):
         return any(values_equal(x, item) for x in actual)
     return False
+
+
+def numeric_check(
+    op: str, value: float | tuple[float, float]
+) -> tuple[Callable[[float, Any], bool], Any]:
+    """``(check, bound)`` with ``check(x, bound) == numeric_predicate(op, value)(x)``.
+
+    One call of a builtin comparison instead of a closure: ``operator.ge(x, float(value))``,
+    or ``between(x, (low, high))`` for a range.
+    """
+    if isinstance(value, tuple):
+        return _between, value
+    return _NUMERIC[op], float(value)
+
+
+def _between(x: float, bounds: tuple[float, float]) -> bool:
+    """``low <= x <= high``."""
+    low, high = bounds
+    return low <= x <= high
+
+
+_NUMERIC: dict[str, Callable[[float, Any], bool]] = {
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "lt": operator.lt,
+    "le": operator.le,
+    "gt": operator.gt,
+    "ge": operator.ge,
+}
+"""The comparison ``x op v`` of ``numeric_predicate`` as a builtin."""
 
 
 def numeric_predicate(op: str, value: float | tuple[float, float]) -> Callable[[float], bool]:

@@ -15,14 +15,12 @@ from typing import Any, Literal, NamedTuple
 
 from streams.engine.compiled import (
     CompiledCondition,
-    NextChange,
     Reason,
     Test,
-    earliest_of,
-    never,
 )
 from streams.engine.facts import Facts, SeriesSpec
 from streams.engine.membership import consent_given, in_dwell, is_holdout
+from streams.engine.nextdue import NextDue
 from streams.engine.rfm import RfmConfig
 
 Direction = Literal["entered", "exited"]
@@ -174,8 +172,8 @@ class _Plan:
     units: tuple[int, ...]
     kept_units: frozenset[int]
     kept_ids: frozenset[str]
-    next_changes: tuple[NextChange, ...]
-    """The distinct next-change functions of the evaluated segments (``never`` left out)."""
+    next_due: NextDue
+    """The earliest next change of the evaluated segments."""
 
 
 @dataclass(frozen=True)
@@ -206,10 +204,12 @@ class RuleSet:
     _affected: dict[frozenset[str], _Plan] = field(repr=False, compare=False, default_factory=dict)
     _unit_specs: tuple[_Unit, ...] = field(init=False, repr=False, compare=False)
     """Per unit: what ``_Context.resolve`` reads (derived from ``_units`` and ``_conditions``)."""
-    _next_changes: tuple[NextChange, ...] = field(init=False, repr=False, compare=False)
-    """Every segment's next-change function, each distinct function once, ``never`` left out."""
+    _next_due: NextDue = field(init=False, repr=False, compare=False)
+    """The earliest next change of every segment (see ``streams.engine.nextdue``)."""
     _rank_of: Mapping[str, int] = field(init=False, repr=False, compare=False)
     """Segment id -> its position by descending priority (ties by id): the primary's order."""
+    _steps: tuple[tuple[int, str | None, Test | None], ...] = field(init=False, compare=False)
+    """Per unit: ``(unit, segment id, test)`` of a lone segment, ``(unit, None, None)`` else."""
 
     def __post_init__(self) -> None:
         specs = tuple(
@@ -222,8 +222,13 @@ class RuleSet:
             for ids, family in self._units
         )
         ranked = sorted(self._info.values(), key=_rank)
+        steps = tuple(
+            (unit, None, None) if spec.family else (unit, spec.ids[0], spec.tests[0])
+            for unit, spec in enumerate(specs)
+        )
         object.__setattr__(self, "_unit_specs", specs)
-        object.__setattr__(self, "_next_changes", _distinct_next(self._conditions.values()))
+        object.__setattr__(self, "_steps", steps)
+        object.__setattr__(self, "_next_due", NextDue.of(self._conditions.values()))
         object.__setattr__(self, "_rank_of", {info.id: i for i, info in enumerate(ranked)})
 
     @classmethod
@@ -313,12 +318,23 @@ class RuleSet:
         return info is not None and is_holdout(customer_id, segment_id, info.holdout_percent)
 
     def _evaluate(self, facts: Facts) -> _Context:
+        """Every unit in order; a lone segment is resolved here, as ``_Context.resolve`` would."""
         ctx = _Context(facts, self)
         done = ctx._done
+        mark = done.add
+        holds = ctx.holds
+        enter = ctx.members.add
         resolve = ctx.resolve
-        for unit in range(len(self._unit_specs)):
-            if unit not in done:
+        for unit, segment_id, test in self._steps:
+            if unit in done:
+                continue
+            if segment_id is None or test is None:
                 resolve(unit)
+                continue
+            mark(unit)
+            held = holds[segment_id] = test(ctx)
+            if held:
+                enter(segment_id)
         return ctx
 
     def _primary(self, members: Iterable[str]) -> str | None:
@@ -352,7 +368,7 @@ class RuleSet:
             units=tuple(sorted(found)),
             kept_units=kept_units,
             kept_ids=frozenset(s for u in kept_units for s in self._units[u][0]),
-            next_changes=_distinct_next(
+            next_due=NextDue.of(
                 self._conditions[s] for u in sorted(found) for s in self._units[u][0]
             ),
         )
@@ -380,7 +396,7 @@ class RuleSet:
         for unit in plan.units:
             if unit not in done:
                 resolve(unit)
-        return self._evaluation(ctx), earliest_of(plan.next_changes, facts)
+        return self._evaluation(ctx), plan.next_due.at(facts)
 
     def primary(self, members: Iterable[str]) -> str | None:
         """The highest-priority segment (ties by id) among ``members`` known to this rule set."""
@@ -397,7 +413,7 @@ class RuleSet:
 
     def next_due(self, facts: Facts) -> float | None:
         """The earliest instant after ``facts.now`` at which any segment could change, or None."""
-        return earliest_of(self._next_changes, facts)
+        return self._next_due.at(facts)
 
     def transitions(
         self,
@@ -481,8 +497,3 @@ class RuleSet:
             _, reason = self._conditions[sid].explain(ctx)
             moves.append(Transition(sid, "entered", family, previous, sid, reason))
         return moves
-
-
-def _distinct_next(conditions: Iterable[CompiledCondition]) -> tuple[NextChange, ...]:
-    """The conditions' distinct next-change functions, in order, without ``never`` (None)."""
-    return tuple(dict.fromkeys(c.next_change for c in conditions if c.next_change is not never))

@@ -21,7 +21,7 @@ from typing import Any, Final
 from streams.engine import model as m
 from streams.engine.compiled import DAY, CompiledCondition, EvalContext, NextChange, Reason, never
 from streams.engine.facts import Facts
-from streams.engine.ops import numeric_predicate, numeric_text
+from streams.engine.ops import numeric_check, numeric_predicate, numeric_text
 from streams.engine.rfm import (
     ORDER_EVENT,
     RfmConfig,
@@ -133,6 +133,7 @@ def compile_lifetime(cond: m.LifetimeCondition) -> CompiledCondition:
     """A ``lifetime`` condition: a raw metric, days since first/last seen, or predicted value."""
     metric = cond.metric
     pred = numeric_predicate(cond.op, cond.value)
+    check, bound = numeric_check(cond.op, cond.value)
     text = f"lifetime {metric} {numeric_text(cond.op, cond.value)}"
     since = metric.removeprefix("days_since_") if metric.startswith("days_since_") else None
     predicted = metric == "predicted_value"
@@ -155,13 +156,13 @@ def compile_lifetime(cond: m.LifetimeCondition) -> CompiledCondition:
 
         def test(ctx: EvalContext) -> bool:
             v = ctx.facts.metric(metric)
-            return v is not None and pred(v)
+            return v is not None and check(v, bound)
 
     else:
 
         def test(ctx: EvalContext) -> bool:
             v = value(ctx)
-            return v is not None and pred(v)
+            return v is not None and check(v, bound)
 
     def explain(ctx: EvalContext) -> tuple[bool, Reason]:
         v = value(ctx)
@@ -249,13 +250,24 @@ def compile_rfm(
     )
     text = "RFM " + ", ".join(_range_text("RFM"[i], b) for i, b in ranges)
 
+    checks = tuple((index, low, high) for index, (low, high) in ranges)
+
     def holds(scores: tuple[int, int, int] | None) -> bool:
         if scores is None:
             return False
         return all(low <= scores[i] <= high for i, (low, high) in ranges)
 
     def test(ctx: EvalContext) -> bool:
-        return holds(scores_of(ctx))
+        """``holds(scores_of(ctx))``, reading the memoised scores directly; a plain loop."""
+        scores = ctx.memo.get(scorer, _UNSET)
+        if scores is _UNSET:
+            scores = scores_of(ctx)
+        if scores is None:
+            return False
+        for index, low, high in checks:  # noqa: SIM110
+            if not low <= scores[index] <= high:
+                return False
+        return True
 
     def explain(ctx: EvalContext) -> tuple[bool, Reason]:
         scores = scores_of(ctx)

@@ -7,7 +7,6 @@ buckets, but it still counts in the lifetime aggregates, traits and first/last s
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from collections.abc import Sequence
 from typing import Any
@@ -37,9 +36,21 @@ def message_digest(message_id: str) -> str:
     The same 4 bytes as the former hex digests (see
     :func:`streams.state.customer.hex_to_digest`), so rings stored before still match.
     """
-    return base64.b85encode(
-        hashlib.blake2b(message_id.encode(), digest_size=DIGEST_BYTES).digest()
-    ).decode()
+    word = int.from_bytes(
+        hashlib.blake2b(message_id.encode(), digest_size=DIGEST_BYTES).digest(), "big"
+    )
+    return (
+        _B85[word // 52200625]
+        + _B85[word // 614125 % 85]
+        + _B85[word // 7225 % 85]
+        + _B85[word // 85 % 85]
+        + _B85[word % 85]
+    )
+
+
+_B85 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz!#$%&()*+-;<=>?@^_`{|}~"
+"""The base85 alphabet of ``base64.b85encode``: 4 bytes (a big-endian word ``w``) encode as
+the 5 digits of ``w`` in base 85, most significant first (``85**4 = 52200625``)."""
 
 
 def seen_before(state: CustomerState, digest: str) -> bool:

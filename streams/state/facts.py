@@ -8,14 +8,37 @@ from streams.engine.facts import MISSING, SeriesSpec
 from streams.engine.rfm import RfmBoundaries
 from streams.state.customer import CustomerState
 
+_PATHS: dict[str, tuple[str, ...] | str] = {}
+"""Parsed trait paths (see ``_parse_path``), so each rule's path is parsed once."""
+_MAX_PATHS = 4096
+"""Paths kept in ``_PATHS`` at most (rule packs have far fewer)."""
+
+
+def _parse_path(path: str) -> tuple[str, ...] | str:
+    """A trait path as the keys to walk, or (a string) the category of a ``consent.`` path.
+
+    ``a`` is ``("a",)``; ``a.b.c`` is ``("a", "b", "c")``; ``consent.x`` (any non-empty rest,
+    dots included) is ``"x"``.
+    """
+    parts: tuple[str, ...] | str
+    if "." not in path:
+        parts = (path,)
+    else:
+        head, _, rest = path.partition(".")
+        parts = rest if head == "consent" and rest else tuple(path.split("."))
+    if len(_PATHS) < _MAX_PATHS:
+        _PATHS[path] = parts
+    return parts
+
 
 class StateFacts:
     """Answers the engine's questions from one customer's state, seen at ``now``.
 
-    ``rfm`` is the live RFM boundaries (None: the rule pack's fixed ones apply).
+    ``rfm`` is the live RFM boundaries (None: the rule pack's fixed ones apply). ``now`` (the
+    evaluation instant) is a plain attribute, not a property: the engine reads it often.
     """
 
-    __slots__ = ("_now", "_rfm", "_specs", "_state")
+    __slots__ = ("_now", "_rfm", "_specs", "_state", "now")
 
     def __init__(
         self,
@@ -26,6 +49,7 @@ class StateFacts:
     ) -> None:
         self._state = state
         self._now = now
+        self.now = now
         self._specs = specs
         self._rfm = rfm
 
@@ -37,22 +61,15 @@ class StateFacts:
         """The live RFM boundaries, if any."""
         return self._rfm
 
-    @property
-    def now(self) -> float:
-        """The evaluation instant."""
-        return self._now
-
     def trait(self, path: str) -> Any:
         """A trait by dotted path; ``consent.<category>`` reads the consent record."""
+        parts = _PATHS.get(path)
+        if parts is None:
+            parts = _parse_path(path)
+        if type(parts) is str:
+            return self._state.consent.get(parts, MISSING)
         value: Any = self._state.traits
-        if "." not in path:
-            if not isinstance(value, dict) or path not in value:
-                return MISSING
-            return value[path]
-        head, _, rest = path.partition(".")
-        if head == "consent" and rest:
-            return self._state.consent.get(rest, MISSING)
-        for part in path.split("."):
+        for part in parts:
             if not isinstance(value, dict) or part not in value:
                 return MISSING
             value = value[part]
@@ -60,19 +77,23 @@ class StateFacts:
 
     def _in_window(self, series_id: str, seconds: float) -> list[list[float]]:
         series = self._state.series.get(series_id)
-        spec = self._specs.get(series_id)
-        if series is None or spec is None:
+        if series is None:
             return []
-        start = self._now - seconds
-        width = spec.bucket_s
+        spec = self._specs.get(series_id)
+        if spec is None:
+            return []
         now = self._now
+        start = now - seconds
+        width = spec.bucket_s
         return [b for b in series.buckets if b[0] + width > start and b[0] <= now]
 
     def window_count(self, series_id: str, seconds: float) -> int:
         """Events of the series whose bucket overlaps the window ending at ``now``."""
         series = self._state.series.get(series_id)
+        if series is None:
+            return 0
         spec = self._specs.get(series_id)
-        if series is None or spec is None:
+        if spec is None:
             return 0
         now = self._now
         start = now - seconds
