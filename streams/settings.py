@@ -51,7 +51,9 @@ class Settings(BaseSettings):
     incremental_evaluation: bool = Field(
         True, description="re-evaluate only the segments an event can change (same result)"
     )
-    batch_within_s: float = Field(0.02, gt=0, description="longest wait to fill a batch")
+    batch_within_s: float = Field(
+        0.0, ge=0, description="longest wait for a fuller batch (0: take what is queued)"
+    )
     timer_interval_s: float = Field(0.25, gt=0, description="how often due timers are fired")
     rfm_refresh_s: float = Field(3600.0, gt=0, description="how often live RFM boundaries refresh")
     dedupe_depth: int = Field(16, ge=0, description="recent messageIds remembered per customer")

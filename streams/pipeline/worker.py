@@ -1,7 +1,8 @@
 """The stream-processing worker: a faust app built by a factory, never at import.
 
-One agent (concurrency 1) reads the input topic in batches (``take_events``); each batch is
-applied with one Lua call and its outbox sent before faust acknowledges the batch. Only
+faust's consumer reads the input topic (an agent subscribes it) and hands its records straight
+to one batch loop (:mod:`streams.pipeline.direct_input`); each batch is applied with one Lua call
+and its outbox sent before its records are acknowledged to faust, which commits the offsets. Only
 infrastructure errors escape the per-event handling: they are retried with backoff, and when
 retries run out the process exits without acknowledging, for its supervisor to restart it.
 The worker's other duties (timers, rule changes, backfills) live in
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import shutil
 import tempfile
 from typing import Any
@@ -19,11 +21,18 @@ from typing import Any
 import faust
 
 from streams.engine import RuleLoadError, RuleSet, load_rules
+from streams.pipeline.direct_input import DirectInput, to_record
 from streams.pipeline.faust_transport import install as install_transport
-from streams.pipeline.processor import Record
 from streams.pipeline.runtime import Runtime
 from streams.settings import Settings
 from streams.stack.kafka_security import faust_credentials
+
+log = logging.getLogger("segmenter.worker")
+
+QUEUE_BATCHES = 8
+"""Records the batch loop's queue holds, in batches (``SEGMENTER_BATCH_SIZE``)."""
+EXIT_SOFTWARE = 70
+"""Exit code when the batch loop fails other than on infrastructure (a bug): restart me."""
 
 
 def _faust_broker(bootstrap: str) -> str:
@@ -59,25 +68,34 @@ def create_app(settings: Settings, rules: RuleSet) -> tuple[faust.App, Runtime]:
         producer_acks=-1,
         broker_credentials=faust_credentials(settings),
     )
-    install_transport(app, settings.fetch_max_wait_ms)
+    direct = DirectInput(app, settings.input_topic, maxsize=QUEUE_BATCHES * settings.batch_size)
+    install_transport(app, settings.fetch_max_wait_ms, direct)
     topic = app.topic(settings.input_topic, key_serializer="raw", value_serializer="raw")
 
-    async def segment(stream: Any) -> None:
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-            records = [
-                Record(
-                    topic=e.message.topic,
-                    partition=e.message.partition,
-                    offset=e.message.offset,
-                    key=e.message.key,
-                    value=e.message.value,
-                    headers=tuple((k, v) for k, v in (e.message.headers or ())),
-                )
-                for e in events
-            ]
-            await runtime.handle(records)
+    async def subscribe(stream: Any) -> None:
+        """Subscribes the input topic; its records go to ``segment`` instead (never here)."""
+        async for _event in stream:
+            pass
 
-    app.agent(topic, name="segment", concurrency=1)(segment)
+    app.agent(topic, name="input", concurrency=1)(subscribe)
+
+    async def segment() -> None:
+        """The batch loop: apply, send, then acknowledge; only one batch is in flight."""
+        consumer = app.consumer
+        while True:
+            messages = await direct.take(settings.batch_size, settings.batch_within_s)
+            for message in messages:
+                consumer.track_message(message)
+            try:
+                await runtime.handle([to_record(m) for m in messages])
+            except Exception:
+                log.critical("the batch loop failed; exiting for the supervisor", exc_info=True)
+                logging.shutdown()
+                os._exit(EXIT_SOFTWARE)
+            for message in messages:
+                consumer.ack(message)
+
+    app.task(segment)
 
     async def start_runtime() -> None:
         await runtime.ensure_started()
