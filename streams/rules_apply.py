@@ -40,7 +40,7 @@ def _bar(done: int, total: int) -> str:
 
 async def _apply(settings: Settings, directory: Path, emit: bool, wait: float) -> int:
     assert settings.redis_url is not None
-    store = RedisStore.from_url(settings.redis_url, settings.namespace)
+    store = RedisStore.from_settings(settings)
     try:
         files = rulepack.read_directory(directory)
         rules = await rulepack.publish(store, files, emit)
@@ -97,7 +97,7 @@ def run_rules_apply(settings: Settings, directory: Path | None, emit: bool, wait
 
 async def _refresh(settings: Settings) -> int:
     assert settings.redis_url is not None
-    store = RedisStore.from_url(settings.redis_url, settings.namespace)
+    store = RedisStore.from_settings(settings)
     try:
         boundaries = await compute_boundaries(store)
         if boundaries is None:

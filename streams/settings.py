@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     http_port: int = Field(8080, ge=0, le=65535, description="0 picks a free port")
     api_key: SecretStr | None = None
     group_id: str = Field("segmenter", description="Kafka consumer group of the workers")
+    redis_cluster: bool = Field(
+        False, description="SEGMENTER_REDIS_URL is a node of a Redis Cluster (keys in one slot)"
+    )
     namespace: str = Field("seg", description="prefix of every Redis key")
     max_event_bytes: int = Field(32 * 1024, ge=256, description="larger input goes to the DLQ")
     batch_size: int = Field(500, ge=1, description="events applied per Redis round trip")

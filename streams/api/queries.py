@@ -12,11 +12,10 @@ import bisect
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from typing import Any, cast
+from typing import Any
 
 from streams.state.customer import CustomerState
 from streams.store.base import Store
-from streams.store.redis_store import RedisStore
 
 ORDER_EVENT = "Order Completed"
 SAMPLE_SIZE = 1000
@@ -82,20 +81,11 @@ async def load_states(store: Store, customer_ids: list[str]) -> list[CustomerSta
 async def migration_matrix(store: Store, day: str) -> dict[tuple[str, str], int]:
     """(from, to) -> count of membership moves on ``day`` (YYYY-MM-DD, UTC); ``-`` is none.
 
-    Uses the store's ``matrix(day)`` read when it has one; otherwise, on Redis, reads the hash
-    ``ns:matrix:<day>`` (fields ``"<from>|<to>"``) directly. Absent or malformed reads as empty.
+    Reads the store's ``matrix(day)`` (fields ``"<from>|<to>"``). Absent or malformed reads as
+    empty.
     """
-    raw: Mapping[Any, Any] = {}
-    method = getattr(store, "matrix", None)
-    if callable(method):
-        found = await method(day)
-        raw = found if isinstance(found, Mapping) else {}
-    elif isinstance(store, RedisStore):
-        try:
-            raw = cast(dict[Any, Any], await store.client.hgetall(f"{store.keys.ns}:matrix:{day}"))
-        except Exception as exc:  # a key of another type: WRONGTYPE
-            if "WRONGTYPE" not in str(exc):
-                raise
+    found = await store.matrix(day)
+    raw: Mapping[Any, Any] = found if isinstance(found, Mapping) else {}
     cells: dict[tuple[str, str], int] = {}
     for field, value in raw.items():
         source, sep, target = _decode(field).partition("|")

@@ -111,7 +111,7 @@ class Runtime:
                 partitions = await partition_count(
                     self.bootstrap, settings.input_topic, security=security
                 )
-                store = RedisStore.from_url(settings.redis_url, settings.namespace)
+                store = RedisStore.from_settings(settings)
                 self.rules = await self._startup_rules(store)
                 self.ctx = PipelineContext.create(settings, self.rules, store, partitions)
                 await self._adopt_rfm()

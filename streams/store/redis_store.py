@@ -15,6 +15,11 @@ Key layout (``ns`` = ``SEGMENTER_NAMESPACE``; ``{...}`` is a Redis Cluster hash 
 | ``ns:erased`` | hash | digest of an erased id -> erasure time (no id is kept) |
 | ``ns:meta:<name>`` | string | the published rule pack, the live RFM boundaries |
 | ``ns:progress:<name>`` | string | backfill progress counters |
+
+On Redis Cluster (``SEGMENTER_REDIS_CLUSTER=true``) the namespace itself is the hash tag:
+``{ns}:c:<customer>``, ``{ns}:sizes`` and so on. Every key of a namespace then lives in one slot,
+so the batch commit stays one atomic Lua call; the namespace's data and load sit on the shard
+that owns that slot (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ from typing import Any, cast
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
+from streams.settings import Settings
 from streams.store.base import (
     CommitBatch,
     ConflictError,
@@ -48,10 +55,14 @@ def stored_state(raw: bytes | None) -> StoredState | None:
 
 
 class Keys:
-    """Names of every key under one namespace."""
+    """Names of every key under one namespace (``cluster``: all in the namespace's slot)."""
 
-    def __init__(self, namespace: str) -> None:
-        self.ns = namespace
+    def __init__(self, namespace: str, cluster: bool = False) -> None:
+        self.cluster = cluster
+        self.ns = f"{{{namespace}}}" if cluster else namespace
+        namespace = self.ns
+        self.customer_prefix = f"{namespace}:c:" if cluster else f"{namespace}:c:{{"
+        """What every customer key starts with (for SCAN)."""
         self.sizes = f"{namespace}:sizes"
         self.offsets = f"{namespace}:offsets"
         self.clocks = f"{namespace}:clocks"
@@ -62,8 +73,26 @@ class Keys:
         return f"{self.ns}:matrix:{day}"
 
     def customer(self, customer_id: str) -> str:
-        """The customer's state hash (hash-tagged by customer)."""
-        return f"{self.ns}:c:{{{customer_id}}}"
+        """The customer's state (hash-tagged by customer, or by namespace on a cluster)."""
+        if self.cluster:
+            return f"{self.customer_prefix}{customer_id}"
+        return f"{self.customer_prefix}{customer_id}}}"
+
+    def customer_id(self, key: str) -> str:
+        """Inverse of :meth:`customer`."""
+        return (
+            key[len(self.customer_prefix) :]
+            if self.cluster
+            else key[len(self.customer_prefix) : -1]
+        )
+
+    def meta(self, name: str) -> str:
+        """A named value (the published rules, RFM boundaries)."""
+        return f"{self.ns}:meta:{name}"
+
+    def progress(self, name: str) -> str:
+        """A progress counter."""
+        return f"{self.ns}:progress:{name}"
 
     def members(self, segment: str) -> str:
         """A segment's member set."""
@@ -96,15 +125,25 @@ class _KeyIndex:
 class RedisStore:
     """The :class:`~streams.store.base.Store` on Redis."""
 
-    def __init__(self, client: aioredis.Redis, namespace: str) -> None:
+    def __init__(self, client: aioredis.Redis, namespace: str, cluster: bool = False) -> None:
         self.client = client
-        self.keys = Keys(namespace)
+        self.keys = Keys(namespace, cluster)
         self._commit = client.register_script(_lua("commit.lua"))
 
     @classmethod
-    def from_url(cls, url: str, namespace: str) -> RedisStore:
-        """Connect lazily to ``url``."""
+    def from_url(cls, url: str, namespace: str, cluster: bool = False) -> RedisStore:
+        """Connect lazily to ``url``: one server, or (``cluster``) a Redis Cluster it belongs to."""
+        if cluster:
+            nodes = RedisCluster.from_url(url, decode_responses=False)
+            return cls(cast(aioredis.Redis, nodes), namespace, cluster=True)
         return cls(aioredis.Redis.from_url(url, decode_responses=False), namespace)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RedisStore:
+        """The store ``SEGMENTER_REDIS_URL``, ``_NAMESPACE`` and ``_REDIS_CLUSTER`` describe."""
+        if not settings.redis_url:
+            raise ValueError("SEGMENTER_REDIS_URL is not set")
+        return cls.from_url(settings.redis_url, settings.namespace, settings.redis_cluster)
 
     async def load(
         self,
@@ -249,23 +288,33 @@ class RedisStore:
         return int(following), sorted(cast(bytes, m).decode() for m in page)
 
     async def scan_customers(self, cursor: int, count: int) -> tuple[int, list[str]]:
-        """SCAN over the customer keys."""
-        prefix = f"{self.keys.ns}:c:{{"
-        following, keys = await self.client.scan(cursor, match=f"{prefix}*", count=count)
-        ids = [k.decode()[len(prefix) : -1] for k in cast(list[bytes], keys)]
+        """SCAN over the customer keys (on a cluster, on the node that owns the namespace)."""
+        keys = self.keys
+        pattern = f"{keys.customer_prefix}*"
+        if keys.cluster:
+            node = cast(RedisCluster, self.client).get_node_from_key(keys.sizes)
+            if node is None:
+                raise ConnectionError("no cluster node serves this namespace's slot")
+            cursors, found = await self.client.scan(
+                cursor, match=pattern, count=count, target_nodes=node
+            )
+            following = cast(dict[str, int], cursors)[node.name]
+        else:
+            following, found = await self.client.scan(cursor, match=pattern, count=count)
+        ids = [keys.customer_id(k.decode()) for k in cast(list[bytes], found)]
         return int(following), ids
 
     async def meta_get(self, name: str) -> bytes | None:
         """A named value."""
-        return cast(bytes | None, await self.client.get(f"{self.keys.ns}:meta:{name}"))
+        return cast(bytes | None, await self.client.get(self.keys.meta(name)))
 
     async def meta_set(self, name: str, value: bytes) -> None:
         """Store a named value."""
-        await self.client.set(f"{self.keys.ns}:meta:{name}", value)
+        await self.client.set(self.keys.meta(name), value)
 
     async def progress_add(self, name: str, count: int) -> int:
         """INCRBY a progress counter."""
-        return int(await self.client.incrby(f"{self.keys.ns}:progress:{name}", count))
+        return int(await self.client.incrby(self.keys.progress(name), count))
 
     async def ping(self) -> bool:
         """True when Redis answers PING."""

@@ -83,6 +83,11 @@ def event(kind: str, mid: str, user: str, ts: str, **fields: object) -> dict[str
     return {"type": kind, "messageId": mid, "userId": user, "timestamp": ts, **fields}
 
 
+def identify_canadian(mid: str, user: str, ts: str = "2026-01-01T09:00:00Z") -> dict[str, object]:
+    """An ``identify`` that puts ``user`` in Canada (the test pack's ``canadians``)."""
+    return event("identify", mid, user, ts, traits={"address": {"country": "CA"}})
+
+
 def order(
     mid: str, user: str, revenue: float, ts: str = "2026-01-01T10:00:00Z"
 ) -> dict[str, object]:

@@ -1,18 +1,14 @@
 """The store against a real 3-node Redis Cluster (started here; skipped when no server can).
 
-What holds today:
+With ``SEGMENTER_REDIS_CLUSTER=true`` every key of a namespace carries the namespace as its hash
+tag, so the batch commit (one Lua call over every key a batch touches) runs on the cluster:
 
-* every key that names a customer carries the customer's hash tag, so it lives in the
-  customer's slot (checked with ``CLUSTER KEYSLOT`` on keys written by the real processor);
-* the read path (``load``, ``get_state``, ``ping``) works through a cluster client.
+* the processor's batches, the reads, SCAN of the customers and the matrix work through a
+  cluster client, and every key lands in the namespace's one slot;
+* a worker process and ``segmenter explain`` run against the cluster end to end.
 
-What does not (``xfail(strict=True)``, see docs/scaling.md): the batch commit. ``commit.lua``
-declares every key it touches, and a batch touches the customers' keys *and* shared keys
-(``ns:sizes``, ``ns:offsets``, ``ns:clocks``, ``ns:erased``, ``ns:m:<segment>``,
-``ns:outbox:<partition>``, ``ns:due:<partition>``, ``ns:matrix:<day>``) that hash to other
-slots. redis-py's cluster client refuses such an EVALSHA before sending it
-(``RedisClusterException: EVALSHA - all keys must map to the same key slot``); a server asked
-directly answers ``CROSSSLOT Keys in request don't hash to the same slot``.
+Without it (the standalone layout, customers tagged ``{customer}``), the reads work but a
+commit spans slots: the cluster refuses it (``CROSSSLOT``), which the last tests record.
 """
 
 from __future__ import annotations
@@ -20,6 +16,7 @@ from __future__ import annotations
 import random
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -35,9 +32,20 @@ from streams.engine import parse_rules
 from streams.pipeline.processor import PipelineContext, Record, process_batch
 from streams.settings import Settings
 from streams.stack.embedded import StackError, find_redis_server
-from streams.store.base import CommitBatch, MembershipChange, StateWrite
+from streams.store.base import CommitBatch, StateWrite
 from streams.store.redis_store import Keys, RedisStore
-from tests.integration.harness import TEST_RULES, event, order
+from tests.integration.harness import (
+    TEST_RULES,
+    Deployment,
+    consume_until,
+    event,
+    identify_canadian,
+    keyed,
+    order,
+    produce,
+    values,
+    write_rules,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -281,36 +289,128 @@ async def test_the_server_refuses_the_commit_script_across_slots(
         await node.aclose()
 
 
-NEEDED = (
-    "commit.lua is one atomic call over every key a batch touches; on Redis Cluster those keys "
-    "must share one slot. Today they never do: besides the customers' own keys (tagged "
-    "{customer}), every commit declares ns:sizes, ns:offsets, ns:clocks and ns:erased, and "
-    "usually ns:m:<segment>, ns:outbox:<p>, ns:due:<p>, ns:matrix:<day>. Needed: keys tagged by "
-    "input partition ({p<N>}) for everything one partition's batch writes (offsets, clocks, "
-    "outbox, due, per-partition member sets and sizes), customer keys in their partition's "
-    "slot, and the commit grouped per partition (one Lua call per slot). See docs/scaling.md."
-)
+def _cluster_url(ports: list[int]) -> str:
+    return f"redis://127.0.0.1:{ports[0]}/0"
 
 
-@pytest.mark.xfail(strict=True, raises=(RedisClusterException, ResponseError), reason=NEEDED)
-async def test_a_commit_spanning_customers_in_two_slots(
-    cluster_store: RedisStore, cluster_ports: list[int], namespace: str
+@pytest.fixture
+async def tagged_store(cluster_ports: list[int], namespace: str) -> AsyncIterator[RedisStore]:
+    """The store as ``SEGMENTER_REDIS_CLUSTER=true`` builds it."""
+    store = RedisStore.from_url(_cluster_url(cluster_ports), namespace, cluster=True)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def _keys_by_node(ports: list[int], namespace: str) -> dict[int, list[str]]:
+    found: dict[int, list[str]] = {}
+    for port in ports:
+        node = redis.Redis(port=port)
+        try:
+            names = [bytes(k).decode() for k in node.keys(f"*{namespace}*")]
+        finally:
+            node.close()
+        if names:
+            found[port] = names
+    return found
+
+
+async def test_the_processor_commits_through_a_cluster_in_the_namespace_slot(
+    tagged_store: RedisStore, cluster_ports: list[int], namespace: str
 ) -> None:
+    settings = Settings(clock="event", namespace=namespace)
+    ctx = PipelineContext.create(settings, parse_rules(TEST_RULES), tagged_store, 1)
     ada, bob = two_customers_in_different_slots(cluster_ports, namespace)
-    batch = CommitBatch(
-        states=[StateWrite(ada, 0, b'{"a":1}'), StateWrite(bob, 0, b'{"b":1}')],
-        memberships=[MembershipChange("buyer", ada, 1), MembershipChange("buyer", bob, 1)],
-        offsets={0: 10},
-        clocks={0: 1.0},
+    docs: list[dict[str, object]] = [
+        identify_canadian("i1", ada),
+        order("o1", ada, 1500.0),
+        order("o2", bob, 20.0),
+        {
+            "type": "alias",
+            "messageId": "a1",
+            "userId": bob,
+            "previousId": "anon-9",
+            "timestamp": "2026-01-01T11:00:00Z",
+        },
+    ]
+    records = [
+        Record(settings.input_topic, 0, n, None, orjson.dumps(doc)) for n, doc in enumerate(docs)
+    ]
+    first = await process_batch(ctx, records[:2])
+    second = await process_batch(ctx, records[2:])
+
+    assert first.outbox_lengths and second.outbox_lengths
+    by_node = _keys_by_node(cluster_ports, namespace)
+    assert len(by_node) == 1, by_node
+    written = next(iter(by_node.values()))
+    slots = {keyslot(cluster_ports, key) for key in written}
+    assert slots == {keyslot(cluster_ports, tagged_store.keys.sizes)}
+    assert tagged_store.keys.customer(ada) in written
+    snapshot = await tagged_store.load([ada, bob, "nobody"], [0])
+    assert snapshot.states[ada] is not None and snapshot.states[bob] is not None
+    assert snapshot.states["nobody"] is None
+    assert snapshot.offsets == {0: 3}
+    sizes = await tagged_store.segment_sizes()
+    assert sizes == {"big_spender": 1, "buyer": 1, "canadians": 1}
+    cursor, customers = 0, set()
+    while True:
+        cursor, page = await tagged_store.scan_customers(cursor, 100)
+        customers.update(page)
+        if cursor == 0:
+            break
+    assert {ada, bob} <= customers
+    assert (await tagged_store.matrix("2026-01-01")).get("-|canadians") == 1
+    await tagged_store.meta_set("probe", b"1")
+    assert await tagged_store.meta_get("probe") == b"1"
+    assert await tagged_store.progress_add("probe", 2) == 2
+
+
+async def test_a_worker_and_explain_run_against_the_cluster(
+    cluster_ports: list[int], kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    deployment = Deployment(
+        kafka_bootstrap, _cluster_url(cluster_ports), topic_prefix, write_rules(tmp_path / "r")
     )
-    await cluster_store.commit(batch)
-    assert (await cluster_store.get_state(ada)) is not None
-    assert (await cluster_store.get_state(bob)) is not None
-    assert await cluster_store.segment_sizes() == {"buyer": 2}
+    await deployment.create_topics()
+    worker = deployment.worker(redis_cluster=True)
+    try:
+        docs = [
+            identify_canadian("i1", "ada"),
+            order("o1", "ada", 1500.0, "2026-01-01T10:00:00Z"),
+            order("o2", "bob", 50.0, "2026-01-01T10:00:00Z"),
+        ]
+        await produce(deployment.kafka, deployment.input, keyed(docs))
+        got = await consume_until(
+            deployment.kafka,
+            deployment.migrations,
+            lambda r: len(r) >= 3,
+            worker=worker,
+            settle=1.0,
+        )
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+    moves = sorted((d["customer_id"], d["segment"], d["direction"]) for d in values(got))
+    assert moves == [
+        ("ada", "big_spender", "entered"),
+        ("ada", "canadians", "entered"),
+        ("bob", "buyer", "entered"),
+    ]
+    env = deployment.env(redis_cluster=True)
+    shown = subprocess.run(
+        [sys.executable, "-m", "streams", "explain", "ada"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr.decode()[-2000:]
+    text = shown.stdout.decode()
+    assert "customer ada" in text and "big_spender" in text, text
 
 
-@pytest.mark.xfail(strict=True, raises=(RedisClusterException, ResponseError), reason=NEEDED)
-async def test_a_commit_of_one_customer(cluster_store: RedisStore) -> None:
-    """Even one customer's commit spans slots: its key plus the shared hashes."""
-    await cluster_store.commit(CommitBatch(states=[StateWrite("ada", 0, b"{}")]))
-    assert (await cluster_store.get_state("ada")) is not None
+async def test_the_standalone_layout_cannot_commit_on_a_cluster(
+    cluster_store: RedisStore,
+) -> None:
+    """Why the setting exists: even one customer's commit spans slots (its key, shared keys)."""
+    with pytest.raises((RedisClusterException, ResponseError)):
+        await cluster_store.commit(CommitBatch(states=[StateWrite("ada", 0, b"{}")]))
