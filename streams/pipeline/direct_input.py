@@ -79,5 +79,5 @@ def to_record(message: Any) -> Record:
         offset=message.offset,
         key=message.key,
         value=message.value,
-        headers=tuple((k, v) for k, v in (message.headers or ())),
+        headers=tuple(map(tuple, headers)) if (headers := message.headers) else (),
     )

@@ -225,12 +225,16 @@ def _decode_all(
             isinstance(item, BaseEvent)
             and ctx.input_partitions > 1
             and record.topic == ctx.settings.input_topic
-            and not any(name == REROUTED_HEADER for name, _ in record.headers)
+            and not (record.headers and _rerouted(record.headers))
         ):
             right = partition_for(item.customer_id.encode(), ctx.input_partitions)
             target = right if right != record.partition else None
         out.append((record, item, target))
     return out
+
+
+def _rerouted(headers: tuple[tuple[str, bytes], ...]) -> bool:
+    return any(name == REROUTED_HEADER for name, _ in headers)
 
 
 def _due_horizon(
