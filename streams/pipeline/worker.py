@@ -114,7 +114,12 @@ def create_app(settings: Settings, rules: RuleSet) -> tuple[faust.App, Runtime]:
 
 
 def run_worker(settings: Settings) -> int:
-    """``segmenter worker``: run until SIGINT/SIGTERM."""
+    """``segmenter worker``: run until SIGINT/SIGTERM.
+
+    faust's terminal spinner is turned off: to spin on every log record it sets the root logger
+    to DEBUG, so every debug call of aiokafka, faust and redis built a record on the hot path,
+    and it wrote terminal escape codes into the log.
+    """
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -129,5 +134,6 @@ def run_worker(settings: Settings) -> int:
     logging.getLogger("segmenter").setLevel(level)
     quiet_faust = "WARNING" if level == "INFO" else level
     worker = faust.Worker(app, loglevel=quiet_faust, quiet=True)
+    worker.spinner = None
     worker.execute_from_commandline()
     return 0
