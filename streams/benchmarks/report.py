@@ -153,7 +153,7 @@ def table(figures: dict[str, Any], cfg: BenchConfig) -> str:
         f"API: {figures['api_requests']:,} requests, {figures['api_errors']} errors"
     )
     shares = [
-        f"{role} {_fmt(figures.get(f'live_cpu_{role}_pct'))}"
+        f"{role} {figures[f'live_cpu_{role}_pct']:.1f}"
         for role in LIVE_ROLES
         if figures.get(f"live_cpu_{role}_pct") is not None
     ]
