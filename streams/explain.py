@@ -18,7 +18,6 @@ from streams.store.redis_store import RedisStore
 
 async def _views(settings: Settings, customer_id: str) -> tuple[Any, Any]:
     rules = load_rules(settings.rules)
-    assert settings.redis_url is not None
     store = RedisStore.from_settings(settings)
     try:
         summary = await customer_view(store, rules, customer_id)

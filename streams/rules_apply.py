@@ -39,7 +39,6 @@ def _bar(done: int, total: int) -> str:
 
 
 async def _apply(settings: Settings, directory: Path, emit: bool, wait: float) -> int:
-    assert settings.redis_url is not None
     store = RedisStore.from_settings(settings)
     try:
         files = rulepack.read_directory(directory)
@@ -96,7 +95,6 @@ def run_rules_apply(settings: Settings, directory: Path | None, emit: bool, wait
 
 
 async def _refresh(settings: Settings) -> int:
-    assert settings.redis_url is not None
     store = RedisStore.from_settings(settings)
     try:
         boundaries = await compute_boundaries(store)

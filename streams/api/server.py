@@ -28,7 +28,6 @@ FOLLOW_S = 2.0
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Serve until ``stop`` is set, adopting newly published rule packs."""
-    assert settings.redis_url is not None
     store = RedisStore.from_settings(settings)
     pack = await rulepack.published(store)
     if pack is not None:

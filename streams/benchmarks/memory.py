@@ -21,6 +21,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from streams.benchmarks.common import BenchError, Infra, say
+from streams.store.redis_store import Keys
 
 SAMPLE = 2000
 
@@ -57,17 +58,13 @@ async def _usage(client: aioredis.Redis, keys: list[bytes]) -> list[int]:
     return out
 
 
-def _customer_id(key: bytes, prefix: bytes) -> str:
-    """``ns:c:{id}`` -> ``id``."""
-    return key[len(prefix) + 1 : -1].decode()
-
-
 async def measure_memory(infra: Infra, seed: int) -> MemoryReport:
     """Measure the namespace's keys now (after (b), before any more traffic)."""
     client = infra.redis()
     try:
         ns = infra.namespace
-        customer_keys = await _keys(client, f"{ns}:c:*")
+        keys = Keys(ns)
+        customer_keys = await _keys(client, f"{keys.customer_prefix}*")
         count = len(customer_keys)
         if not count:
             raise BenchError("no customer state in Redis after the throughput phase")
@@ -77,13 +74,12 @@ async def measure_memory(infra: Infra, seed: int) -> MemoryReport:
         timers = await _usage(client, await _keys(client, f"{ns}:due:*"))
     finally:
         await client.aclose()
-    prefix = f"{ns}:c:".encode()
     report = MemoryReport(
         customers=count,
         state=sum(state) / max(len(state), 1),
         membership=sum(members) / count,
         timers=sum(timers) / count,
-        sample_ids=[_customer_id(key, prefix) for key in sample],
+        sample_ids=[keys.customer_id(key.decode()) for key in sample],
     )
     say(
         f"(d) memory: {count} customers stored, {report.per_customer:.0f} bytes each "

@@ -63,6 +63,7 @@ class Keys:
         namespace = self.ns
         self.customer_prefix = f"{namespace}:c:" if cluster else f"{namespace}:c:{{"
         """What every customer key starts with (for SCAN)."""
+        self._customer_suffix = "" if cluster else "}"
         self.sizes = f"{namespace}:sizes"
         self.offsets = f"{namespace}:offsets"
         self.clocks = f"{namespace}:clocks"
@@ -74,17 +75,11 @@ class Keys:
 
     def customer(self, customer_id: str) -> str:
         """The customer's state (hash-tagged by customer, or by namespace on a cluster)."""
-        if self.cluster:
-            return f"{self.customer_prefix}{customer_id}"
-        return f"{self.customer_prefix}{customer_id}}}"
+        return f"{self.customer_prefix}{customer_id}{self._customer_suffix}"
 
     def customer_id(self, key: str) -> str:
         """Inverse of :meth:`customer`."""
-        return (
-            key[len(self.customer_prefix) :]
-            if self.cluster
-            else key[len(self.customer_prefix) : -1]
-        )
+        return key[len(self.customer_prefix) : len(key) - len(self._customer_suffix)]
 
     def meta(self, name: str) -> str:
         """A named value (the published rules, RFM boundaries)."""
