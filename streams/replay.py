@@ -173,6 +173,7 @@ def run_replay(settings: Settings, events: Path, out: Path) -> int:
             namespace=namespace,
             group_id=f"segmenter-replay-{run}",
             clock="event",
+            idle_settle_s=0,
             input_partitions=1,
             migrations_partitions=1,
             http_port=0,

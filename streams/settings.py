@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     migrations_partitions: int = Field(8, ge=1)
     clock: Literal["processing", "event"] = "processing"
     allowed_lateness_s: float = Field(300.0, ge=0, description="event-time lateness allowance")
+    idle_settle_s: float = Field(
+        0.0,
+        ge=0,
+        description="event time: publish a quiet partition's latest instant after this many"
+        " seconds with no later event (0: only when event time moves on)",
+    )
     http_host: str = "127.0.0.1"
     http_port: int = Field(8080, ge=0, le=65535, description="0 picks a free port")
     api_key: SecretStr | None = None

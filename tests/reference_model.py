@@ -154,20 +154,19 @@ class NaiveFacts:
 
     def _window_events(self, series_id: str, seconds: float) -> list[Applied]:
         spec = self._series[series_id]
-        width = round(spec.bucket_s * 1000)
         window = round(seconds * 1000)
         now = self._now_ms
-        chosen = []
-        for event in self._events:
-            if not event.in_windows or event.name != spec.event or not spec.where(event.properties):
-                continue
-            start = event.ts_ms // width * width
-            if start + width > now - window and start <= now:
-                chosen.append(event)
-        return chosen
+        return [
+            event
+            for event in self._events
+            if event.in_windows
+            and event.name == spec.event
+            and spec.where(event.properties)
+            and 0 <= now - event.ts_ms < window
+        ]
 
     def window_count(self, series_id: str, seconds: float) -> int:
-        """Events of the series whose epoch-aligned bucket overlaps the window."""
+        """Events of the series with ``0 <= now - t < window`` (exact, in ms)."""
         return len(self._window_events(series_id, seconds))
 
     def window_sum(self, series_id: str, prop: str, seconds: float) -> float:
@@ -176,13 +175,11 @@ class NaiveFacts:
         return float(sum(a for a in amounts if a is not None))
 
     def window_expiry(self, series_id: str, seconds: float) -> float | None:
-        """When the oldest bucket now inside the window leaves it (None when empty)."""
+        """When the oldest event now inside the window leaves it (None when empty)."""
         events = self._window_events(series_id, seconds)
         if not events:
             return None
-        width = round(self._series[series_id].bucket_s * 1000)
-        oldest = min(e.ts_ms // width * width for e in events)
-        return (oldest + width + round(seconds * 1000)) / 1000
+        return (min(e.ts_ms for e in events) + round(seconds * 1000)) / 1000
 
     def _times(self, name: str) -> list[int]:
         return [e.ts_ms for e in self._events if e.name == name]
@@ -227,6 +224,17 @@ class NaiveFacts:
 
 
 @dataclass
+class _Open:
+    """Changes of a customer at one instant, not yet published."""
+
+    at: int
+    members: frozenset[str]
+    since: dict[str, int]
+    kind: str
+    when: int
+
+
+@dataclass
 class _Customer:
     events: list[Applied] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)
@@ -234,6 +242,7 @@ class _Customer:
     since: dict[str, int] = field(default_factory=dict)
     evaluated_at: int | None = None
     """The last instant the customer was evaluated at (changes up to it are accounted for)."""
+    open: _Open | None = None
     migrations: list[Migration] = field(default_factory=list)
 
 
@@ -279,8 +288,9 @@ class ReferenceModel:
                 units.append(family_unit[info.family])
         return units
 
-    def _change(self, customer: _Customer, new: frozenset[str], when: int, kind: str) -> None:
-        old = customer.members
+    def _publish(
+        self, customer: _Customer, old: frozenset[str], new: frozenset[str], when: int, kind: str
+    ) -> None:
         for unit in self._order():
             for sid in unit:
                 if sid in old and sid not in new:
@@ -288,6 +298,37 @@ class ReferenceModel:
             for sid in unit:
                 if sid in new and sid not in old:
                     customer.migrations.append((sid, "entered", when, kind))
+
+    def _close(self, customer: _Customer) -> None:
+        """Publish the net change of the customer's open instant."""
+        opened = customer.open
+        if opened is None:
+            return
+        customer.open = None
+        for sid in opened.members & customer.members:
+            customer.since[sid] = opened.since[sid]
+        self._publish(customer, opened.members, customer.members, opened.when, opened.kind)
+
+    def _change(self, customer: _Customer, new: frozenset[str], when: int, kind: str) -> None:
+        """A change with no event: published at once (after the open instant, if any)."""
+        self._close(customer)
+        self._publish(customer, customer.members, new, when, kind)
+        customer.members = new
+        customer.since = {sid: customer.since.get(sid, when) for sid in new}
+
+    def _hold(
+        self, customer: _Customer, new: frozenset[str], instant: int, when: int, kind: str
+    ) -> None:
+        """An event's change at ``instant``: published when the instant is over, as a net change."""
+        if customer.open is not None and customer.open.at != instant:
+            self._close(customer)
+        if new == customer.members:
+            return
+        if customer.open is None:
+            customer.open = _Open(instant, customer.members, dict(customer.since), kind, when)
+        else:
+            customer.open.kind = kind
+            customer.open.when = when
         customer.members = new
         customer.since = {sid: customer.since.get(sid, when) for sid in new}
 
@@ -297,28 +338,17 @@ class ReferenceModel:
         for event in customer.events:
             for duration in self.durations_ms:
                 found.add(event.ts_ms + duration)
-            for spec in self.series.values():
-                width = round(spec.bucket_s * 1000)
-                end = event.ts_ms // width * width + width
-                for duration in self.durations_ms:
-                    found.add(end + duration)
         return found | {t + 1 for t in found}
 
-    def _fire(self, customer_id: str, until: int) -> None:
-        """Every change of the customer with no event, up to and including ``until``."""
+    def _fire(self, customer_id: str, before: int) -> None:
+        """Every change of the customer with no event, at instants before ``before``."""
         customer = self.customers[customer_id]
         last = customer.evaluated_at
         if last is None:
             return
-        for instant in sorted(t for t in self._candidates(customer) if last < t <= until):
+        for instant in sorted(t for t in self._candidates(customer) if last < t < before):
             self._change(customer, self.members_at(customer_id, instant), instant, "time")
             customer.evaluated_at = instant
-
-    def _advance(self, customer_id: str, until: int) -> None:
-        """The customer's own time moves to ``until`` (its changes up to it have happened)."""
-        customer = self.customers[customer_id]
-        if customer.evaluated_at is not None:
-            customer.evaluated_at = max(customer.evaluated_at, until)
 
     # -- input ----------------------------------------------------------------------------------
 
@@ -337,11 +367,14 @@ class ReferenceModel:
         self.clock = ts if self.clock is None else max(self.clock, ts)
         watermark = self.clock - self.lateness_ms
         for other in sorted(self.customers):
+            opened = self.customers[other].open
+            if opened is not None and opened.at < self.clock:
+                self._close(self.customers[other])
             self._fire(other, watermark)
-            self._advance(other, watermark)
-        self._fire(cid, ts)
-        self._advance(cid, ts)
-        instant = customer.evaluated_at if customer.evaluated_at is not None else ts
+        instant = ts if customer.evaluated_at is None else max(ts, customer.evaluated_at)
+        self._fire(cid, instant)
+        if customer.open is not None and customer.open.at < instant:
+            self._close(customer)
         customer.seen.add(message_id)
         customer.events.append(
             Applied(
@@ -353,16 +386,18 @@ class ReferenceModel:
                 in_windows=late_by <= self.lateness_ms,
             )
         )
-        self._change(customer, self.members_at(cid, instant), ts, "event")
+        self._hold(customer, self.members_at(cid, instant), instant, ts, "event")
         customer.evaluated_at = instant
 
     def finish(self, end_ms: int | None = None) -> ModelResult:
-        """Fire everything due up to ``end_ms`` (default: the latest event time)."""
+        """Publish every open instant and fire everything due up to ``end_ms`` (default: the
+        latest event time), inclusive."""
         end = end_ms if end_ms is not None else self.clock
         if end is None:
             return ModelResult({}, {}, 0)
         for cid in sorted(self.customers):
-            self._fire(cid, end)
+            self._close(self.customers[cid])
+            self._fire(cid, end + 1)
         return ModelResult(
             migrations={cid: list(c.migrations) for cid, c in self.customers.items()},
             final={cid: self.members_at(cid, end) for cid in self.customers},

@@ -37,7 +37,7 @@ from streams.api.metrics import CONTENT_TYPE, render
 from streams.api.openapi import openapi_document
 from streams.api.preview import DraftError, run_preview
 from streams.engine import RuleSet
-from streams.pipeline.processor import Metrics
+from streams.pipeline.metrics import Metrics
 from streams.settings import Settings
 from streams.stack.embedded import free_port
 from streams.store.base import Store

@@ -17,7 +17,7 @@ from typing import Any
 from streams.api.http import HttpServer
 from streams.engine import RuleLoadError, RuleSet, load_rules
 from streams.pipeline import rulepack
-from streams.pipeline.processor import Metrics
+from streams.pipeline.metrics import Metrics
 from streams.settings import Settings
 from streams.stack.discovery import with_running_stack
 from streams.store.redis_store import RedisStore

@@ -6,7 +6,7 @@ No I/O happens here except ``load_rules`` reading the rule files.
 from streams.engine.checking import check_rules, rules_json_schema
 from streams.engine.compile import Reason
 from streams.engine.durations import DurationError, format_duration, parse_duration
-from streams.engine.facts import LIFETIME_METRICS, MISSING, Facts, SeriesSpec, bucket_width
+from streams.engine.facts import LIFETIME_METRICS, MISSING, Facts, SeriesSpec
 from streams.engine.loader import RuleLoadError, RuleProblem, load_rules, parse_rules, rules_version
 from streams.engine.membership import is_holdout
 from streams.engine.rfm import (
@@ -42,7 +42,6 @@ __all__ = [
     "SegmentInfo",
     "SeriesSpec",
     "Transition",
-    "bucket_width",
     "check_rules",
     "format_duration",
     "is_holdout",

@@ -31,7 +31,8 @@ from streams.engine.compiled import (
     never,
 )
 from streams.engine.durations import format_duration
-from streams.engine.facts import MISSING, Facts, SeriesSpec, bucket_width
+from streams.engine.facts import MISSING, Facts, SeriesSpec
+from streams.engine.instants import HALF_MS
 from streams.engine.nextdue import Earliest, RecencyDue, SegmentNext, WindowDue
 from streams.engine.ops import (
     numeric_check,
@@ -119,7 +120,6 @@ class Compiler:
                 where=b.where,
                 sum_props=tuple(sorted(b.sum_props)),
                 horizon_s=b.horizon_s,
-                bucket_s=bucket_width(b.horizon_s),
             )
             for b in self._series.values()
         )
@@ -289,15 +289,16 @@ def _recency(cond: m.RecencyCondition) -> CompiledCondition:
     dur = format_duration(window)
     text = f"no {event} within {dur}" if negate else f"{event} within {dur}"
     key = f"days_since_last({event})"
+    limit = window - HALF_MS  # exact on canonical instants: see streams.engine.instants
 
     def recent(facts: Facts) -> bool:
         last = facts.last_time(event)
-        return last is not None and facts.now - last < window
+        return last is not None and facts.now - last < limit
 
     def test(ctx: EvalContext) -> bool:
         facts = ctx.facts
         last = facts.last_time(event)
-        return (last is not None and facts.now - last < window) != negate
+        return (last is not None and facts.now - last < limit) != negate
 
     def explain(ctx: EvalContext) -> tuple[bool, Reason]:
         facts = ctx.facts

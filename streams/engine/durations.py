@@ -29,7 +29,8 @@ def parse_duration(value: object) -> float:
     """Parse a duration into seconds.
 
     Accepts a string ``<number><unit>`` with unit one of ``s m h d w`` (``90m``, ``1.5h``), or an
-    int/float meaning seconds. The result must be a finite number greater than zero.
+    int/float meaning seconds. The result must be a finite number greater than zero; it is rounded
+    to whole milliseconds (the precision of every instant, see :mod:`streams.engine.instants`).
 
     Raises:
         DurationError: the value is not a duration or not positive.
@@ -55,7 +56,10 @@ def parse_duration(value: object) -> float:
         )
     if not math.isfinite(seconds) or seconds <= 0:
         raise DurationError(f"expected a duration greater than zero, got {value!r}")
-    return seconds
+    ms = round(seconds * 1000)
+    if ms < 1:
+        raise DurationError(f"expected a duration of at least 1 ms, got {value!r}")
+    return ms / 1000
 
 
 def format_duration(seconds: float) -> str:

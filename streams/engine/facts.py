@@ -46,13 +46,15 @@ LIFETIME_METRICS: Final = (
 
 @dataclass(frozen=True, slots=True)
 class SeriesSpec:
-    """A time-bucketed series the state must keep for window conditions.
+    """A series of timed entries the state must keep for window conditions.
 
-    One series per (event name, property filter). Every matching event adds 1 to its bucket's
-    count and each property in ``sum_props`` (when numeric) to that property's sum. Buckets are
-    ``bucket_s`` wide, aligned to the epoch, and dropped once older than ``horizon_s`` plus one
-    bucket. A window of W seconds at ``now`` covers the buckets whose end lies after ``now - W``
-    and whose start is at or before ``now``.
+    One series per (event name, property filter). Every matching event is kept as an entry
+    ``[time, count, sum_1, ..., sum_n]`` at its exact instant (events at the same instant share
+    one entry), with each property in ``sum_props`` (when numeric) summed. An entry is dropped
+    once ``horizon_s`` (the longest window over the series) has passed since its time. A window of
+    ``W`` seconds at ``now`` holds the entries with ``0 <= now - time < W``, exactly to the ms.
+    A series holding more than ``max_entries`` instants is compacted (see
+    :func:`streams.state.apply.compact`).
     """
 
     id: str
@@ -60,16 +62,7 @@ class SeriesSpec:
     where: Callable[[Mapping[str, Any]], bool]
     sum_props: tuple[str, ...]
     horizon_s: float
-    bucket_s: float
-
-
-def bucket_width(horizon_s: float) -> float:
-    """The bucket width for a series whose longest window is ``horizon_s`` seconds."""
-    if horizon_s <= 2 * 3600:
-        return 60.0
-    if horizon_s <= 3 * 86400:
-        return 3600.0
-    return 86400.0
+    max_entries: int = 64
 
 
 class Facts(Protocol):
@@ -96,7 +89,7 @@ class Facts(Protocol):
         ...
 
     def window_expiry(self, series_id: str, seconds: float) -> float | None:
-        """The earliest instant after ``now`` at which a bucket leaves the window, or None."""
+        """The instant the oldest entry in the window leaves it (its time + ``seconds``)."""
         ...
 
     def last_time(self, event: str) -> float | None:

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from streams.engine.compiled import CompiledCondition, NextChange, earliest_of, never
 from streams.engine.facts import Facts
+from streams.engine.instants import ceil_instant
 from streams.engine.value import merge_crossings
 
 
@@ -53,14 +54,14 @@ class RecencyDue:
             return None
         now = facts.now
         for window in self.windows:
-            due = last + window
+            due = ceil_instant(last + window)
             if due > now:
                 return due
         return None
 
 
 class WindowDue:
-    """When the oldest bucket in a non-empty window of a series leaves it."""
+    """When the oldest entry in a non-empty window of a series leaves it."""
 
     __slots__ = ("series_id", "window")
 

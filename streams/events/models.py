@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
+from streams.engine.instants import instant_of
+
 Id = Annotated[str, Field(min_length=1, max_length=256)]
 
 
@@ -40,8 +42,8 @@ class BaseEvent(BaseModel):
 
     @cached_property
     def ts(self) -> float:
-        """Event time as seconds since the epoch."""
-        return self.timestamp.timestamp()
+        """Event time as epoch seconds, truncated to the millisecond (a canonical instant)."""
+        return instant_of(self.timestamp)
 
 
 class TrackEvent(BaseEvent):

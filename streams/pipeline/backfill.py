@@ -9,7 +9,6 @@ it first (``trigger.kind = rule_change``) before applying the event.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 
 from streams.pipeline.processor import PipelineContext, load_working_set
@@ -31,9 +30,9 @@ async def refresh_customers(
         if now is not None:
             instant = now
         elif ctx.settings.clock == "event":
-            instant = work.clocks.get(home, time.time())
+            instant = work.clocks.get(home, work.instant)
         else:
-            instant = time.time()
+            instant = work.instant
         if state is not None:
             work.refresh(home, state, instant)
     commit = work.finish({})

@@ -17,15 +17,15 @@ the redirect and re-routes its event.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from streams.events.models import BaseEvent, event_name
+from streams.pipeline.context import PipelineContext
 from streams.pipeline.migrations import Trigger
 from streams.state.customer import CustomerState
+from streams.state.facts import StateFacts
 from streams.state.merge import merge_profiles
-
-if TYPE_CHECKING:
-    from streams.pipeline.working_set import WorkingSet
+from streams.store.base import CommitBatch
 
 MAX_HOPS = 64
 
@@ -38,7 +38,44 @@ class Refused:
     message: str
 
 
-def resolve(work: WorkingSet, customer_id: str) -> str:
+class Profiles(Protocol):
+    """What identity operations need of a batch (the working set provides it)."""
+
+    ctx: PipelineContext
+    states: dict[str, CustomerState | None]
+    commit: CommitBatch
+    suppressed: dict[str, float]
+    unconditional: set[str]
+
+    def touch(self, customer_id: str, partition: int) -> None:
+        """Mark a customer changed."""
+        ...
+
+    def close(self, partition: int, state: CustomerState) -> None:
+        """Publish the customer's open instant now."""
+        ...
+
+    def settle(
+        self, partition: int, state: CustomerState, now: float, trigger: Trigger, when: float
+    ) -> None:
+        """Evaluate a customer at ``now`` and publish its changes."""
+        ...
+
+    def migrate(
+        self,
+        partition: int,
+        state: CustomerState,
+        new_members: frozenset[str],
+        facts: StateFacts,
+        trigger: Trigger,
+        when: float,
+        reason_override: str | None = None,
+    ) -> None:
+        """Change and publish the customer's memberships now."""
+        ...
+
+
+def resolve(work: Profiles, customer_id: str) -> str:
     """Follow redirects from ``customer_id`` to the surviving profile's id."""
     current = customer_id
     for _ in range(MAX_HOPS):
@@ -50,7 +87,7 @@ def resolve(work: WorkingSet, customer_id: str) -> str:
 
 
 def merge(
-    work: WorkingSet,
+    work: Profiles,
     partition: int,
     named: str,
     root: str,
@@ -75,6 +112,7 @@ def merge(
             f"merging {other!r} into {root!r} would give {count} identifiers; the limit is {limit}",
         )
     trigger = Trigger("merge", event.messageId, event_name(event) or event.type)
+    work.close(partition, survivor)
     work.touch(root, partition)
     work.touch(other_root, partition)
     if old is None:
@@ -92,7 +130,7 @@ def merge(
 
 
 def erase(
-    work: WorkingSet, partition: int, event: BaseEvent, named: str, root: str, now: float
+    work: Profiles, partition: int, event: BaseEvent, named: str, root: str, now: float
 ) -> None:
     """Forget the customer: exits, deleted keys (aliases too), and suppression records."""
     state = work.states.get(root)

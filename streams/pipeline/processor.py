@@ -16,26 +16,22 @@ Sending the outbox to Kafka is the worker's job (:mod:`streams.pipeline.sender`)
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass
 
 import orjson
 
-from streams.engine import RuleSet
-from streams.engine.facts import SeriesSpec
-from streams.engine.rfm import RfmBoundaries
 from streams.events.decode import DecodeFailure, decode
 from streams.events.models import AliasEvent, BaseEvent, IdentifyEvent
+from streams.pipeline.context import PipelineContext
 from streams.pipeline.identity import MAX_HOPS, Refused
+from streams.pipeline.metrics import Metrics
 from streams.pipeline.outbox import OutboxEntry
 from streams.pipeline.routing import partition_for
+from streams.pipeline.timekeeping import EventTime, Watermark
 from streams.pipeline.working_set import WorkingSet
-from streams.settings import Settings
 from streams.state.customer import CustomerState
-from streams.state.facts import StateFacts
-from streams.store.base import CommitBatch, Store
+from streams.store.base import CommitBatch
 
 log = logging.getLogger("segmenter.pipeline")
 
@@ -57,127 +53,6 @@ class Record:
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...] = ()
-
-
-@dataclass(slots=True)
-class Metrics:
-    """Counters the worker exposes on ``/metrics``."""
-
-    events: int = 0
-    batches: int = 0
-    dlq: int = 0
-    duplicates: int = 0
-    redelivered: int = 0
-    forwarded: int = 0
-    migrations: int = 0
-    late: int = 0
-    suppressed: int = 0
-    timers_fired: int = 0
-    timer_lateness_max: float = 0.0
-    eval_seconds: float = 0.0
-    migrations_by: dict[tuple[str, str, str], int] = field(default_factory=dict)
-
-    def count_migration(self, segment: str, direction: str, trigger: str) -> None:
-        """Count one migration by segment, direction and trigger kind."""
-        self.migrations += 1
-        label = (segment, direction, trigger)
-        self.migrations_by[label] = self.migrations_by.get(label, 0) + 1
-
-    def snapshot(self) -> Metrics:
-        """A copy, to :meth:`restore` when a batch is applied again."""
-        return replace(self, migrations_by=dict(self.migrations_by))
-
-    def restore(self, before: Metrics) -> None:
-        """Put every counter back to ``before`` (in place: the HTTP API holds this object)."""
-        for name in self.__dataclass_fields__:
-            value = getattr(before, name)
-            setattr(self, name, dict(value) if isinstance(value, dict) else value)
-
-
-@dataclass(frozen=True)
-class PipelineContext:
-    """Everything a batch needs, passed explicitly."""
-
-    settings: Settings
-    rules: RuleSet
-    store: Store
-    input_partitions: int
-    specs_by_event: dict[str, list[SeriesSpec]]
-    specs_by_id: dict[str, SeriesSpec]
-    metrics: Metrics
-    rfm: RfmBoundaries | None = None
-    """Live RFM boundaries (only when the rule pack asks for live ones)."""
-
-    @classmethod
-    def create(
-        cls,
-        settings: Settings,
-        rules: RuleSet,
-        store: Store,
-        input_partitions: int,
-        metrics: Metrics | None = None,
-        rfm: RfmBoundaries | None = None,
-    ) -> PipelineContext:
-        """Index the rule set's series for the hot path."""
-        by_event: dict[str, list[SeriesSpec]] = {}
-        for spec in rules.series:
-            by_event.setdefault(spec.event, []).append(spec)
-        return cls(
-            settings=settings,
-            rules=rules,
-            store=store,
-            input_partitions=input_partitions,
-            specs_by_event=by_event,
-            specs_by_id={spec.id: spec for spec in rules.series},
-            metrics=metrics or Metrics(),
-            rfm=rfm if rules.rfm is not None and rules.rfm.live else None,
-        )
-
-    def with_rules(self, rules: RuleSet, rfm: RfmBoundaries | None) -> PipelineContext:
-        """The same pipeline (store, metrics) with other rules or RFM boundaries."""
-        return PipelineContext.create(
-            self.settings, rules, self.store, self.input_partitions, self.metrics, rfm
-        )
-
-    @property
-    def version(self) -> str:
-        """What memberships are evaluated under: the rule version, plus live RFM boundaries."""
-        if self.rfm is None:
-            return self.rules.version
-        return f"{self.rules.version}+{self.rfm.digest()}"
-
-    def facts(self, state: CustomerState, now: float) -> StateFacts:
-        """The rule engine's view of ``state`` at ``now``."""
-        return StateFacts(state, now, self.specs_by_id, self.rfm)
-
-    def home_partition(self, customer_id: str) -> int:
-        """The input partition that owns a customer (its events, timers and state changes)."""
-        if self.input_partitions <= 1:
-            return 0
-        return partition_for(customer_id.encode(), self.input_partitions)
-
-    def redact(self, values: dict[str, Any]) -> dict[str, Any]:
-        """Reason values with personal traits (``SEGMENTER_PERSONAL_TRAITS``) masked.
-
-        A value under a personal path is replaced; a value holding one (a rule on ``address``
-        when ``address.street`` is personal) is copied with the personal parts replaced.
-        """
-        personal = self.settings.personal_traits
-        if not personal:
-            return dict(values)
-        return {key: _mask(key, value, personal) for key, value in values.items()}
-
-
-REDACTED = "[redacted]"
-
-
-def _mask(path: str, value: Any, personal: list[str]) -> Any:
-    """``value`` found at ``path`` with every personal trait inside it replaced."""
-    if any(path == p or path.startswith(p + ".") for p in personal):
-        return REDACTED
-    if isinstance(value, dict) and any(p.startswith(path + ".") for p in personal):
-        return {k: _mask(f"{path}.{k}", v, personal) for k, v in value.items()}
-    return value
 
 
 def dlq_entry(ctx: PipelineContext, record: Record, kind: str, message: str) -> OutboxEntry:
@@ -242,12 +117,12 @@ def _due_horizon(
 ) -> dict[int, float]:
     """Per partition, the latest instant a timer can become due during this batch."""
     horizon: dict[int, float] = {}
-    lateness = ctx.settings.allowed_lateness_s
+    mode = ctx.mode
     for record, item, _target in items:
         if isinstance(item, float):
             reach = item
         elif isinstance(item, BaseEvent):
-            reach = item.ts - lateness if ctx.settings.clock == "event" else item.ts
+            reach = mode.due_reach(item.ts)
         else:
             continue
         horizon[record.partition] = max(reach, horizon.get(record.partition, reach))
@@ -269,14 +144,9 @@ async def _load(
     ctx: PipelineContext, customers: list[str], partitions: list[int], horizon: dict[int, float]
 ) -> tuple[WorkingSet, dict[int, int], list[tuple[int, str, float]]]:
     """Step 3: due timers first, then one round trip for states, offsets and clocks."""
-    now = time.time()
-    bounds = {
-        p: max(
-            horizon.get(p, float("-inf")),
-            now if ctx.settings.clock == "processing" else float("-inf"),
-        )
-        for p in partitions
-    }
+    now = ctx.clock.now()
+    reach = ctx.mode.timer_reach(now)
+    bounds = {p: max(horizon.get(p, float("-inf")), reach) for p in partitions}
     due_until = {p: bound for p, bound in bounds.items() if bound > float("-inf")}
     snapshot = await ctx.store.load(customers, partitions, due_until, DUE_LIMIT)
     due = snapshot.due
@@ -306,7 +176,7 @@ async def _load(
         versions={cid: s.version if s else 0 for cid, s in stored.items()},
         clocks=dict(snapshot.clocks),
         loaded_clocks=dict(snapshot.clocks),
-        stored_due={cid: state.due if state else None for cid, state in states.items()},
+        stored_due={cid: state.timer() if state else None for cid, state in states.items()},
         loaded={
             cid: None
             if state is None or state.merged_into is not None
@@ -314,6 +184,7 @@ async def _load(
             for cid, state in states.items()
         },
         suppressed=dict(snapshot.suppressed),
+        instant=now,
     )
     for _p, cid, when in due:
         work.schedule(cid, when)
@@ -341,6 +212,9 @@ async def process_batch(
     )
     involved = sorted({r.partition for r in records} | set(partitions))
     horizon = _due_horizon(ctx, items)
+    quiet = _quiet(ctx, involved)
+    for p, clock in quiet.items():
+        horizon[p] = max(horizon.get(p, clock), clock)
     poisoned: dict[tuple[int, int], str] = {}
     while True:
         counters = ctx.metrics.snapshot()
@@ -352,12 +226,22 @@ async def process_batch(
             ctx.metrics.restore(counters)
             poisoned[bad.where] = bad.message
     for p in involved:
-        work.fire_due(p, work.watermark(p))
+        work.close_settled(p, Watermark.through(quiet[p]) if p in quiet else None)
+        work.fire_due(p, work.closing_watermark(p))
+    ctx.quiet.observe(work.clocks, work.instant)
     commit = work.finish(offsets)
     if not commit.is_empty():
         commit.outbox_lengths = await ctx.store.commit(commit)
     ctx.metrics.batches += 1
     return commit
+
+
+def _quiet(ctx: PipelineContext, involved: list[int]) -> dict[int, float]:
+    """Event time: the partitions quiet for ``SEGMENTER_IDLE_SETTLE_S``, with their clocks."""
+    after = ctx.settings.idle_settle_s
+    if after <= 0 or not isinstance(ctx.mode, EventTime):
+        return {}
+    return ctx.quiet.quiet(involved, ctx.clock.now(), after)
 
 
 class _Poisoned(Exception):
@@ -386,7 +270,8 @@ def _apply_all(
         offsets[p] = max(record.offset, offsets.get(p, -1))
         if isinstance(item, float):
             work.clocks[p] = max(work.clocks.get(p, item), item + ctx.settings.allowed_lateness_s)
-            work.fire_due(p, item)
+            work.close_settled(p, Watermark.through(item))
+            work.fire_due(p, Watermark.through(item))
         elif isinstance(item, DecodeFailure):
             ctx.metrics.dlq += 1
             work.outbox(p, dlq_entry(ctx, record, item.kind, item.message))
@@ -433,3 +318,15 @@ def _apply_one(ctx: PipelineContext, work: WorkingSet, record: Record, event: Ba
     elif outcome is not None:
         ctx.metrics.events -= 1
         _forward(ctx, work, record, event, outcome)
+
+
+__all__ = [
+    "CONTROL_HEADER",
+    "REROUTED_HEADER",
+    "Metrics",
+    "PipelineContext",
+    "Record",
+    "dlq_entry",
+    "load_working_set",
+    "process_batch",
+]

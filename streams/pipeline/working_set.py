@@ -1,49 +1,41 @@
 """The working set of one batch: loaded states, clocks, timers, and what the batch will commit.
 
-Every change to a customer goes through here, in the partition's order:
+Every change to a customer goes through here, in the partition's order; what a change does to
+the customer is its :class:`~streams.pipeline.logic.CustomerLogic`'s job, and the working set
+only routes inputs to it and collects its effects:
 
-* ``fire_due``   timers whose due time the clock passed, earliest first (``trigger.kind = time``,
-                 ``ce_time`` = the due time, evaluated as of the due time);
-* ``apply``      one event (``trigger.kind = event`` or ``consent``); ``alias`` merges and
-                 ``erase`` forgets (:mod:`streams.pipeline.identity`);
-* ``migrate``    membership before vs after, as migrations into the outbox, membership changes
-                 and migration-matrix counts.
+* ``fire_due``      timers due before the watermark, earliest first (``trigger.kind = time``,
+                    ``ce_time`` = the due time, evaluated as of the due time);
+* ``close_settled`` the customers' open instants that the partition's time has passed (their
+                    net changes are published then);
+* ``apply``         one event (``trigger.kind = event`` or ``consent``); ``alias`` merges and
+                    ``erase`` forgets (:mod:`streams.pipeline.identity`);
+* ``collect``       a logic's effects: member-set changes, migrations into the outbox,
+                    migration-matrix counts and metrics.
 
-After each change the customer's next due time is recomputed from the rules (the instant its
-outcome can next flip with no new event) and scheduled in its home partition's timer set.
+After each change the customer's next due time (and open instant) is scheduled in its home
+partition's timer heap. The time mode (:mod:`streams.pipeline.timekeeping`) says where each
+partition's watermark is.
 """
 
 from __future__ import annotations
 
 import heapq
-import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import orjson
 
-from streams.engine.inputs import event_tokens, trait_tokens
-from streams.events.models import (
-    AliasEvent,
-    BaseEvent,
-    ConsentEvent,
-    EraseEvent,
-    GroupEvent,
-    IdentifyEvent,
-    event_name,
-    iso,
-)
+from streams.events.models import AliasEvent, BaseEvent, EraseEvent, IdentifyEvent, iso
+from streams.pipeline.context import PipelineContext
 from streams.pipeline.identity import Refused, erase, merge, resolve
-from streams.pipeline.migrations import Migration, Trigger, TriggerKind
+from streams.pipeline.logic import CustomerLogic, Effects
+from streams.pipeline.migrations import Trigger
 from streams.pipeline.outbox import OutboxEntry
-from streams.state.apply import apply_event, message_digest, prune, remember
+from streams.pipeline.timekeeping import Watermark
+from streams.state.apply import message_digest
 from streams.state.customer import CustomerState
 from streams.state.facts import StateFacts
-from streams.store.base import ANY_VERSION, CommitBatch, MembershipChange, StateWrite
-
-if TYPE_CHECKING:
-    from streams.engine.ruleset import Evaluation
-    from streams.pipeline.processor import PipelineContext
+from streams.store.base import ANY_VERSION, CommitBatch, StateWrite
 
 
 @dataclass
@@ -71,6 +63,14 @@ class WorkingSet:
     loaded_clocks: dict[int, float] = field(default_factory=dict)
     emit: bool = True
     """False for a silent backfill: memberships change, no migration is published."""
+    instant: float = 0.0
+    """The batch's clock reading (processing time: the instant its events are evaluated at)."""
+    opens: dict[int, list[tuple[float, str]]] = field(default_factory=dict)
+    """Per home partition: the customers' open instants, earliest first."""
+    logics: dict[str, CustomerLogic] = field(default_factory=dict)
+    """Customer -> its logic for this batch (made on first use)."""
+    scheduled: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    """Customer -> (due, open instant) last pushed onto the heaps."""
 
     def touch(self, customer_id: str, partition: int) -> None:
         """Mark a customer changed by an operation on ``partition``."""
@@ -81,113 +81,155 @@ class WorkingSet:
         """Queue a message to send once the batch is committed."""
         self.commit.outbox.setdefault(partition, []).append(entry.encode())
 
+    # -- customers ------------------------------------------------------------------------------
+
+    def logic(self, state: CustomerState) -> CustomerLogic:
+        """The customer's logic for this batch (a new one when its state object changed)."""
+        logic = self.logics.get(state.customer_id)
+        if logic is None or logic.state is not state:
+            logic = self.logics[state.customer_id] = CustomerLogic(self.ctx, state, self.emit)
+        return logic
+
+    def collect(self, partition: int, logic: CustomerLogic) -> None:
+        """Take a logic's effects into the commit, and schedule its timers."""
+        effects = logic.take()
+        state = logic.state
+        cid = state.customer_id
+        if not effects.changed:
+            return
+        self._effects(partition, effects)
+        self.touch(cid, partition)
+        due = state.due
+        opened = state.open.at if state.open is not None else None
+        if self.scheduled.get(cid) != (due, opened):
+            self.scheduled[cid] = (due, opened)
+            if due is not None:
+                self._push(cid, due)
+            if opened is not None:
+                self._open(cid, opened)
+
+    def _effects(self, partition: int, effects: Effects) -> None:
+        commit = self.commit
+        if effects.memberships:
+            commit.memberships.extend(effects.memberships)
+        metrics = self.ctx.metrics
+        metrics.timers_fired += effects.timers_fired
+        metrics.eval_seconds += effects.eval_seconds
+        if not effects.migrations:
+            return
+        settings = self.ctx.settings
+        topic = settings.migrations_topic
+        source = settings.ce_source
+        for migration in effects.migrations:
+            self.outbox(partition, migration.to_outbox(topic, source))
+            entered = migration.direction == "entered"
+            if entered or migration.to_segment is None:
+                cell = f"{migration.from_segment or '-'}|{migration.segment if entered else '-'}"
+                moves = commit.matrix.setdefault(iso(migration.time)[:10], {})
+                moves[cell] = moves.get(cell, 0) + 1
+            metrics.count_migration(migration.segment, migration.direction, migration.trigger.kind)
+
+    # -- time -----------------------------------------------------------------------------------
+
     def advance(self, partition: int, event_ts: float, state: CustomerState | None) -> float:
         """Move the partition's event-time clock; return the instant to evaluate the event at.
 
-        Each customer has its own time: an event is evaluated at its own timestamp, or at the
-        customer's last evaluation instant when that is later (time never runs backwards for a
-        customer), or at the wall clock in processing mode. A late event therefore is judged
-        as of when it happened, not as of the partition's latest event.
+        Each customer has its own time: an event is evaluated at its own timestamp (event time)
+        or the batch's instant (processing time), or at the customer's last evaluation instant
+        when that is later (time never runs backwards for a customer). A late event therefore
+        is judged as of when it happened, not as of the partition's latest event.
         """
-        clock = max(self.clocks.get(partition, event_ts), event_ts)
+        clock = self.clocks.get(partition, event_ts)
+        if event_ts > clock:
+            clock = event_ts
         self.clocks[partition] = clock
-        own = event_ts
-        if state is not None and state.evaluated_at is not None:
-            own = max(own, state.evaluated_at)
-        if self.ctx.settings.clock == "event":
-            return own
-        return max(time.time(), own)
+        own = None if state is None else state.evaluated_at
+        return self.ctx.mode.evaluation_instant(self.instant, event_ts, own)
 
-    def watermark(self, partition: int) -> float:
-        """Timers up to this instant are due: event time minus lateness, or the wall clock."""
-        if self.ctx.settings.clock == "event":
-            clock = self.clocks.get(partition)
-            return float("-inf") if clock is None else clock - self.ctx.settings.allowed_lateness_s
-        return time.time()
+    def watermark(self, partition: int) -> Watermark:
+        """Timers due before this have fired or may fire (see :mod:`.timekeeping`)."""
+        return self.ctx.mode.watermark(self.instant, self.clocks.get(partition))
+
+    def closing_watermark(self, partition: int) -> Watermark:
+        """The partition's watermark once the batch's events are applied."""
+        return self.ctx.mode.closing_watermark(self.instant, self.clocks.get(partition))
 
     def schedule(self, customer_id: str, due: float) -> None:
         """Remember a loaded timer (from the store) for firing in this batch."""
         state = self.states.get(customer_id)
-        if state is not None and state.due == due:
-            self._push(customer_id, due)
+        if state is None or state.timer() != due:
+            return
+        opened = state.open.at if state.open is not None else None
+        self.scheduled[customer_id] = (state.due, opened)
+        if opened is not None:
+            self._open(customer_id, opened)
+        if state.due is not None:
+            self._push(customer_id, state.due)
 
     def _push(self, customer_id: str, due: float) -> None:
         heap = self.heaps.setdefault(self.ctx.home_partition(customer_id), [])
         heapq.heappush(heap, (due, customer_id))
 
-    def fire_due(self, partition: int, until: float) -> None:
-        """Fire every loaded timer due at or before ``until``, earliest first (ties by id)."""
+    def _open(self, customer_id: str, at: float) -> None:
+        heap = self.opens.setdefault(self.ctx.home_partition(customer_id), [])
+        heapq.heappush(heap, (at, customer_id))
+
+    def close_settled(self, partition: int, bound: Watermark | None = None) -> None:
+        """Publish the open instants that the partition's time (or ``bound``) has passed,
+        earliest first."""
+        heap = self.opens.get(partition)
+        if not heap:
+            return
+        settled = self.ctx.mode.settled(self.instant, self.clocks.get(partition))
+        before = settled.before if bound is None else max(settled.before, bound.before)
+        while heap and heap[0][0] < before:
+            at, cid = heapq.heappop(heap)
+            state = self.states.get(cid)
+            if state is not None and state.open is not None and state.open.at == at:
+                self.close(partition, state)
+
+    def fire_due(self, partition: int, watermark: Watermark) -> None:
+        """Fire every loaded timer due before ``watermark``, earliest first (ties by id)."""
         heap = self.heaps.get(partition)
-        while heap and heap[0][0] <= until:
+        before = watermark.before
+        while heap and heap[0][0] < before:
             due, cid = heapq.heappop(heap)
             state = self.states.get(cid)
-            if state is None or state.due != due:
-                continue
-            self._fire(partition, state, due)
+            if state is not None and state.due == due:
+                logic = self.logic(state)
+                logic.on_timer(due)
+                self._late_timer(due)
+                self.collect(partition, logic)
 
-    def fire_customer(self, partition: int, state: CustomerState, until: float) -> None:
-        """Fire one customer's own timers due at or before ``until`` (per-customer time order)."""
-        while state.due is not None and state.due <= until:
-            self._fire(partition, state, state.due)
+    def _late_timer(self, due: float) -> None:
+        """Processing time: how late a timer fired (the ``timer_lateness`` metric)."""
+        metrics = self.ctx.metrics
+        lateness = self.instant - due
+        if lateness > metrics.timer_lateness_max and self.ctx.settings.clock == "processing":
+            metrics.timer_lateness_max = lateness
 
-    def _fire(self, partition: int, state: CustomerState, due: float) -> None:
-        ctx = self.ctx
-        ctx.metrics.timers_fired += 1
-        lateness = time.time() - due
-        if ctx.settings.clock == "processing" and lateness > ctx.metrics.timer_lateness_max:
-            ctx.metrics.timer_lateness_max = lateness
-        prune(state, ctx.rules.series, due)
-        self.settle(partition, state, due, Trigger("time"), due)
+    # -- changes --------------------------------------------------------------------------------
+
+    def close(self, partition: int, state: CustomerState) -> None:
+        """Publish the customer's open instant now."""
+        if state.open is not None:
+            logic = self.logic(state)
+            logic.close()
+            self.collect(partition, logic)
 
     def settle(
-        self,
-        partition: int,
-        state: CustomerState,
-        now: float,
-        trigger: Trigger,
-        when: float,
-        changed: frozenset[str] | None = None,
+        self, partition: int, state: CustomerState, now: float, trigger: Trigger, when: float
     ) -> None:
-        """Evaluate the rules at ``now``, record the migrations, and reschedule the timer.
-
-        With ``changed`` (the inputs an event moved, see :mod:`streams.engine.inputs`) only the
-        segments reading them are re-evaluated; the customer's earlier due time still covers
-        the others. Without it (timers, merges, rule changes, new customers) all are.
-        """
-        ctx = self.ctx
-        facts = ctx.facts(state, now)
-        started = time.perf_counter()
-        if (
-            changed is None
-            or state.evaluated_under != ctx.version
-            or not ctx.settings.incremental_evaluation
-        ):
-            evaluation = ctx.rules.evaluate(facts)
-            due = ctx.rules.next_due(facts)
-        else:
-            previous = frozenset(state.members)
-            evaluation, partial = ctx.rules.evaluate_changed(facts, previous, changed)
-            kept = state.due if state.due is not None and state.due > now else None
-            due = partial if kept is None else kept if partial is None else min(kept, partial)
-        ctx.metrics.eval_seconds += time.perf_counter() - started
-        self.migrate(
-            partition, state, evaluation.members, facts, trigger, when, evaluation=evaluation
-        )
-        state.primary = evaluation.primary
-        state.evaluated_under = ctx.version
-        instant = round(now, 3)
-        state.evaluated_at = (
-            instant if state.evaluated_at is None else max(state.evaluated_at, instant)
-        )
-        state.due = due if due is not None and due > now else None
-        self.touch(state.customer_id, partition)
-        if state.due is not None:
-            self._push(state.customer_id, state.due)
+        """Evaluate a customer at ``now`` and publish its changes (merges)."""
+        logic = self.logic(state)
+        logic.settle(now, trigger, when)
+        self.collect(partition, logic)
 
     def refresh(self, partition: int, state: CustomerState, now: float) -> None:
         """Re-evaluate a customer evaluated under other rules (``trigger.kind = rule_change``)."""
-        if state.merged_into is None and state.evaluated_under != self.ctx.version:
-            self.settle(partition, state, now, Trigger("rule_change"), now)
+        logic = self.logic(state)
+        logic.refresh(now)
+        self.collect(partition, logic)
 
     def migrate(
         self,
@@ -198,54 +240,11 @@ class WorkingSet:
         trigger: Trigger,
         when: float,
         reason_override: str | None = None,
-        evaluation: Evaluation | None = None,
     ) -> None:
-        """Record the migrations from ``state.members`` to ``new_members``.
-
-        ``evaluation``: the rules' evaluation of ``facts`` that gave ``new_members``; the
-        reasons are then explained from it rather than from a second evaluation.
-        """
-        ctx = self.ctx
-        old = frozenset(state.members)
-        if old == new_members:
-            return
-        settings = ctx.settings
-        changes = ctx.rules.transitions(old, new_members, facts, state.customer_id, evaluation)
-        for move in changes:
-            entered = move.direction == "entered"
-            if entered:
-                state.members[move.segment] = when
-            else:
-                state.members.pop(move.segment, None)
-            self.commit.memberships.append(
-                MembershipChange(move.segment, state.customer_id, 1 if entered else -1)
-            )
-            if not self.emit:
-                continue
-            state.sequence += 1
-            migration = Migration(
-                customer_id=state.customer_id,
-                segment=move.segment,
-                direction=move.direction,
-                family=move.family,
-                from_segment=move.from_segment,
-                to_segment=move.to_segment,
-                trigger=trigger,
-                reason_rule=reason_override or move.reason.rule,
-                reason_values={} if reason_override else ctx.redact(move.reason.values),
-                rule_version=ctx.rules.version,
-                sequence=state.sequence,
-                time=when,
-                holdout=move.holdout,
-            )
-            self.outbox(
-                partition, migration.to_outbox(settings.migrations_topic, settings.ce_source)
-            )
-            if entered or move.to_segment is None:
-                cell = f"{move.from_segment or '-'}|{move.segment if entered else '-'}"
-                moves = self.commit.matrix.setdefault(iso(when)[:10], {})
-                moves[cell] = moves.get(cell, 0) + 1
-            ctx.metrics.count_migration(move.segment, move.direction, trigger.kind)
+        """Change and publish the customer's memberships now (merges, erasures)."""
+        logic = self.logic(state)
+        logic.publish(new_members, facts, trigger, when, reason_override)
+        self.collect(partition, logic)
 
     def apply(self, partition: int, event: BaseEvent) -> int | Refused | None:
         """Fold one event into its customer's profile and record what it changes.
@@ -270,10 +269,15 @@ class WorkingSet:
             return None
         late_by = self.clocks.get(partition, event.ts) - event.ts
         now = self.advance(partition, event.ts, state)
+        self.close_settled(partition)
         self.fire_due(partition, self.watermark(partition))
         if state is not None:
-            self.refresh(partition, state, now)
-            self.fire_customer(partition, state, now)
+            logic = self.logic(state)
+            logic.refresh(now)
+            logic.fire_until(now)
+            if state.open is not None and state.open.at < now:
+                logic.close()
+            self.collect(partition, logic)
         if isinstance(event, EraseEvent):
             erase(self, partition, event, named, root, now)
             return None
@@ -285,13 +289,12 @@ class WorkingSet:
         state = self.states.get(root)
         if state is None:
             state = self.states[root] = CustomerState(customer_id=root)
-        windows = late_by <= ctx.settings.allowed_lateness_s
-        if not windows:
+        in_windows = late_by <= ctx.settings.allowed_lateness_s
+        if not in_windows:
             ctx.metrics.late += 1
-        apply_event(state, event, ctx.specs_by_event if windows else {}, now, ctx.rules.event_names)
-        remember(state, digest, ctx.settings.dedupe_depth)
-        prune(state, ctx.rules.series, now)
-        self.settle(partition, state, now, _trigger_for(event), event.ts, _changed_by(event))
+        logic = self.logic(state)
+        logic.on_event(event, now, digest, in_windows)
+        self.collect(partition, logic)
         return None
 
     def finish(self, offsets: dict[int, int]) -> CommitBatch:
@@ -303,7 +306,7 @@ class WorkingSet:
             data = state.to_json() if state is not None else None
             expected = ANY_VERSION if cid in self.unconditional else self.versions.get(cid, 0)
             commit.states.append(StateWrite(cid, expected, data))
-            due = state.due if state is not None else None
+            due = state.timer() if state is not None else None
             if due != self.stored_due.get(cid) and cid not in self.unconditional:
                 commit.due.setdefault(self.ctx.home_partition(cid), {})[cid] = due
             self._membership_record(cid, state)
@@ -341,22 +344,3 @@ def _merged_id(event: BaseEvent) -> str | None:
     if isinstance(event, IdentifyEvent) and event.userId and event.anonymousId:
         return event.anonymousId
     return None
-
-
-def _changed_by(event: BaseEvent) -> frozenset[str]:
-    """The rule inputs an event moves (see :mod:`streams.engine.inputs`)."""
-    if isinstance(event, IdentifyEvent):
-        return trait_tokens(event.traits.keys())
-    if isinstance(event, GroupEvent):
-        return trait_tokens(("company",))
-    if isinstance(event, ConsentEvent):
-        return CONSENT_TOKENS
-    return event_tokens(event_name(event))
-
-
-CONSENT_TOKENS = frozenset({"consent", "seen"})
-
-
-def _trigger_for(event: BaseEvent) -> Trigger:
-    kind: TriggerKind = "consent" if event.type == "consent" else "event"
-    return Trigger(kind, event.messageId, event_name(event) or event.type)

@@ -1,8 +1,8 @@
 """Applying one event to one customer's state: a pure function, the same for every store.
 
-Window buckets follow the late-event policy: an event older than a series' horizon (its longest
-window plus one bucket, measured from the evaluation clock) is not added to that series' closed
-buckets, but it still counts in the lifetime aggregates, traits and first/last seen.
+Window series follow the late-event policy: an event older than a series' horizon (its longest
+window, measured from the evaluation clock) is not added to that series (no window can hold it
+any more), but it still counts in the lifetime aggregates, traits and first/last seen.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from streams.engine.facts import SeriesSpec
+from streams.engine.instants import HALF_MS
 from streams.events.models import (
     BaseEvent,
     ConsentEvent,
@@ -20,7 +21,7 @@ from streams.events.models import (
     event_name,
     event_properties,
 )
-from streams.state.customer import CustomerState, SeriesState
+from streams.state.customer import Bucket, CustomerState, SeriesState
 
 ORDER_EVENT = "Order Completed"
 DIGEST_BYTES = 4
@@ -92,45 +93,64 @@ def order_revenue(properties: dict[str, Any]) -> float:
 def _add_to_series(
     state: CustomerState, spec: SeriesSpec, ts: float, now: float, properties: dict[str, Any]
 ) -> None:
-    if ts < now - spec.horizon_s - spec.bucket_s:
+    """Add one event to its series as an entry at its exact instant ``ts``."""
+    if now - ts > spec.horizon_s - HALF_MS:
         return
     series = state.series.get(spec.id)
     props = list(spec.sum_props)
     if series is None or series.props != props:
         series = state.series[spec.id] = SeriesState(props)
-    start = float(ts // spec.bucket_s * spec.bucket_s)
-    buckets = series.buckets
-    index = len(buckets)
-    while index > 0 and buckets[index - 1][0] > start:
+    entries = series.buckets
+    index = len(entries)
+    while index > 0 and entries[index - 1][0] > ts:
         index -= 1
-    if index > 0 and buckets[index - 1][0] == start:
-        bucket = buckets[index - 1]
+    if index > 0 and entries[index - 1][0] == ts:
+        entry = entries[index - 1]
     else:
-        bucket = [start, 0.0] + [0.0] * len(props)
-        buckets.insert(index, bucket)
-    bucket[1] += 1
+        entry = [ts, 0] + [0] * len(props)
+        entries.insert(index, entry)
+    entry[1] += 1
     for offset, prop in enumerate(props, start=2):
         amount = _number(properties.get(prop))
         if amount is not None:
-            bucket[offset] += amount
+            entry[offset] = round(entry[offset] + amount, 6)
+    if len(entries) > spec.max_entries:
+        compact(entries, spec.max_entries)
+
+
+def compact(entries: list[Bucket], limit: int) -> None:
+    """Bound a series to ``limit`` entries: the oldest entries fold into the next oldest.
+
+    The folded entry keeps the *older* time, so its events leave every window early (by at most
+    the gap between the two times), never late: at any instant after both (rules are never
+    evaluated before an applied event) counts and sums are only ever under-stated, and a
+    threshold ``count >= n`` or ``sum >= x`` is never met by compaction. Only a customer with
+    more than ``limit`` distinct instants of one series inside its horizon is affected.
+    """
+    while len(entries) > limit:
+        oldest, following = entries[0], entries[1]
+        for offset in range(1, len(oldest)):
+            oldest[offset] = round(oldest[offset] + following[offset], 6)
+        del entries[1]
 
 
 def prune(state: CustomerState, specs: Sequence[SeriesSpec], now: float) -> None:
-    """Drop buckets that no window can reach any more, and series no rule uses."""
+    """Drop entries that no window can hold any more (``now - time >= horizon``), and series
+    no rule uses."""
     by_id = {spec.id: spec for spec in specs}
     for sid in list(state.series):
         spec = by_id.get(sid)
         if spec is None:
             del state.series[sid]
             continue
-        oldest = now - spec.horizon_s - spec.bucket_s
-        buckets = state.series[sid].buckets
+        oldest = now - spec.horizon_s + HALF_MS
+        entries = state.series[sid].buckets
         drop = 0
-        while drop < len(buckets) and buckets[drop][0] < oldest:
+        while drop < len(entries) and entries[drop][0] < oldest:
             drop += 1
         if drop:
-            del buckets[:drop]
-        if not buckets:
+            del entries[:drop]
+        if not entries:
             del state.series[sid]
 
 

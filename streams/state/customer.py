@@ -6,10 +6,11 @@ purpose: the state of every customer lives in Redis memory. Two more savings, bo
 - instants (first/last seen, named events' first/last, segment entry times, due, evaluated at)
   that are whole milliseconds are written as integer milliseconds relative to one time base per
   state (``"tb"``, in ms); any other instant is written as a JSON float, unchanged;
-- the duplicate ring is one string of fixed-width base85 digests (``"h"``).
+- the duplicate ring is one string of fixed-width base85 digests (``"h"``);
+- window series (``"x"``) hold one entry per instant, its time written like every instant.
 
 States written before (floats everywhere, no ``"tb"``; the ring as hex digests in ``"r"``, a
-string or a list) are still read.
+string or a list; bucketed series in ``"s"``) are still read.
 """
 
 from __future__ import annotations
@@ -30,15 +31,36 @@ _MAX_MS = 2**53
 """Bound of the instants written as milliseconds (exact integers in every JSON reader)."""
 
 Bucket = list[float]
-"""``[bucket_start, count, sum_1, ..., sum_n]`` for one time bucket of a series."""
+"""``[time, count, sum_1, ..., sum_n]``: the events of a series at one instant (states written
+before exact windows hold epoch-aligned bucket starts here, read as the entries' times)."""
 
 
 @dataclass(slots=True)
 class SeriesState:
-    """The buckets of one series, oldest first, with the names of the summed properties."""
+    """The entries of one series, oldest first, with the names of the summed properties."""
 
     props: list[str]
     buckets: list[Bucket] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class OpenInstant:
+    """Membership changes at one instant not yet published (see :mod:`streams.pipeline.moves`).
+
+    Events at one instant can change a membership and change it back: what is published is the
+    net change from ``members`` (the memberships, with entry times, before the instant) to the
+    memberships once the instant is over, with the trigger of the last change.
+    """
+
+    at: float
+    """The instant (the evaluation time of the changes)."""
+    members: dict[str, float]
+    """Segment -> entry time, as before the instant."""
+    primary: str | None
+    trigger: tuple[str, str | None, str | None]
+    """``(kind, message_id, event)`` of the last change at the instant."""
+    when: float
+    """The migrations' time: the last change's event time."""
 
 
 @dataclass(slots=True)
@@ -72,6 +94,17 @@ class CustomerState:
     """The customer's own time: the latest instant its rules were evaluated at."""
     evaluated_under: str | None = None
     """The rule version (with live RFM boundaries) the memberships were last evaluated under."""
+    open: OpenInstant | None = None
+    """Changes at the customer's latest instant, published once that instant is over."""
+
+    def timer(self) -> float | None:
+        """When the customer next needs attention with no event: its due time, or the end of
+        its open instant when earlier."""
+        opened = self.open
+        if opened is None:
+            return self.due
+        due = self.due
+        return opened.at if due is None or opened.at < due else due
 
     @classmethod
     def redirect(cls, customer_id: str, survivor: str, sequence: int) -> CustomerState:
@@ -107,8 +140,8 @@ class CustomerState:
                 }
             )
         if self.series:
-            doc["s"] = {
-                sid: [s.props, [[_compact(x) for x in bucket] for bucket in s.buckets]]
+            doc["x"] = {
+                sid: [s.props, [[at(e[0]), *map(_compact, e[1:])] for e in s.buckets]]
                 for sid, s in self.series.items()
                 if s.buckets
             }
@@ -132,6 +165,15 @@ class CustomerState:
             doc["ev"] = self.evaluated_under
         if self.evaluated_at is not None:
             doc["ea"] = at(self.evaluated_at)
+        if self.open is not None:
+            o = self.open
+            doc["oi"] = [
+                at(o.at),
+                {segment: at(since) for segment, since in o.members.items()},
+                o.primary,
+                list(o.trigger),
+                at(o.when),
+            ]
         return orjson.dumps(doc)
 
     @classmethod
@@ -158,10 +200,7 @@ class CustomerState:
             orders=doc.get("o", 0),
             revenue=doc.get("rv", 0.0),
             named=named,
-            series={
-                sid: SeriesState(props, buckets)
-                for sid, (props, buckets) in doc.get("s", {}).items()
-            },
+            series=_series(doc, at),
             members=members,
             primary=doc.get("p"),
             sequence=doc.get("q", 0),
@@ -171,7 +210,34 @@ class CustomerState:
             merged_into=doc.get("mi"),
             evaluated_under=doc.get("ev"),
             evaluated_at=at(doc.get("ea")),
+            open=_open_instant(doc["oi"], at) if "oi" in doc else None,
         )
+
+
+def _series(doc: dict[str, Any], at: Callable[[Any], Any]) -> dict[str, SeriesState]:
+    """The window series: ``"x"`` holds entries timed like every other instant; ``"s"`` (the
+    former bucketed format) holds absolute bucket starts, read as entry times."""
+    if "x" in doc:
+        series = {}
+        for sid, (props, entries) in doc["x"].items():
+            for entry in entries:
+                entry[0] = at(entry[0])
+            series[sid] = SeriesState(props, entries)
+        return series
+    return {sid: SeriesState(props, buckets) for sid, (props, buckets) in doc.get("s", {}).items()}
+
+
+def _open_instant(stored: list[Any], at: Callable[[Any], Any]) -> OpenInstant:
+    """An :class:`OpenInstant` from its stored form (see :meth:`CustomerState.to_json`)."""
+    instant, members, primary, trigger, when = stored
+    kind, message_id, event = trigger
+    return OpenInstant(
+        at=at(instant),
+        members={segment: at(since) for segment, since in members.items()},
+        primary=primary,
+        trigger=(kind, message_id, event),
+        when=at(when),
+    )
 
 
 def _millis(instant: float) -> int | None:

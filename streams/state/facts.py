@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from streams.engine.facts import MISSING, SeriesSpec
+from streams.engine.instants import HALF_MS, ceil_instant
 from streams.engine.rfm import RfmBoundaries
 from streams.state.customer import CustomerState
 
@@ -53,6 +54,11 @@ class StateFacts:
         self._specs = specs
         self._rfm = rfm
 
+    @property
+    def state(self) -> CustomerState:
+        """The customer state these facts read."""
+        return self._state
+
     def member_since(self, segment_id: str) -> float | None:
         """When the customer entered the segment (as stored before this evaluation)."""
         return self._state.members.get(segment_id)
@@ -76,29 +82,24 @@ class StateFacts:
         return value
 
     def _in_window(self, series_id: str, seconds: float) -> list[list[float]]:
+        """The series' entries with ``0 <= now - time < seconds`` (exact: canonical instants)."""
         series = self._state.series.get(series_id)
         if series is None:
             return []
-        spec = self._specs.get(series_id)
-        if spec is None:
-            return []
         now = self._now
-        start = now - seconds
-        width = spec.bucket_s
-        return [b for b in series.buckets if b[0] + width > start and b[0] <= now]
+        after = now - seconds + HALF_MS
+        until = now + HALF_MS
+        return [e for e in series.buckets if after < e[0] < until]
 
     def window_count(self, series_id: str, seconds: float) -> int:
-        """Events of the series whose bucket overlaps the window ending at ``now``."""
+        """Events of the series in the window ``(now - seconds, now]``."""
         series = self._state.series.get(series_id)
         if series is None:
             return 0
-        spec = self._specs.get(series_id)
-        if spec is None:
-            return 0
         now = self._now
-        start = now - seconds
-        width = spec.bucket_s
-        return int(sum([b[1] for b in series.buckets if b[0] + width > start and b[0] <= now]))
+        after = now - seconds + HALF_MS
+        until = now + HALF_MS
+        return int(sum([e[1] for e in series.buckets if after < e[0] < until]))
 
     def window_sum(self, series_id: str, prop: str, seconds: float) -> float:
         """Sum of ``prop`` over the window (0 when the property is not summed)."""
@@ -106,15 +107,14 @@ class StateFacts:
         if series is None or prop not in series.props:
             return 0.0
         offset = series.props.index(prop) + 2
-        return float(sum(b[offset] for b in self._in_window(series_id, seconds)))
+        return float(sum(e[offset] for e in self._in_window(series_id, seconds)))
 
     def window_expiry(self, series_id: str, seconds: float) -> float | None:
-        """When the oldest bucket now inside the window leaves it."""
-        buckets = self._in_window(series_id, seconds)
-        spec = self._specs.get(series_id)
-        if not buckets or spec is None:
+        """When the oldest entry now inside the window leaves it: its time plus ``seconds``."""
+        entries = self._in_window(series_id, seconds)
+        if not entries:
             return None
-        return buckets[0][0] + spec.bucket_s + seconds
+        return ceil_instant(entries[0][0] + seconds)
 
     def last_time(self, event: str) -> float | None:
         """When ``event`` last happened."""

@@ -59,4 +59,5 @@ def merge_profiles(
         else []
     )
     out.aliases = list(dict.fromkeys([*survivor.aliases, merged.customer_id, *merged.aliases]))
+    out.open = None
     return out

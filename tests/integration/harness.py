@@ -26,6 +26,9 @@ class Deployment:
     prefix: str
     rules: Path
     partitions: int = 8
+    idle_settle_s: float = 1.0
+    """Event time: a quiet partition's latest instant is published after this long (tests that
+    compare with an in-process run of the same input use 0: publish only as event time moves)."""
 
     @property
     def input(self) -> str:
@@ -56,6 +59,7 @@ class Deployment:
             namespace=self.prefix,
             group_id=f"{self.prefix}-group",
             clock="event",
+            idle_settle_s=self.idle_settle_s,
             http_port=0,
             log_level="warning",
             **extra,

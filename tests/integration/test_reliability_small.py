@@ -46,7 +46,9 @@ def _added(cid: str, mid: str, ts: str) -> Record:
 
 
 async def _moves(batches: list[list[Record]]) -> list[tuple[str, str, str]]:
-    ctx = PipelineContext.create(Settings(clock="event"), parse_rules(RECENT), MemoryStore(), 2)
+    ctx = PipelineContext.create(
+        Settings(clock="event", idle_settle_s=0), parse_rules(RECENT), MemoryStore(), 2
+    )
     for batch in batches:
         await process_batch(ctx, batch)
     store = ctx.store

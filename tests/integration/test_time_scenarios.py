@@ -109,17 +109,17 @@ def test_lapsed_cart_abandoner_and_an_aging_window_at_their_exact_times(
     assert lapsed["data"]["from_segment"] == "at_risk"
     assert lapsed["data"]["trigger"] == {"kind": "time", "message_id": None, "event": None}
 
-    # the add's hour bucket [12:00, 13:00) leaves the 1-day window at 13:00 the next day
+    # exact windows: the add leaves the 1-day window exactly one day after it
     assert moves("cy", "cart_abandoner") == [
         ("entered", iso(add + timedelta(hours=1)), "time"),
-        ("exited", iso(datetime(2025, 3, 5, 13, 0, tzinfo=UTC)), "time"),
+        ("exited", iso(add + timedelta(days=1)), "time"),
     ]
 
-    # the first view's day bucket [03-05 00:00, 03-06 00:00) leaves the 7-day window at 03-13
+    # the first view leaves the 7-day window exactly seven days after it
     fifth_view = first_view + timedelta(days=4)
     assert moves("ed", "frequent_visitor") == [
         ("entered", iso(fifth_view), "event"),
-        ("exited", iso(datetime(2025, 3, 13, tzinfo=UTC)), "time"),
+        ("exited", iso(first_view + timedelta(days=7)), "time"),
     ]
     entered = next(
         e for e in emitted if e["subject"] == "ed" and e["data"]["segment"] == "frequent_visitor"

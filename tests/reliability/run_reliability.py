@@ -452,9 +452,12 @@ async def run(config: Config, kafka: str | None = None, log: Any = print) -> Res
     chaos: Chaos | None = None
     try:
         prefix = f"rel{uuid.uuid4().hex[:8]}"
-        deployment = Deployment(kafka, redis.url, prefix, ROOT / "rules", config.partitions)
+        deployment = Deployment(
+            kafka, redis.url, prefix, ROOT / "rules", config.partitions, idle_settle_s=0
+        )
         settings = Settings(
             clock="event",
+            idle_settle_s=0,
             input_topic=deployment.input,
             migrations_topic=deployment.migrations,
             dlq_topic=deployment.dlq,

@@ -11,9 +11,10 @@ import yaml
 from streams.api.asyncapi import asyncapi_document, render, validate
 from streams.engine import parse_rules
 from streams.pipeline.outbox import OutboxEntry
-from streams.pipeline.processor import PipelineContext, Record, process_batch
+from streams.pipeline.processor import Record, process_batch
 from streams.settings import Settings
 from streams.store.memory import MemoryStore
+from tests.kit import pinned_context
 from tests.unit.test_api import DOCS, RULES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,9 +55,9 @@ def test_document_shape() -> None:
 
 
 async def test_processor_output_matches_the_schemas() -> None:
-    settings = Settings(clock="event")
+    settings = Settings()
     store = MemoryStore()
-    ctx = PipelineContext.create(settings, parse_rules(RULES), store, 1)
+    ctx = pinned_context(parse_rules(RULES), settings, store)
     recs = [
         Record("segmenter.events", 0, i, d["userId"].encode(), orjson.dumps(d))
         for i, d in enumerate(DOCS)

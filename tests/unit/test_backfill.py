@@ -31,7 +31,7 @@ NOW = 1_800_000_000.0
 
 def ctx_with(files: dict[str, str], partitions: int = 1) -> PipelineContext:
     return PipelineContext.create(
-        Settings(clock="event"), parse_rules(files), MemoryStore(), partitions
+        Settings(clock="event", idle_settle_s=0), parse_rules(files), MemoryStore(), partitions
     )
 
 

@@ -122,7 +122,7 @@ def mounted(service: dict[str, Any]) -> dict[str, Path]:
 def exported_metrics() -> set[str]:
     """The metric families a worker's /metrics really exposes (rendered, not guessed)."""
     from streams.api.metrics import render
-    from streams.pipeline.processor import Metrics
+    from streams.pipeline.metrics import Metrics
 
     text = render(Metrics(), {"s": 1}, ["s"], {0: 0}, True)
     return {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}

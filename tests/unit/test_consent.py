@@ -6,9 +6,9 @@ import orjson
 
 from streams.engine import parse_rules
 from streams.pipeline.outbox import OutboxEntry
-from streams.pipeline.processor import PipelineContext, Record, process_batch
-from streams.settings import Settings
+from streams.pipeline.processor import Record, process_batch
 from streams.store.memory import MemoryStore
+from tests.kit import pinned_context
 
 RULES = parse_rules(
     {
@@ -38,7 +38,7 @@ def doc(kind: str, mid: str, ts: str, **fields: object) -> bytes:
 
 
 async def test_withdrawing_consent_exits_the_consent_segments_only() -> None:
-    ctx = PipelineContext.create(Settings(clock="event"), RULES, MemoryStore(), 1)
+    ctx = pinned_context(RULES)
     values = [
         doc(
             "track",

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from streams.engine import Facts, RuleSet, bucket_width
+from streams.engine import Facts, RuleSet
 from tests.unit.fakes_facts import DAY, NOW, Ev, FakeFacts, rules_from, segment
 
 HOUR = 3600.0
@@ -156,10 +156,8 @@ def test_series_are_deduplicated_with_longest_horizon_and_union_of_sums() -> Non
     assert plain.event == shoes.event == "Order Completed"
     assert plain.sum_props == ("revenue", "total")
     assert plain.horizon_s == 30 * DAY
-    assert plain.bucket_s == bucket_width(30 * DAY) == DAY
     assert shoes.sum_props == ()
     assert shoes.horizon_s == DAY
-    assert shoes.bucket_s == HOUR
     assert shoes.where({"category": "shoes"}) and not shoes.where({"category": "hats"})
     assert plain.where({}) is True
     canonical = json.dumps(

@@ -72,7 +72,7 @@ VALID_BYTES = [orjson.dumps(doc) for doc in VALID]
 
 
 def make_ctx() -> PipelineContext:
-    return PipelineContext.create(Settings(clock="event"), RULES, MemoryStore(), 1)
+    return PipelineContext.create(Settings(clock="event", idle_settle_s=0), RULES, MemoryStore(), 1)
 
 
 def dlq_for(ctx: PipelineContext, offset: int) -> list[OutboxEntry]:

@@ -11,6 +11,7 @@ from streams.pipeline.routing import partition_for
 from streams.settings import Settings
 from streams.state.customer import CustomerState
 from streams.store.memory import MemoryStore
+from tests.kit import pinned_clock, pinned_context
 
 RULES = {
     "value.yaml": """
@@ -42,8 +43,9 @@ condition: {type: trait, path: email, op: contains, value: "@gmail.com"}
 
 
 def make_ctx(partitions: int = 1, **overrides: object) -> PipelineContext:
-    settings = Settings(clock="event", **overrides)  # type: ignore[arg-type]
-    return PipelineContext.create(settings, parse_rules(RULES), MemoryStore(), partitions)
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    clock = pinned_clock("2026-01-06T00:00:00+00:00")
+    return pinned_context(parse_rules(RULES), settings, partitions=partitions, clock=clock)
 
 
 def ev(kind: str, mid: str, ts: str, **fields: object) -> dict[str, object]:

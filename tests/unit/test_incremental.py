@@ -20,7 +20,7 @@ PACK = load_rules(Path(__file__).resolve().parents[2] / "rules")
 
 
 async def run(events: list[dict], incremental: bool, clock: str) -> list[bytes]:
-    config = Settings(clock=clock, incremental_evaluation=incremental)  # type: ignore[arg-type]
+    config = Settings(clock=clock, incremental_evaluation=incremental, idle_settle_s=0)  # type: ignore[arg-type]
     ctx = PipelineContext.create(config, PACK, MemoryStore(), 1)
     records = [
         Record("segmenter.events", 0, i, None, orjson.dumps(e)) for i, e in enumerate(events)

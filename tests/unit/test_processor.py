@@ -13,6 +13,7 @@ from streams.pipeline.routing import partition_for
 from streams.settings import Settings
 from streams.state.customer import CustomerState
 from streams.store.memory import MemoryStore
+from tests.kit import pinned_context
 
 RULES = {
     "buyers.yaml": """
@@ -43,8 +44,8 @@ condition: {type: trait, path: address.country, op: eq, value: CA}
 
 
 def make_ctx(partitions: int = 1, **overrides: object) -> PipelineContext:
-    settings = Settings(clock="event", **overrides)  # type: ignore[arg-type]
-    return PipelineContext.create(settings, parse_rules(RULES), MemoryStore(), partitions)
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    return pinned_context(parse_rules(RULES), settings, partitions=partitions)
 
 
 def event(kind: str, mid: str, user: str = "u1", ts: str = "2026-01-01T10:00:00Z", **fields):
@@ -219,16 +220,16 @@ async def test_an_event_that_fails_to_apply_goes_to_the_dlq_and_leaves_no_trace(
 ) -> None:
     """A bug while applying one event: that event goes to the DLQ; the rest of the batch is
     applied exactly as if it had never been there (no half-applied state, no migration)."""
-    from streams.pipeline import working_set
+    from streams.pipeline import logic
 
-    real = working_set.apply_event
+    real = logic.apply_event
 
     def failing(state, event, *args, **kwargs):  # type: ignore[no-untyped-def]
         real(state, event, *args, **kwargs)
         if event.messageId == "bad":
             raise RuntimeError("boom")
 
-    monkeypatch.setattr(working_set, "apply_event", failing)
+    monkeypatch.setattr(logic, "apply_event", failing)
     ctx = make_ctx()
     batch = records(
         [order("o1", 100.0), order("bad", 5000.0), order("o2", 100.0, user="u2"), order("o3", 1.0)]

@@ -66,7 +66,7 @@ def expected_scores(events: list[dict], end: float) -> pd.DataFrame:
 
 async def test_rfm_segments_match_pandas() -> None:
     events = history(11, 30, days=200, start=datetime(2026, 1, 1, tzinfo=UTC))
-    ctx = PipelineContext.create(Settings(clock="event"), PACK, MemoryStore(), 1)
+    ctx = PipelineContext.create(Settings(clock="event", idle_settle_s=0), PACK, MemoryStore(), 1)
     records = [
         Record("segmenter.events", 0, i, None, orjson.dumps(e)) for i, e in enumerate(events)
     ]

@@ -21,6 +21,7 @@ from streams.pipeline.processor import PipelineContext, Record, process_batch
 from streams.settings import Settings
 from streams.store.memory import MemoryStore
 from streams.store.redis_store import RedisStore
+from tests.kit import pinned_context
 
 KEY = "k3y-Ω-s3cret"
 RULES = {
@@ -184,9 +185,9 @@ def doc(kind: str, mid: str, ts: str, **fields: Any) -> bytes:
 async def test_personal_traits_never_reach_migrations_or_logs(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    settings = Settings(clock="event")
+    settings = Settings()
     assert {"email", "phone", "first_name", "address.street"} <= set(settings.personal_traits)
-    ctx = PipelineContext.create(settings, parse_rules(RULES), MemoryStore(), 1)
+    ctx = pinned_context(parse_rules(RULES), settings)
     values = [
         doc("identify", "m1", "2026-01-05T10:00:00Z", traits=PERSONAL),
         doc("track", "m2", "2026-01-05T10:01:00Z", event="Order Completed", properties={}),
@@ -234,8 +235,8 @@ condition: {type: trait, path: address, op: exists}
 """
         }
     )
-    settings = Settings(clock="event")
-    ctx = PipelineContext.create(settings, rules, MemoryStore(), 1)
+    settings = Settings()
+    ctx = pinned_context(rules, settings)
     value = doc("identify", "m1", "2026-01-05T10:00:00Z", traits=PERSONAL)
     await process_batch(ctx, [Record(settings.input_topic, 0, 0, b"ada", value)])
     store = ctx.store

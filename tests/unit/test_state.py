@@ -69,8 +69,11 @@ def test_orders_feed_lifetime_aggregates_and_filtered_windows() -> None:
     assert facts.window_sum(spec.id, "revenue", 7 * DAY) == 105.0
     assert facts.metric("average_order_value") == 155.0 / 3
     assert RULES.evaluate(facts).members == {"shoe_fan"}
-    later = StateFacts(state, t0 + 9 * DAY, SPECS)
-    assert later.window_count(spec.id, 7 * DAY) == 1
+    just_before = StateFacts(state, t0 + 9 * DAY - 0.001, SPECS)
+    assert just_before.window_count(spec.id, 7 * DAY) == 1
+    at_seven_days = StateFacts(state, t0 + 9 * DAY, SPECS)
+    assert at_seven_days.window_count(spec.id, 7 * DAY) == 0, "t - t0 < 7d, exactly"
+    assert just_before.window_expiry(spec.id, 7 * DAY) == t0 + 9 * DAY
 
 
 def test_identify_group_and_consent_fill_traits() -> None:
@@ -179,10 +182,7 @@ def test_states_stored_in_the_former_format_are_read() -> None:
         "o": state.orders,
         "rv": state.revenue,
         "n": state.named,
-        "s": {
-            sid: [s.props, [[int(b[0]), *b[1:]] for b in s.buckets]]
-            for sid, s in state.series.items()
-        },
+        "s": {sid: [s.props, [list(b) for b in s.buckets]] for sid, s in state.series.items()},
         "m": state.members,
         "p": state.primary,
         "r": "".join(legacy_ring),

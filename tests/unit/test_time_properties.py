@@ -225,7 +225,7 @@ def control_record(offset: int, until: float) -> Record:
 
 async def run_pipeline(history: History, rules: RuleSet = RULES) -> Outcome:
     """Feed the history through ``process_batch`` with the in-memory store."""
-    settings_ = Settings(clock="event", allowed_lateness_s=history.lateness_s)
+    settings_ = Settings(clock="event", allowed_lateness_s=history.lateness_s, idle_settle_s=0)
     ctx = PipelineContext.create(settings_, rules, MemoryStore(), 1)
     offset = 0
     batches: list[list[Record]] = []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import orjson
 from streams.engine import load_rules, parse_rules
 from streams.pipeline.outbox import OutboxEntry
 from streams.pipeline.processor import CONTROL_HEADER, PipelineContext, Record, process_batch
+from streams.pipeline.timekeeping import ManualClock
 from streams.settings import Settings
 from streams.store.memory import MemoryStore
 
@@ -23,7 +23,7 @@ def at(**delta: float) -> str:
 
 
 def ctx_for(rules=None, clock: str = "event", lateness: float = 0.0) -> PipelineContext:
-    settings = Settings(clock=clock, allowed_lateness_s=lateness)  # type: ignore[arg-type]
+    settings = Settings(clock=clock, allowed_lateness_s=lateness, idle_settle_s=0)  # type: ignore[arg-type]
     return PipelineContext.create(settings, rules or load_rules(PACK), MemoryStore(), 1)
 
 
@@ -133,13 +133,8 @@ condition: {type: event_count, event: Page Viewed, within: 7d, op: ge, value: 3}
     await process_batch(ctx, recs(views))
     await process_batch(ctx, recs([track("z", "fay", "Product Viewed", at(days=30))], start=3))
     moves = [(m["direction"], m["ce_time"]) for m in emitted(ctx, "ed", "busy")]
-    # day buckets: the first view's bucket (day 0) leaves the 7-day window at day 0 + 1d + 7d,
-    # measured from the bucket start (midnight of T0's day)
-    midnight = T0.replace(hour=0)
-    exit_at = (
-        (midnight + timedelta(days=8)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    )
-    assert moves == [("entered", iso_z(days=2)), ("exited", exit_at)]
+    # exact windows: the first view (day 0) leaves the 7-day window at exactly day 7
+    assert moves == [("entered", iso_z(days=2)), ("exited", iso_z(days=7))]
 
 
 async def test_a_customers_own_timers_fire_before_its_next_event() -> None:
@@ -148,6 +143,10 @@ async def test_a_customers_own_timers_fire_before_its_next_event() -> None:
     await process_batch(
         ctx, recs([track("o2", "gus", "Order Completed", at(days=95), revenue=10)], start=1)
     )
+    assert [m["direction"] for m in emitted(ctx, "gus", "lapsed")] == ["entered"], (
+        "the changes at the partition's latest instant wait until its time moves on"
+    )
+    await process_batch(ctx, [control(2, T0 + timedelta(days=95))])
     times = [m["ce_time"] for m in emitted(ctx, "gus")]
     assert times == sorted(times), "every customer's migrations come out in time order"
     lapsed = emitted(ctx, "gus", "lapsed")
@@ -157,18 +156,16 @@ async def test_a_customers_own_timers_fire_before_its_next_event() -> None:
     ]
 
 
+def control(offset: int, until: datetime) -> Record:
+    """The control record ``segmenter replay`` sends: fire everything due up to ``until``."""
+    value = orjson.dumps({"until": until.timestamp()})
+    return Record("segmenter.events", 0, offset, None, value, ((CONTROL_HEADER, b"watermark"),))
+
+
 async def test_a_control_watermark_fires_everything_due_up_to_it() -> None:
     ctx = ctx_for(lateness=300)
     await process_batch(ctx, recs([track("a1", "hal", "Product Added", at())]))
-    control = Record(
-        "segmenter.events",
-        0,
-        1,
-        None,
-        orjson.dumps({"until": (T0 + timedelta(hours=2)).timestamp()}),
-        ((CONTROL_HEADER, b"watermark"),),
-    )
-    await process_batch(ctx, [control])
+    await process_batch(ctx, [control(1, T0 + timedelta(hours=2))])
     assert [(m["direction"], m["ce_time"]) for m in emitted(ctx, "hal", "cart_abandoner")] == [
         ("entered", iso_z(hours=1))
     ]
@@ -205,16 +202,45 @@ condition: {type: recency, event: Ping, within: 1s}
 """
         }
     )
-    ctx = ctx_for(rules, clock="processing")
-    now = datetime.now(UTC)
+    now = T0 + timedelta(days=3)
+    clock = ManualClock(now.timestamp())
+    ctx = PipelineContext.create(Settings(), rules, MemoryStore(), 1, clock=clock)
     await process_batch(ctx, recs([track("p", "ivy", "Ping", now.isoformat())]))
     assert [m["direction"] for m in emitted(ctx, "ivy")] == ["entered"]
+    clock.advance(0.999)
     await process_batch(ctx, [], [0])
     assert [m["direction"] for m in emitted(ctx, "ivy")] == ["entered"], "not due yet"
-    time.sleep(1.1)
+    clock.advance(0.001)
     await process_batch(ctx, [], [0])
     moves = emitted(ctx, "ivy")
     assert [m["direction"] for m in moves] == ["entered", "exited"]
     assert moves[1]["trigger"]["kind"] == "time"
     due = (now + timedelta(seconds=1)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     assert moves[1]["ce_time"] == due
+
+
+async def test_event_time_publishes_the_latest_instant_once_time_moves_or_it_is_quiet() -> None:
+    def kai(ctx: PipelineContext) -> list[tuple[str, str, str]]:
+        return [(m["segment"], m["direction"], m["ce_time"]) for m in emitted(ctx, "kai")]
+
+    first = recs([track("o1", "kai", "Order Completed", at(), revenue=40)])
+    wall = ManualClock(T0.timestamp())
+    moving = ctx_for()
+    await process_batch(moving, first)
+    assert kai(moving) == [], "kai's instant is the partition's latest: still open"
+    wall.advance(3600)
+    await process_batch(moving, [], [0])
+    assert kai(moving) == [], "with idle settling off, only event time publishes"
+    await process_batch(moving, recs([track("p1", "lee", "Page", at(seconds=1))], start=1))
+    by_time = kai(moving)
+    assert by_time and {(d, t) for _s, d, t in by_time} == {("entered", iso_z())}
+
+    settings = Settings(clock="event", allowed_lateness_s=0, idle_settle_s=1.0)
+    quiet = PipelineContext.create(settings, load_rules(PACK), MemoryStore(), 1, clock=wall)
+    await process_batch(quiet, first)
+    wall.advance(0.9)
+    await process_batch(quiet, [], [0])
+    assert kai(quiet) == [], "quiet for less than SEGMENTER_IDLE_SETTLE_S"
+    wall.advance(0.1)
+    await process_batch(quiet, [], [0])
+    assert kai(quiet) == by_time, "a quiet partition publishes what a later event would"

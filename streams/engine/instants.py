@@ -1,0 +1,56 @@
+"""Instants to the millisecond: how the segmenter keeps ``t - t0 < D`` exact.
+
+Instants are epoch seconds held as floats, but every instant the pipeline stores or compares is
+*canonical*: a whole number of milliseconds divided by 1000 (``ms / 1000``). Durations in rule
+files are whole milliseconds too. A float difference of two canonical instants is within a few
+ten-millionths of a second of the true difference, far less than half a millisecond, so
+
+* ``t - t0 < D`` (exact, in whole ms) is ``t - t0 < D - HALF_MS`` on the floats, and
+* ``t0 <= t`` is ``t0 - t < HALF_MS``,
+
+with no rounding case left. Due times computed by adding floats (``last + window``) are made
+canonical again with :func:`ceil_instant` before they are stored or compared for equality.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Final
+
+MS: Final = 0.001
+"""One millisecond, in seconds."""
+HALF_MS: Final = 0.0005
+"""Half a millisecond: the margin that makes float comparisons of canonical instants exact."""
+_SLACK_MS: Final = 0.01
+"""How far (in ms) a computed instant may lie above a whole ms and still be that ms: float sums
+and products of epoch instants are off by well under a thousandth of a millisecond."""
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def instant_of(moment: datetime) -> float:
+    """An aware datetime as a canonical instant, truncated to the millisecond (exact)."""
+    delta = moment - _EPOCH
+    ms = (delta.days * 86_400_000_000 + delta.seconds * 1_000_000 + delta.microseconds) // 1000
+    return ms / 1000
+
+
+def to_instant(seconds: float) -> float:
+    """The canonical instant nearest to ``seconds``."""
+    return round(seconds * 1000) / 1000
+
+
+def ceil_instant(seconds: float) -> float:
+    """The first canonical instant at or after ``seconds`` (float noise below 0.01 ms ignored).
+
+    For due times: a change computed to happen at ``seconds`` has happened by then.
+    """
+    return math.ceil(seconds * 1000 - _SLACK_MS) / 1000
+
+
+def to_ms(seconds: float) -> int:
+    """A canonical instant (or a whole-ms duration) as integer milliseconds."""
+    return round(seconds * 1000)
+
+
+__all__ = ["HALF_MS", "MS", "ceil_instant", "instant_of", "to_instant", "to_ms"]

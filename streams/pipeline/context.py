@@ -1,0 +1,128 @@
+"""``PipelineContext``: everything a batch needs (rules, store, clock, time mode), passed
+explicitly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams.engine import RuleSet
+from streams.engine.facts import SeriesSpec
+from streams.engine.rfm import RfmBoundaries
+from streams.pipeline.metrics import Metrics
+from streams.pipeline.routing import partition_for
+from streams.pipeline.timekeeping import (
+    Clock,
+    QuietPartitions,
+    TimeMode,
+    WallClock,
+    time_mode,
+)
+from streams.settings import Settings
+from streams.state.customer import CustomerState
+from streams.state.facts import StateFacts
+from streams.store.base import Store
+
+
+@dataclass(frozen=True)
+class PipelineContext:
+    """Everything a batch needs, passed explicitly."""
+
+    settings: Settings
+    rules: RuleSet
+    store: Store
+    input_partitions: int
+    specs_by_event: dict[str, list[SeriesSpec]]
+    specs_by_id: dict[str, SeriesSpec]
+    metrics: Metrics
+    rfm: RfmBoundaries | None = None
+    """Live RFM boundaries (only when the rule pack asks for live ones)."""
+    clock: Clock = field(default_factory=WallClock)
+    """The wall clock (processing time, and the lateness of timers)."""
+    mode: TimeMode = field(default_factory=lambda: time_mode("processing", 0.0))
+    """Event or processing time (``SEGMENTER_CLOCK``)."""
+    quiet: QuietPartitions = field(default_factory=QuietPartitions)
+    """Event time: when each partition's clock last moved (to settle quiet partitions)."""
+
+    @classmethod
+    def create(
+        cls,
+        settings: Settings,
+        rules: RuleSet,
+        store: Store,
+        input_partitions: int,
+        metrics: Metrics | None = None,
+        rfm: RfmBoundaries | None = None,
+        clock: Clock | None = None,
+        quiet: QuietPartitions | None = None,
+    ) -> PipelineContext:
+        """Index the rule set's series for the hot path."""
+        by_event: dict[str, list[SeriesSpec]] = {}
+        for spec in rules.series:
+            by_event.setdefault(spec.event, []).append(spec)
+        return cls(
+            settings=settings,
+            rules=rules,
+            store=store,
+            input_partitions=input_partitions,
+            specs_by_event=by_event,
+            specs_by_id={spec.id: spec for spec in rules.series},
+            metrics=metrics or Metrics(),
+            rfm=rfm if rules.rfm is not None and rules.rfm.live else None,
+            clock=clock or WallClock(),
+            mode=time_mode(settings.clock, settings.allowed_lateness_s),
+            quiet=quiet or QuietPartitions(),
+        )
+
+    def with_rules(self, rules: RuleSet, rfm: RfmBoundaries | None) -> PipelineContext:
+        """The same pipeline (store, metrics, clock) with other rules or RFM boundaries."""
+        return PipelineContext.create(
+            self.settings,
+            rules,
+            self.store,
+            self.input_partitions,
+            self.metrics,
+            rfm,
+            self.clock,
+            self.quiet,
+        )
+
+    @property
+    def version(self) -> str:
+        """What memberships are evaluated under: the rule version, plus live RFM boundaries."""
+        if self.rfm is None:
+            return self.rules.version
+        return f"{self.rules.version}+{self.rfm.digest()}"
+
+    def facts(self, state: CustomerState, now: float) -> StateFacts:
+        """The rule engine's view of ``state`` at ``now``."""
+        return StateFacts(state, now, self.specs_by_id, self.rfm)
+
+    def home_partition(self, customer_id: str) -> int:
+        """The input partition that owns a customer (its events, timers and state changes)."""
+        if self.input_partitions <= 1:
+            return 0
+        return partition_for(customer_id.encode(), self.input_partitions)
+
+    def redact(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Reason values with personal traits (``SEGMENTER_PERSONAL_TRAITS``) masked.
+
+        A value under a personal path is replaced; a value holding one (a rule on ``address``
+        when ``address.street`` is personal) is copied with the personal parts replaced.
+        """
+        personal = self.settings.personal_traits
+        if not personal:
+            return dict(values)
+        return {key: _mask(key, value, personal) for key, value in values.items()}
+
+
+REDACTED = "[redacted]"
+
+
+def _mask(path: str, value: Any, personal: list[str]) -> Any:
+    """``value`` found at ``path`` with every personal trait inside it replaced."""
+    if any(path == p or path.startswith(p + ".") for p in personal):
+        return REDACTED
+    if isinstance(value, dict) and any(p.startswith(path + ".") for p in personal):
+        return {k: _mask(f"{path}.{k}", v, personal) for k, v in value.items()}
+    return value

@@ -1,0 +1,330 @@
+"""One customer's logic: what an event or a timer does to its state, returned as effects.
+
+In the style of bytewax's ``StatefulLogic``: a :class:`CustomerLogic` wraps one customer's
+state during a batch. ``on_event``, ``on_timer``, ``refresh``, ``close`` and ``exit_all`` change
+the state and return its :class:`Effects` (member-set changes and migrations to publish);
+``next_due`` says when it needs attention with no event; ``snapshot`` is what the store keeps.
+It does no I/O and knows nothing of batches, partitions or Kafka: the batch
+(:class:`~streams.pipeline.working_set.WorkingSet`) routes events to it and collects the effects.
+
+**One instant, one net change.** A change caused by an event (or a consent) is applied to the
+memberships (and so to the member sets) at once, but its migrations are published only when
+the customer's instant is over (:meth:`CustomerLogic.close`): events at one instant may change
+a membership and change it back (two orders stamped with the same second; an order arriving
+exactly when the last one's window ends), and a subscriber must then see nothing. The batch
+closes the instant when the customer's next change is at a later instant, or when the
+partition's time passes it. What is published is the net change, with the reasons as of the
+end of the instant and the trigger of the last change. Changes made by timers, merges,
+erasures and rule changes are published at once, after closing the open instant, if any.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from time import perf_counter
+from typing import TYPE_CHECKING, cast
+
+from streams.engine.inputs import event_tokens, trait_tokens
+from streams.engine.instants import MS, ceil_instant
+from streams.events.models import (
+    BaseEvent,
+    ConsentEvent,
+    GroupEvent,
+    IdentifyEvent,
+    event_name,
+)
+from streams.pipeline.context import PipelineContext
+from streams.pipeline.migrations import Migration, Trigger, TriggerKind
+from streams.state.apply import apply_event, prune, remember
+from streams.state.customer import CustomerState, OpenInstant
+from streams.state.facts import StateFacts
+from streams.store.base import MembershipChange
+
+if TYPE_CHECKING:
+    from streams.engine.ruleset import Evaluation, Transition
+
+TIME = Trigger("time")
+RULE_CHANGE = Trigger("rule_change")
+CONSENT_TOKENS = frozenset({"consent", "seen"})
+
+
+@dataclass(slots=True)
+class Effects:
+    """What a customer's logic asks the batch to do: change member sets, publish migrations."""
+
+    memberships: list[MembershipChange] = field(default_factory=list)
+    migrations: list[Migration] = field(default_factory=list)
+    timers_fired: int = 0
+    eval_seconds: float = 0.0
+    changed: bool = False
+    """Whether the state changed (to be written back)."""
+
+
+class CustomerLogic:
+    """One customer's state and the rules, for one batch (module docstring)."""
+
+    __slots__ = ("ctx", "effects", "emit", "last", "state")
+
+    def __init__(self, ctx: PipelineContext, state: CustomerState, emit: bool = True) -> None:
+        self.ctx = ctx
+        self.state = state
+        self.emit = emit
+        """False for a silent backfill: memberships change, no migration is published."""
+        self.effects = Effects()
+        self.last: tuple[StateFacts, Evaluation] | None = None
+        """The latest evaluation (the reasons when the open instant closes)."""
+
+    # -- inputs ---------------------------------------------------------------------------------
+
+    def on_event(self, event: BaseEvent, now: float, digest: str, in_windows: bool) -> Effects:
+        """Fold an event in at ``now``; its changes wait for the instant to be over."""
+        ctx = self.ctx
+        state = self.state
+        specs = ctx.specs_by_event if in_windows else {}
+        apply_event(state, event, specs, now, ctx.rules.event_names)
+        remember(state, digest, ctx.settings.dedupe_depth)
+        prune(state, ctx.rules.series, now)
+        self.settle(now, trigger_for(event), event.ts, changed_by(event))
+        return self.effects
+
+    def on_timer(self, due: float) -> Effects:
+        """The customer's timer at ``due``: evaluate as of then, publish at once."""
+        state = self.state
+        self.effects.timers_fired += 1
+        if state.open is not None:
+            self.close()
+        prune(state, self.ctx.rules.series, due)
+        self.settle(due, TIME, due)
+        return self.effects
+
+    def fire_until(self, now: float) -> Effects:
+        """Every timer of the customer due before ``now``, in time order."""
+        state = self.state
+        while state.due is not None and state.due < now:
+            self.on_timer(state.due)
+        return self.effects
+
+    def refresh(self, now: float) -> Effects:
+        """Re-evaluate under new rules (``trigger.kind = rule_change``) when evaluated under
+        others."""
+        state = self.state
+        if state.merged_into is None and state.evaluated_under != self.ctx.version:
+            self.settle(now, RULE_CHANGE, now)
+        return self.effects
+
+    def exit_all(self, trigger: Trigger, when: float, now: float, reason: str) -> Effects:
+        """Leave every segment at once (a merge folds the profile away; an erasure)."""
+        facts = self.ctx.facts(self.state, now)
+        self.publish(frozenset(), facts, trigger, when, reason)
+        return self.effects
+
+    # -- what the batch reads -------------------------------------------------------------------
+
+    def next_due(self) -> float | None:
+        """When the customer next needs attention with no event (see ``CustomerState.timer``)."""
+        return self.state.timer()
+
+    def snapshot(self) -> bytes:
+        """The state as the store keeps it."""
+        return self.state.to_json()
+
+    def take(self) -> Effects:
+        """The effects so far, handed over (the logic starts a new, empty list)."""
+        effects = self.effects
+        self.effects = Effects()
+        return effects
+
+    # -- evaluation -----------------------------------------------------------------------------
+
+    def settle(
+        self,
+        now: float,
+        trigger: Trigger,
+        when: float,
+        changed: frozenset[str] | None = None,
+    ) -> None:
+        """Evaluate the rules at ``now``, record the changes, and compute the next due time.
+
+        With ``changed`` (the inputs an event moved, see :mod:`streams.engine.inputs`) only the
+        segments reading them are re-evaluated; the customer's earlier due time still covers
+        the others. Without it (timers, merges, rule changes, new customers) all are.
+        """
+        ctx = self.ctx
+        state = self.state
+        rules = ctx.rules
+        facts = ctx.facts(state, now)
+        started = perf_counter()
+        if (
+            changed is None
+            or state.evaluated_under != ctx.version
+            or not ctx.settings.incremental_evaluation
+        ):
+            evaluation = rules.evaluate(facts)
+            due = rules.next_due(facts)
+        else:
+            previous = frozenset(state.members)
+            evaluation, partial = rules.evaluate_changed(facts, previous, changed)
+            kept = state.due if state.due is not None and state.due > now else None
+            due = partial if kept is None else kept if partial is None else min(kept, partial)
+        effects = self.effects
+        effects.eval_seconds += perf_counter() - started
+        effects.changed = True
+        self.last = (facts, evaluation)
+        if trigger.kind == "event" or trigger.kind == "consent":
+            self._hold(evaluation.members, now, trigger, when)
+        else:
+            self.publish(evaluation.members, facts, trigger, when, None, evaluation)
+        state.primary = evaluation.primary
+        state.evaluated_under = ctx.version
+        evaluated_at = state.evaluated_at
+        state.evaluated_at = now if evaluated_at is None or now > evaluated_at else evaluated_at
+        if due is not None:
+            due = ceil_instant(due)
+            if due <= now:
+                due = ceil_instant(now + MS)
+        state.due = due
+
+    # -- membership changes ---------------------------------------------------------------------
+
+    def _hold(self, new_members: frozenset[str], now: float, trigger: Trigger, when: float) -> None:
+        """Apply an event's changes at ``now``; publish them when the instant is over."""
+        state = self.state
+        opened = state.open
+        if opened is not None and opened.at != now:
+            self.close()
+            opened = None
+        members = state.members
+        if members.keys() == new_members:
+            return
+        if opened is None:
+            state.open = OpenInstant(now, dict(members), state.primary, _stored(trigger), when)
+        else:
+            opened.trigger = _stored(trigger)
+            opened.when = when
+        changes = self.effects.memberships
+        cid = state.customer_id
+        for segment in [s for s in members if s not in new_members]:
+            del members[segment]
+            changes.append(MembershipChange(segment, cid, -1))
+        for segment in new_members:
+            if segment not in members:
+                members[segment] = when
+                changes.append(MembershipChange(segment, cid, 1))
+
+    def close(self) -> Effects:
+        """Publish the net change of the open instant (nothing when it nets to none)."""
+        state = self.state
+        opened = state.open
+        if opened is None:
+            return self.effects
+        self.effects.changed = True
+        state.open = None
+        before = opened.members
+        after = state.members
+        for segment, since in before.items():
+            if segment in after:
+                after[segment] = since
+        if before.keys() == after.keys():
+            return self.effects
+        facts, evaluation = self._evaluated(opened.at)
+        kind, message_id, event = opened.trigger
+        trigger = Trigger(_kind(kind), message_id, event)
+        moves = self.ctx.rules.transitions(
+            frozenset(before), frozenset(after), facts, state.customer_id, evaluation
+        )
+        for move in moves:
+            self._migration(move, trigger, opened.when, None)
+        return self.effects
+
+    def publish(
+        self,
+        new_members: frozenset[str],
+        facts: StateFacts,
+        trigger: Trigger,
+        when: float,
+        reason_override: str | None = None,
+        evaluation: Evaluation | None = None,
+    ) -> None:
+        """Change and publish the memberships from ``state.members`` to ``new_members`` now.
+
+        ``evaluation``: the rules' evaluation of ``facts`` that gave ``new_members``; the reasons
+        are then explained from it rather than from a second evaluation.
+        """
+        state = self.state
+        if state.open is not None:
+            self.close()
+        members = state.members
+        if members.keys() == new_members:
+            return
+        self.effects.changed = True
+        old = frozenset(members)
+        moves = self.ctx.rules.transitions(old, new_members, facts, state.customer_id, evaluation)
+        changes = self.effects.memberships
+        for move in moves:
+            entered = move.direction == "entered"
+            if entered:
+                members[move.segment] = when
+            else:
+                members.pop(move.segment, None)
+            changes.append(MembershipChange(move.segment, state.customer_id, 1 if entered else -1))
+            self._migration(move, trigger, when, reason_override)
+
+    def _evaluated(self, now: float) -> tuple[StateFacts, Evaluation | None]:
+        """The facts at ``now`` and the latest evaluation of them, when it is of ``now``."""
+        last = self.last
+        if last is not None and last[0].now == now:
+            return last
+        return self.ctx.facts(self.state, now), None
+
+    def _migration(
+        self, move: Transition, trigger: Trigger, when: float, reason_override: str | None
+    ) -> None:
+        """One migration to publish, numbered in the customer's sequence (unless silent)."""
+        if not self.emit:
+            return
+        ctx = self.ctx
+        state = self.state
+        state.sequence += 1
+        self.effects.migrations.append(
+            Migration(
+                customer_id=state.customer_id,
+                segment=move.segment,
+                direction=move.direction,
+                family=move.family,
+                from_segment=move.from_segment,
+                to_segment=move.to_segment,
+                trigger=trigger,
+                reason_rule=reason_override or move.reason.rule,
+                reason_values={} if reason_override else ctx.redact(move.reason.values),
+                rule_version=ctx.rules.version,
+                sequence=state.sequence,
+                time=when,
+                holdout=move.holdout,
+            )
+        )
+
+
+def _stored(trigger: Trigger) -> tuple[str, str | None, str | None]:
+    return (trigger.kind, trigger.message_id, trigger.event)
+
+
+def _kind(stored: str) -> TriggerKind:
+    """A stored trigger kind, typed (it was a ``TriggerKind`` when stored)."""
+    return cast(TriggerKind, stored)
+
+
+def changed_by(event: BaseEvent) -> frozenset[str]:
+    """The rule inputs an event moves (see :mod:`streams.engine.inputs`)."""
+    if isinstance(event, IdentifyEvent):
+        return trait_tokens(event.traits.keys())
+    if isinstance(event, GroupEvent):
+        return trait_tokens(("company",))
+    if isinstance(event, ConsentEvent):
+        return CONSENT_TOKENS
+    return event_tokens(event_name(event))
+
+
+def trigger_for(event: BaseEvent) -> Trigger:
+    """The trigger of the migrations an event causes."""
+    kind: TriggerKind = "consent" if event.type == "consent" else "event"
+    return Trigger(kind, event.messageId, event_name(event) or event.type)

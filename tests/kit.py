@@ -1,0 +1,42 @@
+"""Test kit: pipeline contexts whose clock the test holds.
+
+``pinned_context`` gives a processing-time pipeline whose clock reads a fixed instant (and can
+be advanced), so tests of rules without time conditions see every change published at the end
+of each batch, whatever the events' timestamps, with no wall clock involved.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from streams.engine import RuleSet
+from streams.pipeline.processor import PipelineContext
+from streams.pipeline.timekeeping import ManualClock
+from streams.settings import Settings
+from streams.store.base import Store
+from streams.store.memory import MemoryStore
+
+PINNED = "2026-06-01T00:00:00+00:00"
+"""The instant a pinned clock reads: after every timestamp the unit tests use."""
+
+
+def pinned_clock(at: str = PINNED) -> ManualClock:
+    """A manual clock set to ``at`` (ISO 8601 with offset)."""
+    return ManualClock(datetime.fromisoformat(at).timestamp())
+
+
+def pinned_context(
+    rules: RuleSet,
+    settings: Settings | None = None,
+    store: Store | None = None,
+    partitions: int = 1,
+    clock: ManualClock | None = None,
+) -> PipelineContext:
+    """A processing-time pipeline context over ``rules`` with a pinned clock."""
+    return PipelineContext.create(
+        settings or Settings(),
+        rules,
+        store if store is not None else MemoryStore(),
+        partitions,
+        clock=clock or pinned_clock(),
+    )
