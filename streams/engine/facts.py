@@ -62,7 +62,7 @@ class SeriesSpec:
     where: Callable[[Mapping[str, Any]], bool]
     sum_props: tuple[str, ...]
     horizon_s: float
-    max_entries: int = 64
+    max_entries: int = 32
 
 
 class Facts(Protocol):

@@ -74,11 +74,18 @@ def segment_inputs(
     return frozenset(found)
 
 
+_EVENT_TOKENS: dict[str | None, frozenset[str]] = {None: frozenset({"seen"})}
+"""Memo of :func:`event_tokens` (one entry per event name seen, bounded)."""
+
+
 def event_tokens(name: str | None) -> frozenset[str]:
     """What a counted event named ``name`` changes (``None``: an uncounted event)."""
-    if name is None:
-        return frozenset({"seen"})
-    return frozenset({f"event:{name}", "events", "seen"})
+    tokens = _EVENT_TOKENS.get(name)
+    if tokens is None:
+        tokens = frozenset({f"event:{name}", "events", "seen"})
+        if len(_EVENT_TOKENS) < 4096:
+            _EVENT_TOKENS[name] = tokens
+    return tokens
 
 
 def trait_tokens(keys: object) -> frozenset[str]:

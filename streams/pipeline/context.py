@@ -43,6 +43,8 @@ class PipelineContext:
     """Event or processing time (``SEGMENTER_CLOCK``)."""
     quiet: QuietPartitions = field(default_factory=QuietPartitions)
     """Event time: when each partition's clock last moved (to settle quiet partitions)."""
+    version: str = ""
+    """What memberships are evaluated under: the rule version, plus live RFM boundaries."""
 
     @classmethod
     def create(
@@ -60,6 +62,7 @@ class PipelineContext:
         by_event: dict[str, list[SeriesSpec]] = {}
         for spec in rules.series:
             by_event.setdefault(spec.event, []).append(spec)
+        live = rfm if rules.rfm is not None and rules.rfm.live else None
         return cls(
             settings=settings,
             rules=rules,
@@ -68,10 +71,11 @@ class PipelineContext:
             specs_by_event=by_event,
             specs_by_id={spec.id: spec for spec in rules.series},
             metrics=metrics or Metrics(),
-            rfm=rfm if rules.rfm is not None and rules.rfm.live else None,
+            rfm=live,
             clock=clock or WallClock(),
             mode=time_mode(settings.clock, settings.allowed_lateness_s),
             quiet=quiet or QuietPartitions(),
+            version=rules.version if live is None else f"{rules.version}+{live.digest()}",
         )
 
     def with_rules(self, rules: RuleSet, rfm: RfmBoundaries | None) -> PipelineContext:
@@ -86,13 +90,6 @@ class PipelineContext:
             self.clock,
             self.quiet,
         )
-
-    @property
-    def version(self) -> str:
-        """What memberships are evaluated under: the rule version, plus live RFM boundaries."""
-        if self.rfm is None:
-            return self.rules.version
-        return f"{self.rules.version}+{self.rfm.digest()}"
 
     def facts(self, state: CustomerState, now: float) -> StateFacts:
         """The rule engine's view of ``state`` at ``now``."""

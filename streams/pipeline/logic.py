@@ -81,10 +81,13 @@ class CustomerLogic:
         ctx = self.ctx
         state = self.state
         specs = ctx.specs_by_event if in_windows else {}
-        apply_event(state, event, specs, now, ctx.rules.event_names)
+        name = event_name(event)
+        apply_event(state, event, specs, now, ctx.rules.event_names, name)
         remember(state, digest, ctx.settings.dedupe_depth)
         prune(state, ctx.rules.series, now)
-        self.settle(now, trigger_for(event), event.ts, changed_by(event))
+        kind: TriggerKind = "consent" if event.type == "consent" else "event"
+        trigger = Trigger(kind, event.messageId, name or event.type)
+        self.settle(now, trigger, event.ts, changed_by(event, name))
         return self.effects
 
     def on_timer(self, due: float) -> Effects:
@@ -313,18 +316,14 @@ def _kind(stored: str) -> TriggerKind:
     return cast(TriggerKind, stored)
 
 
-def changed_by(event: BaseEvent) -> frozenset[str]:
-    """The rule inputs an event moves (see :mod:`streams.engine.inputs`)."""
+def changed_by(event: BaseEvent, name: str | None) -> frozenset[str]:
+    """The rule inputs an event (counted as ``name``) moves (see :mod:`streams.engine.inputs`)."""
+    if name is not None:
+        return event_tokens(name)
     if isinstance(event, IdentifyEvent):
         return trait_tokens(event.traits.keys())
     if isinstance(event, GroupEvent):
         return trait_tokens(("company",))
     if isinstance(event, ConsentEvent):
         return CONSENT_TOKENS
-    return event_tokens(event_name(event))
-
-
-def trigger_for(event: BaseEvent) -> Trigger:
-    """The trigger of the migrations an event causes."""
-    kind: TriggerKind = "consent" if event.type == "consent" else "event"
-    return Trigger(kind, event.messageId, event_name(event) or event.type)
+    return event_tokens(None)

@@ -271,7 +271,11 @@ class WorkingSet:
         now = self.advance(partition, event.ts, state)
         self.close_settled(partition)
         self.fire_due(partition, self.watermark(partition))
-        if state is not None:
+        if state is not None and (
+            state.evaluated_under != ctx.version
+            or (state.due is not None and state.due < now)
+            or (state.open is not None and state.open.at < now)
+        ):
             logic = self.logic(state)
             logic.refresh(now)
             logic.fire_until(now)

@@ -172,8 +172,10 @@ def apply_event(
     specs_by_event: dict[str, list[SeriesSpec]],
     now: float,
     keep_names: frozenset[str] = frozenset(),
+    name: str | None = None,
 ) -> None:
-    """Fold one event into ``state`` (in place). ``now`` is the evaluation clock."""
+    """Fold one event into ``state`` (in place). ``now`` is the evaluation clock; ``name`` is
+    ``event_name(event)`` when the caller has it."""
     ts = event.ts
     state.first_seen = ts if state.first_seen is None else min(state.first_seen, ts)
     state.last_seen = ts if state.last_seen is None else max(state.last_seen, ts)
@@ -190,9 +192,10 @@ def apply_event(
     if isinstance(event, ConsentEvent):
         state.consent.update(event.categoryPreferences)
         return
-    name = event_name(event)
     if name is None:
-        return
+        name = event_name(event)
+        if name is None:
+            return
     properties = event_properties(event)
     state.events += 1
     _track_name(state, name, ts, keep_names)
