@@ -15,7 +15,7 @@ canonical again with :func:`ceil_instant` before they are stored or compared for
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Final
 
 MS: Final = 0.001
@@ -25,14 +25,17 @@ HALF_MS: Final = 0.0005
 _SLACK_MS: Final = 0.01
 """How far (in ms) a computed instant may lie above a whole ms and still be that ms: float sums
 and products of epoch instants are off by well under a thousandth of a millisecond."""
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def instant_of(moment: datetime) -> float:
-    """An aware datetime as a canonical instant, truncated to the millisecond (exact)."""
-    delta = moment - _EPOCH
-    ms = (delta.days * 86_400_000_000 + delta.seconds * 1_000_000 + delta.microseconds) // 1000
-    return ms / 1000
+    """An aware datetime as a canonical instant, truncated to the millisecond (exact).
+
+    ``timestamp() * 1000`` is within a thousandth of a millisecond of the true value for any
+    date of the next millennia, and a datetime's sub-millisecond part is a whole number of
+    microseconds, so adding half a microsecond (in ms) before the floor gives the exact
+    truncation.
+    """
+    return math.floor(moment.timestamp() * 1000 + 0.0005) / 1000
 
 
 def to_instant(seconds: float) -> float:

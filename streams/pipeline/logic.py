@@ -131,11 +131,13 @@ class CustomerLogic:
         """The state as the store keeps it."""
         return self.state.to_json()
 
-    def take(self) -> Effects:
-        """The effects so far, handed over (the logic starts a new, empty list)."""
-        effects = self.effects
-        self.effects = Effects()
-        return effects
+    def drained(self, effects: Effects) -> None:
+        """The batch has taken ``effects`` in: start over, empty (the lists are reused)."""
+        effects.memberships.clear()
+        effects.migrations.clear()
+        effects.timers_fired = 0
+        effects.eval_seconds = 0.0
+        effects.changed = False
 
     # -- evaluation -----------------------------------------------------------------------------
 

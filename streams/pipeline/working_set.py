@@ -92,12 +92,13 @@ class WorkingSet:
 
     def collect(self, partition: int, logic: CustomerLogic) -> None:
         """Take a logic's effects into the commit, and schedule its timers."""
-        effects = logic.take()
-        state = logic.state
-        cid = state.customer_id
+        effects = logic.effects
         if not effects.changed:
             return
+        state = logic.state
+        cid = state.customer_id
         self._effects(partition, effects)
+        logic.drained(effects)
         self.touch(cid, partition)
         due = state.due
         opened = state.open.at if state.open is not None else None
@@ -269,7 +270,8 @@ class WorkingSet:
             return None
         late_by = self.clocks.get(partition, event.ts) - event.ts
         now = self.advance(partition, event.ts, state)
-        self.close_settled(partition)
+        if self.opens.get(partition):
+            self.close_settled(partition)
         self.fire_due(partition, self.watermark(partition))
         if state is not None and (
             state.evaluated_under != ctx.version
