@@ -152,25 +152,29 @@ class CustomerLogic:
 
         With ``changed`` (the inputs an event moved, see :mod:`streams.engine.inputs`) only the
         segments reading them are re-evaluated; the customer's earlier due time still covers
-        the others. Without it (timers, merges, rule changes, new customers) all are.
+        the others. Without it (timers, merges, rule changes, new customers), or when the
+        customer's timer is due at ``now`` itself (an event at an instant goes before the timers
+        due then, so this evaluation stands for that timer too), all are.
         """
         ctx = self.ctx
         state = self.state
         rules = ctx.rules
         facts = ctx.facts(state, now)
         started = perf_counter()
+        due = state.due
         if (
             changed is None
             or state.evaluated_under != ctx.version
             or not ctx.settings.incremental_evaluation
+            or (due is not None and due <= now)
         ):
             evaluation = rules.evaluate(facts)
             due = rules.next_due(facts)
         else:
             previous = frozenset(state.members)
             evaluation, partial = rules.evaluate_changed(facts, previous, changed)
-            kept = state.due if state.due is not None and state.due > now else None
-            due = partial if kept is None else kept if partial is None else min(kept, partial)
+            if partial is not None and (due is None or partial < due):
+                due = partial
         effects = self.effects
         effects.eval_seconds += perf_counter() - started
         effects.changed = True
