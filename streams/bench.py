@@ -10,7 +10,10 @@ In one run, on the same broker, Redis and synthetic events:
    rule pack, processing-time clock) drains the second; ``throughput_ratio`` is b/a;
 4. (d) Redis memory per stored customer, with ``MEMORY USAGE``;
 5. with the worker still running: (c) latency from event produced to migration received at a
-   fixed rate, (e) API lookups under that load, (f) timer lateness.
+   fixed rate, (e) API lookups under that load, (f) timer lateness;
+6. with ``--peer``, (g): the same events through a worker running the small peer pack and
+   through a plain Quix Streams application computing the same segments
+   (:mod:`streams.benchmarks.peer`), side by side.
 
 The run uses its own topics, Redis namespace and consumer group; embedded servers are started
 unless ``SEGMENTER_KAFKA_BOOTSTRAP`` / ``SEGMENTER_REDIS_URL`` are set, and on configured servers
@@ -30,7 +33,8 @@ from streams.benchmarks.common import BenchConfig, BenchError, Infra, cleanup, s
 from streams.benchmarks.live import run_live
 from streams.benchmarks.load import preproduce, synthetic
 from streams.benchmarks.memory import measure_memory
-from streams.benchmarks.report import results, table, to_json
+from streams.benchmarks.peer import peer_available, run_peer
+from streams.benchmarks.report import peer_results, results, table, to_json
 from streams.benchmarks.segmenter import run_segmenter, start_worker, wait_http
 from streams.settings import Settings
 from streams.stack.children import Child
@@ -56,7 +60,7 @@ def _roles(infra: Infra, workers: list[Child], api: Child) -> dict[str, list[int
     return roles
 
 
-def _measure(infra: Infra, cfg: BenchConfig) -> dict[str, object]:
+def _measure(infra: Infra, cfg: BenchConfig, peer: bool) -> dict[str, object]:
     """Every phase, in order; the worker child is stopped whatever happens."""
     asyncio.run(ensure_topics(infra.bootstrap, infra.topics))
     say(f"generating {cfg.events} events from {cfg.customers} synthetic customers")
@@ -88,7 +92,13 @@ def _measure(infra: Infra, cfg: BenchConfig) -> dict[str, object]:
     finally:
         for child in reversed(children):
             child.stop()
-    return results(cfg, ceiling, segmenter, memory, live)
+    figures = results(cfg, ceiling, segmenter, memory, live)
+    if peer:
+        say("(g) peer: the same events again, to two fresh topics")
+        again = synthetic(cfg.events, cfg.customers, cfg.seed)
+        ours, theirs = asyncio.run(run_peer(infra, again, _timeout(cfg.events)))
+        figures.update(peer_results(ours, theirs))
+    return figures
 
 
 def run_bench(
@@ -100,11 +110,21 @@ def run_bench(
     seconds: float = 10.0,
     api_rate: float = 500.0,
     workers: int = 1,
+    peer: bool = False,
 ) -> int:
-    """Run every phase; print the table (or one JSON object); 0 unless infrastructure failed."""
+    """Run every phase; print the table (or one JSON object); 0 unless infrastructure failed.
+
+    ``peer`` adds (g), which needs Quix Streams (``pip install -e '.[bench]'``): 2 without it.
+    """
     if events < 1 or customers < 1 or rate <= 0 or seconds <= 0 or api_rate <= 0 or workers < 1:
         print(
             "segmenter bench: sizes, rates, durations and workers must be positive",
+            file=sys.stderr,
+        )
+        return 2
+    if peer and not peer_available():
+        print(
+            "segmenter bench: --peer needs Quix Streams: pip install -e '.[bench]'",
             file=sys.stderr,
         )
         return 2
@@ -121,7 +141,7 @@ def run_bench(
     try:
         infra.start()
         say(f"broker {infra.bootstrap}, Redis {infra.redis_url}, run {infra.run}")
-        figures = _measure(infra, cfg)
+        figures = _measure(infra, cfg, peer)
     except (BenchError, StackError, KafkaError, RedisError, OSError, TimeoutError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else repr(exc)
         print(f"segmenter bench: {message}", file=sys.stderr)

@@ -107,6 +107,7 @@ def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         seconds=args.seconds,
         api_rate=args.api_rate,
         workers=args.workers,
+        peer=args.peer,
     )
 
 
@@ -191,6 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--workers", type=int, default=1, help="workers sharing the input in (b)-(f) (default 1)"
+    )
+    bench.add_argument(
+        "--peer",
+        action="store_true",
+        help="add (g): a plain Quix Streams app on the same events (the 'bench' extra)",
     )
     bench.set_defaults(func=_cmd_bench)
     return parser

@@ -69,6 +69,30 @@ def results(
     }
 
 
+def peer_results(worker: Throughput, peer: Throughput) -> dict[str, Any]:
+    """(g): the worker (peer pack) and the Quix Streams peer on the same events, and the ratios
+    (``peer_cpu_ratio`` >= 1: the worker uses less CPU per event than the peer)."""
+    return {
+        "peer_worker_events_per_s": _round(worker.events_per_s, 1),
+        "peer_worker_cpu_us_per_event": _round(worker.cpu_us_per_event, 1),
+        "peer_events_per_s": _round(peer.events_per_s, 1),
+        "peer_cpu_us_per_event": _round(peer.cpu_us_per_event, 1),
+        "peer_cpu_ratio": _round(_ratio(peer.cpu_us_per_event, worker.cpu_us_per_event), 4),
+        "peer_throughput_ratio": _round(_ratio(worker.events_per_s, peer.events_per_s), 4),
+    }
+
+
+PEER_ROWS = (
+    ("(g) worker, peer pack", "peer_worker_events_per_s", "events/s"),
+    ("    CPU per event", "peer_worker_cpu_us_per_event", "us"),
+    ("(g) Quix Streams peer", "peer_events_per_s", "events/s"),
+    ("    CPU per event", "peer_cpu_us_per_event", "us"),
+    ("    CPU ratio peer/worker", "peer_cpu_ratio", ""),
+    ("    throughput ratio worker/peer", "peer_throughput_ratio", ""),
+)
+"""The table's rows of (g), shown when the run had ``--peer``."""
+
+
 def to_json(figures: dict[str, Any]) -> str:
     """The one JSON object of ``--json`` (missing figures are ``null``)."""
     return orjson.dumps(figures).decode()
@@ -137,7 +161,10 @@ def table(figures: dict[str, Any], cfg: BenchConfig) -> str:
     """The human-readable table: metric, value, target, ok?"""
     lines = [f"{'metric':<34} {'value':>14}  {'unit':<9} {'target':<22} ok?"]
     lines.append("-" * len(lines[0]))
-    for row in _rows(cfg):
+    rows = _rows(cfg)
+    if "peer_cpu_ratio" in figures:
+        rows += [Row(label, key, unit) for label, key, unit in PEER_ROWS]
+    for row in rows:
         value = figures.get(row.key)
         verdict = "" if row.ok is None else "n/a"
         if row.ok is not None and isinstance(value, int | float):

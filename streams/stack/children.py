@@ -31,6 +31,8 @@ class Child:
     args: list[str]
     env: dict[str, str]
     proc: subprocess.Popen[bytes] | None = None
+    module: str = "streams"
+    """The module run with ``python -m`` (the bench's peer app runs its own)."""
     log_path: Path = field(
         default_factory=lambda: Path(tempfile.mkstemp(prefix="segmenter-child-", suffix=".log")[1])
     )
@@ -39,7 +41,7 @@ class Child:
         """Start the child in its own process group."""
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams", *self.args],
+            [sys.executable, "-m", self.module, *self.args],
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=log,

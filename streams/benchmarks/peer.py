@@ -1,0 +1,170 @@
+"""(g) ``segmenter bench --peer``: the worker against a plain Quix Streams app, same events.
+
+Both consume their own copy of the same synthetic events, produced to two fresh topics of the
+same broker, and compute the same five segments (``peer_rules/``: lifetime, recency and a
+90-day window). The worker runs with that small pack (processing time, like (b)); the peer is
+``peer_app.py``. For each, events/s from its first processed event to the last, and its CPU time
+per event over the same span (from ``/proc``, all threads). The figures are reported side by
+side and as ratios; ``peer_cpu_ratio`` >= 1 means the worker spends less CPU per event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from streams.benchmarks.common import PARTITIONS, BenchError, Infra, Progress, Throughput, say
+from streams.benchmarks.cpu import CpuMeter, per_event_us
+from streams.benchmarks.load import Message, preproduce
+from streams.stack.children import Child, settings_env
+from streams.stack.topics import ensure_topics
+from streams.store.redis_store import Keys
+
+PEER_RULES = Path(__file__).resolve().parent / "peer_rules"
+"""The pack both sides compute."""
+RETENTION = {"retention.ms": "604800000", "retention.bytes": "-1"}
+"""The peer's topics' retention, set explicitly (see :func:`run_peer`)."""
+
+
+def peer_available() -> bool:
+    """Whether Quix Streams (the ``bench`` extra) is installed."""
+    return importlib.util.find_spec("quixstreams") is not None
+
+
+async def _drain(
+    label: str, child: Child, count: int, done: Callable[[], Awaitable[int]], timeout: float
+) -> Throughput:
+    """Poll ``done`` until ``count``; events/s and CPU/event from the first event to the last."""
+    meter = CpuMeter({label: [child.proc.pid] if child.proc is not None else []})
+    progress = Progress(f"events processed by the {label}", count)
+    deadline = time.monotonic() + timeout
+    first: tuple[float, int] | None = None
+    while True:
+        seen = await done()
+        now = time.monotonic()
+        if seen and first is None:
+            first = (now, seen)
+            meter.start()
+        if seen >= count:
+            break
+        if not child.alive():
+            raise BenchError(f"the {label} stopped: {child.log_tail(5)!r}")
+        if now > deadline:
+            raise BenchError(f"the {label} processed only {seen}/{count} in {timeout:.0f}s")
+        progress.update(seen)
+        await asyncio.sleep(0.02)
+    assert first is not None
+    elapsed = max(time.monotonic() - first[0], 1e-6)
+    measured = max(count - first[1], 1)
+    rate = measured / elapsed
+    say(f"(g) {label}: {count} events in {elapsed:.1f}s = {rate:.0f} events/s")
+    return Throughput(rate, per_event_us(meter.used()[label], measured))
+
+
+async def _worker(infra: Infra, topic: str, count: int, timeout: float) -> Throughput:
+    namespace = f"{infra.namespace}-peer"
+    prefix = f"{infra.prefix}.peer"
+    env = settings_env(
+        kafka_bootstrap=infra.bootstrap,
+        redis_url=infra.redis_url,
+        rules=PEER_RULES,
+        input_topic=topic,
+        migrations_topic=f"{prefix}.migrations",
+        dlq_topic=f"{prefix}.dlq",
+        memberships_topic=f"{prefix}.memberships",
+        input_partitions=PARTITIONS,
+        migrations_partitions=PARTITIONS,
+        namespace=namespace,
+        group_id=f"{infra.group_id}-peer",
+        clock="processing",
+        http_port=0,
+        api_key=None,
+        log_level="warning",
+    )
+    child = Child(["worker"], env).start()
+    client = infra.redis()
+
+    async def applied() -> int:
+        raw = await client.hgetall(Keys(namespace).offsets)
+        return sum(int(float(v)) + 1 for v in raw.values())
+
+    try:
+        return await _drain("worker", child, count, applied, timeout)
+    finally:
+        child.stop()
+        await client.aclose()
+
+
+async def _quix(infra: Infra, topic: str, quix_out: str, count: int, timeout: float) -> Throughput:
+    with tempfile.TemporaryDirectory(prefix="segmenter-peer-") as workdir:
+        progress = Path(workdir) / "progress"
+        env = settings_env()
+        env.update(
+            PEER_BOOTSTRAP=infra.bootstrap,
+            PEER_INPUT=topic,
+            PEER_OUTPUT=quix_out,
+            PEER_GROUP=f"{infra.group_id}-quix",
+            PEER_STATE_DIR=str(Path(workdir) / "state"),
+            PEER_COUNT=str(count),
+            PEER_PROGRESS=str(progress),
+        )
+        child = Child([], env, module="streams.benchmarks.peer_app").start()
+
+        async def processed() -> int:
+            doc = _progress(progress)
+            return int(doc.get("seen", 0))
+
+        try:
+            await _drain("Quix Streams peer", child, count, processed, timeout)
+            doc = _progress(progress)
+            (wall0, cpu0), (wall1, cpu1) = doc["first"], doc["last"]
+            measured = max(int(doc["seen"]) - 1, 1)
+            rate = measured / max(wall1 - wall0, 1e-6)
+            say(f"(g) Quix Streams peer, its own clocks: {rate:.0f} events/s")
+            return Throughput(rate, (cpu1 - cpu0) * 1e6 / measured)
+        finally:
+            child.stop()
+
+
+def _progress(path: Path) -> dict[str, Any]:
+    """The peer's progress file, or an empty dict while there is none."""
+    try:
+        doc = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+async def run_peer(
+    infra: Infra, messages: Sequence[Message], timeout: float
+) -> tuple[Throughput, Throughput]:
+    """(g): the same events through the worker (peer pack) and the Quix Streams peer."""
+    ours = f"{infra.prefix}.peer.events"
+    theirs = f"{infra.prefix}.peer.quix-events"
+    quix_out = f"{infra.prefix}.peer.quix-out"
+    await ensure_topics(
+        infra.bootstrap,
+        {
+            ours: PARTITIONS,
+            theirs: PARTITIONS,
+            f"{infra.prefix}.peer.migrations": PARTITIONS,
+            f"{infra.prefix}.peer.dlq": 1,
+            quix_out: PARTITIONS,
+        },
+        # Quix Streams reads these back to configure its changelog topics; the embedded broker
+        # reports only what a topic was created with
+        configs={name: dict(RETENTION) for name in (theirs, quix_out)},
+    )
+    await preproduce(infra.bootstrap, [ours, theirs], messages)
+    say("(g) peer: the worker with the peer pack")
+    worker = await _worker(infra, ours, len(messages), timeout)
+    say("(g) peer: the Quix Streams application")
+    quix = await _quix(infra, theirs, quix_out, len(messages), timeout)
+    return worker, quix
