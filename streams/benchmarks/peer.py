@@ -10,19 +10,17 @@ side and as ratios; ``peer_cpu_ratio`` >= 1 means the worker spends less CPU per
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import tempfile
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from streams.benchmarks.common import PARTITIONS, BenchError, Infra, Progress, Throughput, say
-from streams.benchmarks.cpu import CpuMeter, per_event_us
+from streams.benchmarks.common import PARTITIONS, Infra, Throughput, say
 from streams.benchmarks.load import Message, preproduce
+from streams.benchmarks.segmenter import drain
 from streams.stack.children import Child, settings_env
 from streams.stack.topics import ensure_topics
 from streams.store.redis_store import Keys
@@ -36,36 +34,6 @@ RETENTION = {"retention.ms": "604800000", "retention.bytes": "-1"}
 def peer_available() -> bool:
     """Whether Quix Streams (the ``bench`` extra) is installed."""
     return importlib.util.find_spec("quixstreams") is not None
-
-
-async def _drain(
-    label: str, child: Child, count: int, done: Callable[[], Awaitable[int]], timeout: float
-) -> Throughput:
-    """Poll ``done`` until ``count``; events/s and CPU/event from the first event to the last."""
-    meter = CpuMeter({label: [child.proc.pid] if child.proc is not None else []})
-    progress = Progress(f"events processed by the {label}", count)
-    deadline = time.monotonic() + timeout
-    first: tuple[float, int] | None = None
-    while True:
-        seen = await done()
-        now = time.monotonic()
-        if seen and first is None:
-            first = (now, seen)
-            meter.start()
-        if seen >= count:
-            break
-        if not child.alive():
-            raise BenchError(f"the {label} stopped: {child.log_tail(5)!r}")
-        if now > deadline:
-            raise BenchError(f"the {label} processed only {seen}/{count} in {timeout:.0f}s")
-        progress.update(seen)
-        await asyncio.sleep(0.02)
-    assert first is not None
-    elapsed = max(time.monotonic() - first[0], 1e-6)
-    measured = max(count - first[1], 1)
-    rate = measured / elapsed
-    say(f"(g) {label}: {count} events in {elapsed:.1f}s = {rate:.0f} events/s")
-    return Throughput(rate, per_event_us(meter.used()[label], measured))
 
 
 async def _worker(infra: Infra, topic: str, count: int, timeout: float) -> Throughput:
@@ -96,7 +64,7 @@ async def _worker(infra: Infra, topic: str, count: int, timeout: float) -> Throu
         return sum(int(float(v)) + 1 for v in raw.values())
 
     try:
-        return await _drain("worker", child, count, applied, timeout)
+        return await drain("worker", [child], count, applied, timeout, "(g)")
     finally:
         child.stop()
         await client.aclose()
@@ -122,7 +90,7 @@ async def _quix(infra: Infra, topic: str, quix_out: str, count: int, timeout: fl
             return int(doc.get("seen", 0))
 
         try:
-            await _drain("Quix Streams peer", child, count, processed, timeout)
+            await drain("Quix Streams peer", [child], count, processed, timeout, "(g)")
             doc = _progress(progress)
             (wall0, cpu0), (wall1, cpu1) = doc["first"], doc["last"]
             measured = max(int(doc["seen"]) - 1, 1)

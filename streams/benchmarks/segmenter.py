@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import aiohttp
 import redis.asyncio as aioredis
@@ -58,41 +58,53 @@ async def applied(infra: Infra, client: aioredis.Redis) -> int:
     return sum(int(float(v)) + 1 for v in raw.values())
 
 
+async def drain(
+    label: str,
+    children: Sequence[Child],
+    count: int,
+    done: Callable[[], Awaitable[int]],
+    timeout: float,
+    phase: str = "(b)",
+) -> Throughput:
+    """Poll ``done`` (events processed so far) until ``count``: events/s and the children's
+    CPU time per event, both from the first processed event to the last."""
+    meter = CpuMeter({label: [c.proc.pid for c in children if c.proc is not None]})
+    progress = Progress(f"events applied by the {label}", count)
+    deadline = time.monotonic() + timeout
+    first: tuple[float, int] | None = None
+    while True:
+        seen = await done()
+        now = time.monotonic()
+        if seen and first is None:
+            first = (now, seen)
+            meter.start()
+        if seen >= count:
+            break
+        for child in children:
+            if not child.alive():
+                raise BenchError(f"the {label} stopped: {child.log_tail(5)!r}")
+        if now > deadline:
+            raise BenchError(f"the {label} applied only {seen}/{count} in {timeout:.0f}s")
+        progress.update(seen)
+        await asyncio.sleep(0.02)
+    assert first is not None
+    elapsed = max(time.monotonic() - first[0], 1e-6)
+    measured = max(count - first[1], 1)
+    rate = measured / elapsed
+    say(f"{phase} {label}: {count} events in {elapsed:.1f}s = {rate:.0f} events/s")
+    return Throughput(rate, per_event_us(meter.used()[label], measured))
+
+
 async def run_segmenter(
     infra: Infra, workers: Sequence[Child], count: int, timeout: float
 ) -> Throughput:
     """Events/s of the workers, from the first applied batch until all ``count`` are applied,
     and the workers' CPU time per event over the same span."""
     client = infra.redis()
-    meter = CpuMeter({"workers": [w.proc.pid for w in workers if w.proc is not None]})
-    progress = Progress("events applied by the workers", count)
-    deadline = time.monotonic() + timeout
-    first: tuple[float, int] | None = None
     try:
-        while True:
-            done = await applied(infra, client)
-            now = time.monotonic()
-            if done and first is None:
-                first = (now, done)
-                meter.start()
-            if done >= count:
-                break
-            for worker in workers:
-                if not worker.alive():
-                    raise BenchError(f"a worker stopped: {worker.log_tail(5)!r}")
-            if now > deadline:
-                raise BenchError(f"the worker applied only {done}/{count} in {timeout:.0f}s")
-            progress.update(done)
-            await asyncio.sleep(0.02)
+        return await drain("workers", workers, count, lambda: applied(infra, client), timeout)
     finally:
         await client.aclose()
-    assert first is not None
-    elapsed = max(time.monotonic() - first[0], 1e-6)
-    measured = max(count - first[1], 1)
-    cpu = per_event_us(meter.used()["workers"], measured)
-    rate = measured / elapsed
-    say(f"(b) segmenter: {count} events in {elapsed:.1f}s = {rate:.0f} events/s")
-    return Throughput(rate, cpu)
 
 
 async def wait_http(port: int, worker: Child, timeout: float = 30.0) -> None:
