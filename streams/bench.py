@@ -33,7 +33,7 @@ from streams.benchmarks.common import BenchConfig, BenchError, Infra, cleanup, s
 from streams.benchmarks.live import run_live
 from streams.benchmarks.load import preproduce, synthetic
 from streams.benchmarks.memory import measure_memory
-from streams.benchmarks.peer import peer_available, run_peer
+from streams.benchmarks.peer import cleanup_peer, peer_available, run_peer
 from streams.benchmarks.report import peer_results, results, table, to_json
 from streams.benchmarks.segmenter import run_segmenter, start_worker, wait_http
 from streams.settings import Settings
@@ -149,6 +149,8 @@ def run_bench(
         if infra.external and infra.bootstrap and infra.redis_url:
             try:
                 asyncio.run(cleanup(infra))
+                if peer:
+                    asyncio.run(cleanup_peer(infra))
             except Exception as exc:
                 say(f"cleanup incomplete: {exc!r}")
         infra.stop()

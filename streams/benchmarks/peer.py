@@ -3,13 +3,17 @@
 Both consume their own copy of the same synthetic events, produced to two fresh topics of the
 same broker, and compute the same five segments (``peer_rules/``: lifetime, recency and a
 90-day window). The worker runs with that small pack (processing time, like (b)); the peer is
-``peer_app.py``. For each, events/s from its first processed event to the last, and its CPU time
-per event over the same span (from ``/proc``, all threads). The figures are reported side by
-side and as ratios; ``peer_cpu_ratio`` >= 1 means the worker spends less CPU per event.
+``peer_app.py``. For each, events/s from its first processed event to the last one committed,
+and its CPU time per event over the same span (all threads): the worker's read from ``/proc`` by
+the bench (as in (b)), the peer's taken by the peer itself with ``getrusage`` at its first
+message and right after the checkpoint that committed its last (the kernel's same per-process
+counters, read at the exact instants). The figures are reported side by side and as ratios;
+``peer_cpu_ratio`` >= 1 means the worker spends less CPU per event.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import tempfile
 from collections.abc import Sequence
@@ -17,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from aiokafka.admin import AIOKafkaAdminClient
 
-from streams.benchmarks.common import PARTITIONS, Infra, Throughput, say
+from streams.benchmarks.common import PARTITIONS, Infra, Throughput, delete_keys, say
 from streams.benchmarks.load import Message, preproduce
 from streams.benchmarks.segmenter import drain
 from streams.stack.children import Child, settings_env
@@ -86,16 +91,19 @@ async def _quix(infra: Infra, topic: str, quix_out: str, count: int, timeout: fl
         child = Child([], env, module="streams.benchmarks.peer_app").start()
 
         async def processed() -> int:
+            # the last message counts once the app has committed it (its final report)
             doc = _progress(progress)
-            return int(doc.get("seen", 0))
+            seen = int(doc.get("seen", 0))
+            return seen if doc.get("done") else min(seen, count - 1)
 
         try:
             await drain("Quix Streams peer", [child], count, processed, timeout, "(g)")
             doc = _progress(progress)
+            # from before the first message to after the checkpoint that committed the last
             (wall0, cpu0), (wall1, cpu1) = doc["first"], doc["last"]
-            measured = max(int(doc["seen"]) - 1, 1)
+            measured = int(doc["seen"])
             rate = measured / max(wall1 - wall0, 1e-6)
-            say(f"(g) Quix Streams peer, its own clocks: {rate:.0f} events/s")
+            say(f"(g) Quix Streams peer, its own clocks: {measured} events = {rate:.0f} events/s")
             return Throughput(rate, (cpu1 - cpu0) * 1e6 / measured)
         finally:
             child.stop()
@@ -110,20 +118,34 @@ def _progress(path: Path) -> dict[str, Any]:
     return doc if isinstance(doc, dict) else {}
 
 
+def _topics(infra: Infra) -> dict[str, str]:
+    """The topics of (g), by role."""
+    prefix = f"{infra.prefix}.peer"
+    return {
+        "ours": f"{prefix}.events",
+        "theirs": f"{prefix}.quix-events",
+        "quix_out": f"{prefix}.quix-out",
+        "migrations": f"{prefix}.migrations",
+        "dlq": f"{prefix}.dlq",
+        "memberships": f"{prefix}.memberships",
+        # the one Quix Streams creates for its state store ("default")
+        "changelog": f"changelog__{infra.group_id}-quix--{prefix}.quix-events--default",
+    }
+
+
 async def run_peer(
     infra: Infra, messages: Sequence[Message], timeout: float
 ) -> tuple[Throughput, Throughput]:
     """(g): the same events through the worker (peer pack) and the Quix Streams peer."""
-    ours = f"{infra.prefix}.peer.events"
-    theirs = f"{infra.prefix}.peer.quix-events"
-    quix_out = f"{infra.prefix}.peer.quix-out"
+    topics = _topics(infra)
+    ours, theirs, quix_out = topics["ours"], topics["theirs"], topics["quix_out"]
     await ensure_topics(
         infra.bootstrap,
         {
             ours: PARTITIONS,
             theirs: PARTITIONS,
-            f"{infra.prefix}.peer.migrations": PARTITIONS,
-            f"{infra.prefix}.peer.dlq": 1,
+            topics["migrations"]: PARTITIONS,
+            topics["dlq"]: 1,
             quix_out: PARTITIONS,
         },
         # Quix Streams reads these back to configure its changelog topics; the embedded broker
@@ -136,3 +158,22 @@ async def run_peer(
     say("(g) peer: the Quix Streams application")
     quix = await _quix(infra, theirs, quix_out, len(messages), timeout)
     return worker, quix
+
+
+async def cleanup_peer(infra: Infra) -> None:
+    """Delete what (g) made: the peer worker's Redis keys and every topic of (g) (only needed on
+    configured servers, like :func:`streams.benchmarks.common.cleanup`)."""
+    client = infra.redis()
+    try:
+        await delete_keys(client, f"{infra.namespace}-peer:*")
+    finally:
+        await client.aclose()
+    admin = AIOKafkaAdminClient(bootstrap_servers=infra.bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        doomed = [name for name in _topics(infra).values() if name in existing]
+        with contextlib.suppress(Exception):  # a broker that cannot delete topics keeps them
+            await admin.delete_topics(doomed)
+    finally:
+        await admin.close()

@@ -76,3 +76,38 @@ def test_small_bench_reports_every_figure(kafka_bootstrap: str, redis_url: str) 
     # The session's broker and Redis were not started by the bench: no CPU figure for them.
     assert report["live_cpu_broker_pct"] is None
     assert report["live_cpu_redis_pct"] is None
+
+
+PEER_KEYS = (
+    "peer_worker_events_per_s",
+    "peer_worker_cpu_us_per_event",
+    "peer_events_per_s",
+    "peer_cpu_us_per_event",
+    "peer_cpu_ratio",
+    "peer_throughput_ratio",
+)
+
+
+@pytest.mark.timeout(120)
+def test_small_bench_with_the_peer_reports_the_ratios(kafka_bootstrap: str, redis_url: str) -> None:
+    pytest.importorskip("quixstreams", reason="--peer needs the 'bench' extra (Quix Streams)")
+    env = settings_env(kafka_bootstrap=kafka_bootstrap, redis_url=redis_url, log_level="warning")
+    args = [
+        *("--events", "2000", "--customers", "1000"),
+        *("--rate", "100", "--seconds", "1", "--api-rate", "20"),
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "streams", "bench", "--json", "--peer", *args],
+        env=env,
+        capture_output=True,
+        timeout=110,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    report = orjson.loads(done.stdout.decode().strip().splitlines()[-1])
+    for key in PEER_KEYS:
+        value = report[key]
+        assert isinstance(value, int | float), (key, value)
+        assert math.isfinite(value) and value > 0, (key, value)
+    # both sides read every event; the figures come from different processes
+    assert 0 < report["peer_cpu_ratio"] < 100
+    assert 0 < report["peer_throughput_ratio"] < 100

@@ -87,3 +87,37 @@ def test_peer_without_quix_streams_exits_2_with_the_install_command(
     monkeypatch.setattr(bench, "peer_available", lambda: False)
     assert bench.run_bench(bench.Settings(), as_json=False, peer=True) == 2
     assert "pip install -e '.[bench]'" in capsys.readouterr().err
+
+
+def test_an_event_that_arrives_late_does_not_drop_a_later_order() -> None:
+    state: dict[str, Any] = {}
+    order = {"type": "track", "event": ORDER, "timestamp": "2026-03-10T00:00:00Z"}
+    assert step(state, order) == (["recent_buyer"], True)
+    late = {"type": "page", "timestamp": "2026-03-01T00:00:00Z"}
+    assert step(state, late) == (None, False), "judged at the order, not before it"
+    late_order = {**order, "timestamp": "2026-01-01T00:00:00Z"}
+    assert step(state, late_order) == (["repeat_buyer", "recent_buyer"], True)
+    assert state["recent"] == [ms("2026-03-10T00:00:00Z"), ms("2026-01-01T00:00:00Z")]
+    lapse = {"type": "page", "timestamp": "2026-06-08T00:00:00Z"}
+    assert step(state, lapse) == (["repeat_buyer", "lapsed"], True)
+
+
+def test_the_peer_reads_revenue_like_the_worker() -> None:
+    def revenue(props: dict[str, Any]) -> float:
+        state: dict[str, Any] = {}
+        step(
+            state,
+            {
+                "type": "track",
+                "event": ORDER,
+                "timestamp": "2026-01-01T00:00:00Z",
+                "properties": props,
+            },
+        )
+        return float(state["revenue"])
+
+    assert revenue({"revenue": 250, "total": 1}) == 250.0
+    assert revenue({"total": 120.5}) == 120.5
+    assert revenue({"revenue": None, "total": 30}) == 30.0
+    assert revenue({"revenue": True}) == 0.0
+    assert revenue({}) == 0.0
