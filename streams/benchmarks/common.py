@@ -183,17 +183,24 @@ async def delete_keys(client: aioredis.Redis, pattern: str) -> int:
     return deleted
 
 
-async def cleanup(infra: Infra) -> None:
-    """Delete the run's Redis keys and topics (only needed on configured servers)."""
+async def delete_run(infra: Infra, namespace: str, topics: list[str]) -> None:
+    """Delete a namespace's Redis keys and those of ``topics`` that exist."""
     client = infra.redis()
     try:
-        await delete_keys(client, f"{infra.namespace}:*")
+        await delete_keys(client, f"{namespace}:*")
     finally:
         await client.aclose()
     admin = AIOKafkaAdminClient(bootstrap_servers=infra.bootstrap)
     await admin.start()
     try:
+        existing = set(await admin.list_topics())
+        doomed = [name for name in topics if name in existing]
         with contextlib.suppress(Exception):  # a broker that cannot delete topics keeps them
-            await admin.delete_topics([*infra.topics, infra.memberships_topic])
+            await admin.delete_topics(doomed)
     finally:
         await admin.close()
+
+
+async def cleanup(infra: Infra) -> None:
+    """Delete the run's Redis keys and topics (only needed on configured servers)."""
+    await delete_run(infra, infra.namespace, [*infra.topics, infra.memberships_topic])

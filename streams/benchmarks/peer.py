@@ -13,7 +13,6 @@ counters, read at the exact instants). The figures are reported side by side and
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import tempfile
 from collections.abc import Sequence
@@ -21,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka.admin import AIOKafkaAdminClient
 
-from streams.benchmarks.common import PARTITIONS, Infra, Throughput, delete_keys, say
+from streams.benchmarks.common import PARTITIONS, Infra, Throughput, delete_run, say
 from streams.benchmarks.load import Message, preproduce
 from streams.benchmarks.segmenter import drain
 from streams.stack.children import Child, settings_env
@@ -163,17 +161,4 @@ async def run_peer(
 async def cleanup_peer(infra: Infra) -> None:
     """Delete what (g) made: the peer worker's Redis keys and every topic of (g) (only needed on
     configured servers, like :func:`streams.benchmarks.common.cleanup`)."""
-    client = infra.redis()
-    try:
-        await delete_keys(client, f"{infra.namespace}-peer:*")
-    finally:
-        await client.aclose()
-    admin = AIOKafkaAdminClient(bootstrap_servers=infra.bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        doomed = [name for name in _topics(infra).values() if name in existing]
-        with contextlib.suppress(Exception):  # a broker that cannot delete topics keeps them
-            await admin.delete_topics(doomed)
-    finally:
-        await admin.close()
+    await delete_run(infra, f"{infra.namespace}-peer", list(_topics(infra).values()))
