@@ -51,8 +51,7 @@ async def explain_view(
     state = await load_customer(store, customer_id)
     if state is None:
         return None
-    specs = {spec.id: spec for spec in rules.series}
-    explained = rules.explain(StateFacts(state, now, specs))
+    explained = rules.explain(StateFacts(state, now))
     return {
         "customer_id": state.customer_id,
         "evaluated_at": iso(now),

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from streams.api.queries import iter_states
-from streams.engine import RuleLoadError, RuleProblem, RuleSet, SeriesSpec, parse_rules
+from streams.engine import RuleLoadError, RuleProblem, RuleSet, parse_rules
 from streams.engine.loader import RULE_SUFFIXES
 from streams.state.facts import StateFacts
 from streams.store.base import Store
@@ -120,12 +120,6 @@ def compile_draft(text: str, active: RuleSet, rules_dir: Path) -> tuple[RuleSet,
     return rules, rules.segments[0].id
 
 
-def _specs(draft: RuleSet, active: RuleSet) -> dict[str, SeriesSpec]:
-    """The draft's series, with the bucket widths the stored states actually use."""
-    kept = {spec.id: spec for spec in active.series}
-    return {spec.id: kept.get(spec.id, spec) for spec in draft.series}
-
-
 def _untracked(draft: RuleSet, active: RuleSet) -> list[str]:
     kept = {spec.id: spec for spec in active.series}
     notes = []
@@ -150,13 +144,12 @@ async def run_preview(
     """Evaluate the draft over every stored customer and compare with current membership."""
     draft, segment = compile_draft(text, active, rules_dir)
     at = time.time() if now is None else now
-    specs = _specs(draft, active)
     existing = segment in active
     preview = Preview(segment=segment, warnings=_untracked(draft, active))
     async for state in iter_states(store):
         preview.scanned += 1
         try:
-            member = segment in draft.evaluate(StateFacts(state, at, specs)).members
+            member = segment in draft.evaluate(StateFacts(state, at)).members
         except Exception as exc:  # a state the draft cannot read: report, keep going
             if len(preview.errors) < MAX_EVAL_ERRORS:
                 preview.errors.append(f"customer {state.customer_id}: {exc!r}")

@@ -165,7 +165,7 @@ def _engine_scorer(
     bounds = RfmBoundaries(cuts[0], cuts[1], cuts[2])  # type: ignore[arg-type]
 
     def scorer(state: CustomerState) -> tuple[int, int] | None:
-        scores = rfm_scores(StateFacts(state, at, {}), bounds)
+        scores = rfm_scores(StateFacts(state, at), bounds)
         return None if scores is None else (scores[0], scores[1])
 
     return scorer

@@ -33,7 +33,6 @@ class PipelineContext:
     store: Store
     input_partitions: int
     specs_by_event: dict[str, list[SeriesSpec]]
-    specs_by_id: dict[str, SeriesSpec]
     metrics: Metrics
     rfm: RfmBoundaries | None = None
     """Live RFM boundaries (only when the rule pack asks for live ones)."""
@@ -69,7 +68,6 @@ class PipelineContext:
             store=store,
             input_partitions=input_partitions,
             specs_by_event=by_event,
-            specs_by_id={spec.id: spec for spec in rules.series},
             metrics=metrics or Metrics(),
             rfm=live,
             clock=clock or WallClock(),
@@ -93,7 +91,7 @@ class PipelineContext:
 
     def facts(self, state: CustomerState, now: float) -> StateFacts:
         """The rule engine's view of ``state`` at ``now``."""
-        return StateFacts(state, now, self.specs_by_id, self.rfm)
+        return StateFacts(state, now, self.rfm)
 
     def home_partition(self, customer_id: str) -> int:
         """The input partition that owns a customer (its events, timers and state changes)."""

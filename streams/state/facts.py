@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.engine.facts import MISSING, SeriesSpec
+from streams.engine.facts import MISSING
 from streams.engine.instants import HALF_MS, ceil_instant
 from streams.engine.rfm import RfmBoundaries
 from streams.state.customer import CustomerState
@@ -39,19 +39,17 @@ class StateFacts:
     evaluation instant) is a plain attribute, not a property: the engine reads it often.
     """
 
-    __slots__ = ("_now", "_rfm", "_specs", "_state", "now")
+    __slots__ = ("_now", "_rfm", "_state", "now")
 
     def __init__(
         self,
         state: CustomerState,
         now: float,
-        specs: dict[str, SeriesSpec],
         rfm: RfmBoundaries | None = None,
     ) -> None:
         self._state = state
         self._now = now
         self.now = now
-        self._specs = specs
         self._rfm = rfm
 
     @property

@@ -89,7 +89,7 @@ def test_numeric_check_equals_numeric_predicate(x: float, op: str, value: Any) -
 def test_state_trait_paths(path: str) -> None:
     traits = {"a": {"b": {"c": 1}}, "consent": {"": 2}, "x": 3}
     state = CustomerState("c", traits=traits, consent={"marketing": True, "x.y": False})
-    facts = StateFacts(state, NOW, {})
+    facts = StateFacts(state, NOW)
     head, _, rest = path.partition(".")
     expected: Any = traits
     if head == "consent" and rest:

@@ -32,7 +32,6 @@ condition:
 """,
     }
 )
-SPECS = {spec.id: spec for spec in RULES.series}
 BY_EVENT = {spec.event: [spec] for spec in RULES.series}
 DAY = 86400.0
 
@@ -63,15 +62,15 @@ def test_orders_feed_lifetime_aggregates_and_filtered_windows() -> None:
     assert state.orders == 3 and state.revenue == 155.0
     assert state.first_seen == t0 and state.last_seen == t0 + 2 * DAY
     assert state.named["Order Completed"] == [3, t0, t0 + 2 * DAY]
-    facts = StateFacts(state, t0 + 2 * DAY, SPECS)
+    facts = StateFacts(state, t0 + 2 * DAY)
     (spec,) = RULES.series
     assert facts.window_count(spec.id, 7 * DAY) == 2
     assert facts.window_sum(spec.id, "revenue", 7 * DAY) == 105.0
     assert facts.metric("average_order_value") == 155.0 / 3
     assert RULES.evaluate(facts).members == {"shoe_fan"}
-    just_before = StateFacts(state, t0 + 9 * DAY - 0.001, SPECS)
+    just_before = StateFacts(state, t0 + 9 * DAY - 0.001)
     assert just_before.window_count(spec.id, 7 * DAY) == 1
-    at_seven_days = StateFacts(state, t0 + 9 * DAY, SPECS)
+    at_seven_days = StateFacts(state, t0 + 9 * DAY)
     assert at_seven_days.window_count(spec.id, 7 * DAY) == 0, "t - t0 < 7d, exactly"
     assert just_before.window_expiry(spec.id, 7 * DAY) == t0 + 9 * DAY
 
@@ -85,7 +84,7 @@ def test_identify_group_and_consent_fill_traits() -> None:
         state, ev(2.0, type="group", groupId="acme", traits={"employee_count": 1200}), {}, 2.0
     )
     apply_event(state, ev(3.0, type="consent", categoryPreferences={"marketing": False}), {}, 3.0)
-    facts = StateFacts(state, 3.0, {})
+    facts = StateFacts(state, 3.0)
     assert facts.trait("address.country") == "CA"
     assert facts.trait("company.employee_count") == 1200
     assert facts.trait("company.id") == "acme"
