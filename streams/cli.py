@@ -111,6 +111,48 @@ def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
+def _cmd_deliver(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.deliver.process import run_deliver
+
+    return run_deliver(settings, Path(args.destinations) if args.destinations else None)
+
+
+def _cmd_destinations(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.deliver.config import check_destinations
+    from streams.engine import RuleLoadError, load_rules
+
+    try:
+        kinds = {info.id: info.kind for info in load_rules(settings.rules).segments}
+    except RuleLoadError:
+        kinds = None  # `rules check` reports those; the destination files are still checked
+    directory = Path(args.dir) if args.dir else settings.destinations
+    code, lines = check_destinations(directory, kinds)
+    out = sys.stdout if code == 0 else sys.stderr
+    for line in lines:
+        print(line, file=out)
+    return code
+
+
+def _cmd_send(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.console import run_send
+
+    return run_send(settings, args.event)
+
+
+def _cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.console import run_tail
+
+    return run_tail(
+        settings,
+        segments=args.segment or [],
+        customers=args.customer or [],
+        as_json=args.json,
+        from_beginning=args.from_beginning,
+        count=args.count,
+        idle_exit_s=args.idle_exit,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     parser = argparse.ArgumentParser(
@@ -172,6 +214,41 @@ def build_parser() -> argparse.ArgumentParser:
     erase = sub.add_parser("erase", help="forget a customer: profile, aliases, memberships")
     erase.add_argument("customer_id")
     erase.set_defaults(func=_cmd_erase)
+
+    deliver = sub.add_parser("deliver", help="send migrations to the configured destinations")
+    deliver.add_argument(
+        "--destinations", metavar="DIR", help="destination files (default SEGMENTER_DESTINATIONS)"
+    )
+    deliver.set_defaults(func=_cmd_deliver)
+
+    destinations = sub.add_parser("destinations", help="check destination files")
+    dest_sub = destinations.add_subparsers(
+        dest="destinations_command", required=True, metavar="SUBCOMMAND"
+    )
+    dest_check = dest_sub.add_parser("check", help="validate destination files (exit 1 on error)")
+    dest_check.add_argument("dir", nargs="?", help="directory (default SEGMENTER_DESTINATIONS)")
+    destinations.set_defaults(func=_cmd_destinations)
+
+    send = sub.add_parser("send", help="send events (JSON) onto the input topic")
+    send.add_argument(
+        "event",
+        nargs="?",
+        help="one event as JSON; without it (or with -), JSON lines from stdin",
+    )
+    send.set_defaults(func=_cmd_send)
+
+    tail = sub.add_parser("tail", help="print live migrations")
+    tail.add_argument("--segment", action="append", help="only this segment (repeatable)")
+    tail.add_argument("--customer", action="append", help="only this customer (repeatable)")
+    tail.add_argument("--json", action="store_true", help="CloudEvents JSON, one a line")
+    tail.add_argument(
+        "--from-beginning", action="store_true", help="start at the oldest kept migration"
+    )
+    tail.add_argument("--count", type=int, help="exit after N migrations")
+    tail.add_argument(
+        "--idle-exit", type=float, metavar="S", help="exit after S seconds with no migration"
+    )
+    tail.set_defaults(func=_cmd_tail)
 
     bench = sub.add_parser("bench", help="the performance harness")
     bench.add_argument("--json", action="store_true", help="print one JSON object")

@@ -80,6 +80,12 @@ class Settings(BaseSettings):
         ],
         description="trait paths never written to migration events or logs",
     )
+    destinations: Path = Field(
+        Path("destinations"), description="directory of destination files for `deliver`"
+    )
+    deliver_group: str = Field(
+        "segmenter-deliver", description="consumer group prefix: one group per destination"
+    )
     ce_source: str = Field("urn:segmenter", description="CloudEvents source attribute")
     state_dir: Path = Field(Path(".segmenter"), description="where `up` writes stack.json")
     log_level: str = "info"
