@@ -54,33 +54,29 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
 
 @dataclass
 class RateLimit:
-    """At most ``per_second`` requests a second, with bursts of up to one second's worth."""
+    """At most ``per_second`` requests a second, with bursts of up to one second's worth.
+
+    The generic cell rate algorithm: each request reserves the next slot (``interval`` after the
+    previous one) and waits until at most ``burst - 1`` slots lie ahead of now.
+    """
 
     per_second: float
     monotonic: Monotonic = time.monotonic
     sleep: Sleep = asyncio.sleep
-    tokens: float = field(init=False)
-    updated: float = field(init=False)
+    next_slot: float = field(init=False)
 
     def __post_init__(self) -> None:
-        self.tokens = max(1.0, self.per_second)
-        self.updated = self.monotonic()
-
-    def _refill(self) -> None:
-        now = self.monotonic()
-        self.tokens = min(
-            max(1.0, self.per_second), self.tokens + (now - self.updated) * self.per_second
-        )
-        self.updated = now
+        self.interval = 1.0 / self.per_second
+        self.tolerance = (max(1.0, self.per_second) - 1.0) * self.interval
+        self.next_slot = self.monotonic()
 
     async def acquire(self) -> float:
-        """Wait for a token; return how long it waited."""
-        waited = 0.0
-        self._refill()
-        while self.tokens < 1.0:
-            pause = (1.0 - self.tokens) / self.per_second
-            await self.sleep(pause)
-            waited += pause
-            self._refill()
-        self.tokens -= 1.0
-        return waited
+        """Wait for a slot; return how long it waited."""
+        now = self.monotonic()
+        slot = max(self.next_slot, now)
+        self.next_slot = slot + self.interval
+        wait = slot - self.tolerance - now
+        if wait <= 0:
+            return 0.0
+        await self.sleep(wait)
+        return wait
