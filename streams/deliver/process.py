@@ -17,7 +17,7 @@ from pathlib import Path
 
 import aiohttp
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
 from streams.deliver.audience import AudienceSink
 from streams.deliver.config import (
@@ -94,6 +94,42 @@ def _kinds(settings: Settings) -> dict[str, str]:
     return {info.id: info.kind for info in rules.segments}
 
 
+class StartPositions(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Where a new destination starts: partitions without a committed offset go to the end
+    offsets read when the process started (``start_from: latest``), not to the end at the
+    moment the group finally assigns them, so nothing emitted in between is skipped."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int] | None):
+        self.consumer = consumer
+        self.ends = ends
+
+    @classmethod
+    async def of(
+        cls, consumer: AIOKafkaConsumer, topic: str, destination: Destination
+    ) -> StartPositions:
+        """The start positions of ``destination`` (none to fix for ``start_from: earliest``)."""
+        if destination.spec.start_from == "earliest":
+            return cls(consumer, None)
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            await consumer.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps) if tps else {}
+        return cls(consumer, ends)
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        """Nothing to do: offsets are committed after each batch."""
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        """Seek partitions the group never committed to their start position."""
+        if self.ends is None:
+            return
+        for tp in assigned:
+            if tp in self.ends and await self.consumer.committed(tp) is None:
+                self.consumer.seek(tp, self.ends[tp])
+
+
 class Deliverer:
     """The clients shared by the destination loops, and the loops themselves."""
 
@@ -124,7 +160,6 @@ class Deliverer:
             metrics = RedisDeliveryMetrics(store.client, store.keys.ns)
             for destination in self.destinations:
                 consumer = AIOKafkaConsumer(
-                    s.migrations_topic,
                     bootstrap_servers=s.kafka_bootstrap,
                     group_id=f"{s.deliver_group}.{destination.id}",
                     enable_auto_commit=False,
@@ -132,6 +167,8 @@ class Deliverer:
                     **security,
                 )
                 await consumer.start()
+                start = await StartPositions.of(consumer, s.migrations_topic, destination)
+                consumer.subscribe([s.migrations_topic], listener=start)
                 consumers.append(consumer)
                 counters = Counters()
                 sink, prepare = self._sink(destination, store, session, counters, consumer)

@@ -2,7 +2,8 @@
 
 Starts, in order: the broker (embedded Tansu unless ``SEGMENTER_KAFKA_BOOTSTRAP`` is set), a Redis
 server (embedded unless ``SEGMENTER_REDIS_URL`` is set), the topics, one worker child
-(``python -m streams worker``, which serves the HTTP API) and, with ``--generate RATE``, the
+(``python -m streams worker``), the API child, the deliverer (``python -m streams deliver``) when
+``SEGMENTER_DESTINATIONS`` holds destination files, and, with ``--generate RATE``, the
 synthetic traffic generator child. Once the worker answers ``GET /healthz`` it prints the
 addresses and writes them to ``<state_dir>/stack.json``. Children that die are restarted with
 backoff; five quick crashes in a row stop the stack with an error. SIGINT and SIGTERM stop
@@ -45,6 +46,7 @@ _PR_SET_PDEATHSIG = 1
 
 WORKER_COMMAND: list[str] = [sys.executable, "-m", "streams", "worker"]
 API_COMMAND: list[str] = [sys.executable, "-m", "streams", "api"]
+DELIVER_COMMAND: list[str] = [sys.executable, "-m", "streams", "deliver"]
 """How ``up`` starts its worker (a module attribute so tests can substitute a stand-in)."""
 
 
@@ -355,22 +357,45 @@ def child_env(settings: Settings, infra: Infrastructure, http_port: int) -> dict
             "SEGMENTER_INPUT_TOPIC": settings.input_topic,
             "SEGMENTER_MIGRATIONS_TOPIC": settings.migrations_topic,
             "SEGMENTER_DLQ_TOPIC": settings.dlq_topic,
+            "SEGMENTER_DESTINATIONS": str(Path(settings.destinations).resolve()),
             "PYTHONUNBUFFERED": "1",
         }
     )
     return env
 
 
-def banner(settings: Settings, infra: Infrastructure, http_url: str) -> str:
+def banner(
+    settings: Settings, infra: Infrastructure, http_url: str, destinations: Sequence[str] = ()
+) -> str:
     """The lines printed once the stack is ready."""
     topics = ", ".join(topic_layout(settings))
+    deliver = (
+        f"  deliver:   {', '.join(destinations)}   (from {settings.destinations}/)\n"
+        if destinations
+        else ""
+    )
     return (
         "segmenter is up\n"
         f"  kafka:     {infra.kafka_bootstrap}   (topics {topics})\n"
         f"  redis:     {infra.redis_url}\n"
         f"  http:      {http_url}/  (dashboard) · {http_url}/v1/segments\n"
+        f"{deliver}"
         "Ctrl-C to stop."
     )
+
+
+def configured_destinations(settings: Settings) -> list[str]:
+    """The ids of the destination files ``up`` delivers to (a :class:`StackError` if invalid)."""
+    from streams.deliver.config import DestinationLoadError, load_destinations
+    from streams.engine import RuleLoadError, load_rules
+
+    try:
+        kinds = {info.id: info.kind for info in load_rules(settings.rules).segments}
+        found = load_destinations(Path(settings.destinations), kinds)
+    except (RuleLoadError, DestinationLoadError) as exc:
+        problems = "\n".join(str(p) for p in exc.problems)
+        raise StackError(f"cannot deliver to the destinations:\n{problems}") from exc
+    return [d.id for d in found]
 
 
 def run_up(settings: Settings, generate_rate: float | None, customers: int) -> int:
@@ -384,6 +409,7 @@ def run_up(settings: Settings, generate_rate: float | None, customers: int) -> i
         if generate_rate is not None and generate_rate <= 0:
             raise StackError("--generate RATE must be positive")
         port = pick_http_port(settings)
+        destinations = configured_destinations(settings)
         infra.start(settings, stop)
         stop.check()
         create_topics(settings, infra.kafka_bootstrap)
@@ -396,13 +422,15 @@ def run_up(settings: Settings, generate_rate: float | None, customers: int) -> i
         http_url = http_base_url(settings, port)
         supervisor.add(Child("api", list(API_COMMAND), api_env))
         wait_for_health(f"{http_url}/healthz", supervisor, stop, what="the API")
+        if destinations:
+            supervisor.add(Child("deliver", list(DELIVER_COMMAND), env))
         if generate_rate is not None:
             argv = generator_command(generate_rate, customers)
             supervisor.add(Child("generator", argv, env, restart_on_success=False))
         stack_file = write_stack_file(
             Path(settings.state_dir), infra.kafka_bootstrap, infra.redis_url, http_url
         )
-        print(banner(settings, infra, http_url), flush=True)
+        print(banner(settings, infra, http_url, destinations), flush=True)
         while True:
             supervisor.poll()
             stop.sleep(0.2)
