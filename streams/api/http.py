@@ -46,6 +46,17 @@ log = logging.getLogger("segmenter.http")
 
 HealthCheck = Callable[[], Awaitable[dict[str, Any]]]
 LagProbe = Callable[[], Awaitable[Mapping[int, int]]]
+DELIVERY_FIGURES = (
+    "delivered",
+    "retried",
+    "dead_lettered",
+    "requests",
+    "skipped",
+    "lag",
+    "updated_at",
+)
+DeliveryProbe = Callable[[], Awaitable[Mapping[str, Mapping[str, float]]]]
+"""Each destination's counters and lag (see ``streams.deliver.metrics``)."""
 """Input partition -> records behind the end of the partition (for ``/metrics``)."""
 
 STATIC = {
@@ -84,6 +95,7 @@ class HttpServer:
         metrics: Metrics,
         health: HealthCheck,
         lag: LagProbe | None = None,
+        delivery: DeliveryProbe | None = None,
     ) -> None:
         self.settings = settings
         self.rules = rules
@@ -91,6 +103,7 @@ class HttpServer:
         self.metrics = metrics
         self.health = health
         self.lag = lag
+        self.delivery = delivery
         self.port = settings.http_port or free_port(settings.http_host)
         self._runner: web.AppRunner | None = None
 
@@ -115,6 +128,7 @@ class HttpServer:
         app.router.add_get("/v1/customers/{id}/explain", self._explain)
         app.router.add_get("/v1/migrations/matrix", self._matrix)
         app.router.add_get("/v1/rfm/grid", self._rfm)
+        app.router.add_get("/v1/destinations", self._destinations)
         return app
 
     async def start(self) -> None:
@@ -181,6 +195,26 @@ class HttpServer:
         found = getattr(self.metrics, "consumer_lag", None)
         return found if isinstance(found, Mapping) else None
 
+    async def _delivery(self) -> Mapping[str, Mapping[str, float]]:
+        if self.delivery is None:
+            return {}
+        try:
+            return await self.delivery()
+        except Exception as exc:
+            log.debug("delivery metrics unavailable: %r", exc)
+            return {}
+
+    async def _destinations(self, request: web.Request) -> web.Response:
+        found = await self._delivery()
+        return _json(
+            {
+                "destinations": [
+                    {"id": destination, **dict.fromkeys(DELIVERY_FIGURES, 0.0), **figures}
+                    for destination, figures in sorted(found.items())
+                ]
+            }
+        )
+
     async def _metrics(self, request: web.Request) -> web.Response:
         status = await self._status()
         try:
@@ -188,7 +222,14 @@ class HttpServer:
         except Exception as exc:
             log.debug("segment sizes unavailable: %r", exc)
             sizes = {}
-        text = render(self.metrics, sizes, list(self.rules.ids), await self._lag(), status["ok"])
+        text = render(
+            self.metrics,
+            sizes,
+            list(self.rules.ids),
+            await self._lag(),
+            status["ok"],
+            await self._delivery(),
+        )
         response = web.Response(text=text)
         response.headers["Content-Type"] = CONTENT_TYPE
         return response

@@ -54,6 +54,7 @@ def render(
     segment_ids: list[str],
     lag: Mapping[int, int] | None,
     up: bool,
+    delivery: Mapping[str, Mapping[str, float]] | None = None,
 ) -> str:
     """Every metric of one worker.
 
@@ -105,4 +106,28 @@ def render(
             "Records behind the end of each assigned input partition",
             [({"partition": str(p)}, n) for p, n in sorted(lag.items())],
         )
+    if delivery:
+        _delivery(out, delivery)
     return out.text()
+
+
+_DELIVERY = (
+    ("delivered", "counter", "Migrations delivered to each destination"),
+    ("retried", "counter", "Requests to each destination that failed and were tried again"),
+    ("dead_lettered", "counter", "Migrations sent to each destination's dead-letter topic"),
+    ("requests", "counter", "Requests made to each destination (every attempt)"),
+    ("lag", "gauge", "Migrations each destination has not yet delivered or dead-lettered"),
+)
+
+
+def _delivery(out: Exposition, delivery: Mapping[str, Mapping[str, float]]) -> None:
+    """``segmenter_delivery_*``: one family per figure, one sample per destination."""
+    ordered = sorted(delivery.items())
+    for figure, kind, help_text in _DELIVERY:
+        suffix = "_total" if kind == "counter" else ""
+        out.family(
+            f"segmenter_delivery_{figure}{suffix}",
+            kind,
+            help_text,
+            [({"destination": d}, values.get(figure, 0.0)) for d, values in ordered],
+        )

@@ -145,6 +145,24 @@ SCHEMAS: dict[str, Any] = {
             },
         }
     ),
+    "Destinations": _obj(
+        {
+            "destinations": _list(
+                _obj(
+                    {
+                        "id": _STR,
+                        "delivered": _NUM,
+                        "retried": _NUM,
+                        "dead_lettered": _NUM,
+                        "requests": _NUM,
+                        "skipped": _NUM,
+                        "lag": _NUM,
+                        "updated_at": _NUM,
+                    }
+                )
+            )
+        }
+    ),
     "Health": {
         "type": "object",
         "properties": {"ok": {"type": "boolean"}, "redis": {"type": "boolean"}},
@@ -267,6 +285,9 @@ def openapi_document() -> dict[str, Any]:
             "/v1/segments/{id}/members": {"get": members},
             "/v1/migrations/matrix": {"get": matrix},
             "/v1/rfm/grid": {"get": _op("Recency x frequency quintile grid", "RfmGrid")},
+            "/v1/destinations": {
+                "get": _op("Each delivery destination's counters and lag", "Destinations")
+            },
             "/healthz": {"get": health},
             "/metrics": {"get": _op("Prometheus metrics", None, auth=False, media="text/plain")},
             "/openapi.json": {"get": _op("This document", None, auth=False)},

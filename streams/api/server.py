@@ -15,6 +15,7 @@ import signal
 from typing import Any
 
 from streams.api.http import HttpServer
+from streams.deliver.metrics import read_delivery_metrics
 from streams.engine import RuleLoadError, RuleSet, load_rules
 from streams.pipeline import rulepack
 from streams.pipeline.metrics import Metrics
@@ -48,7 +49,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             "rule_version": server.rules.version,
         }
 
-    server = HttpServer(settings, rules, store, Metrics(), health)
+    async def delivery() -> dict[str, dict[str, float]]:
+        return await read_delivery_metrics(store.client, store.keys.ns)
+
+    server = HttpServer(settings, rules, store, Metrics(), health, delivery=delivery)
     await server.start()
     print(f"segmenter api: serving {server.url} (rules {rules.version})", flush=True)
     try:

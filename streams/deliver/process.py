@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
 from streams.deliver.audience import AudienceSink
@@ -28,6 +27,7 @@ from streams.deliver.config import (
     load_destinations,
 )
 from streams.deliver.http_sinks import Poster, ProfileSyncSink, WebhookSink
+from streams.deliver.metrics import RedisDeliveryMetrics
 from streams.deliver.outcome import Counters
 from streams.deliver.records import Selector
 from streams.deliver.runner import DestinationRunner, Sink
@@ -43,50 +43,6 @@ STOP_GRACE_S = 10.0
 
 def _say(text: str) -> None:
     print(f"segmenter deliver: {text}", file=sys.stderr, flush=True)
-
-
-class RedisDeliveryMetrics:
-    """Counters per destination in ``<ns>:deliver:<id>`` (a hash), read by ``/metrics``."""
-
-    def __init__(self, client: aioredis.Redis, namespace: str) -> None:
-        self.client = client
-        self.namespace = namespace
-
-    def key(self, destination: str) -> str:
-        """The destination's metrics hash."""
-        return f"{self.namespace}:deliver:{destination}"
-
-    async def add(self, destination: str, counts: dict[str, int], lag: dict[int, int]) -> None:
-        """Add the counts; set each owned partition's lag and the time of this report."""
-        key = self.key(destination)
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.sadd(f"{self.namespace}:deliver:ids", destination)
-            for name, count in counts.items():
-                pipe.hincrby(key, name, count)
-            for partition, behind in lag.items():
-                pipe.hset(key, f"lag:{partition}", behind)
-            pipe.hset(key, "updated_at", f"{time.time():.3f}")
-            await pipe.execute()
-
-
-async def read_delivery_metrics(
-    client: aioredis.Redis, namespace: str
-) -> dict[str, dict[str, float]]:
-    """Every destination's counters and total lag, as reported by the deliverers."""
-    ids = sorted(_text(x) for x in await client.smembers(f"{namespace}:deliver:ids"))
-    out: dict[str, dict[str, float]] = {}
-    for destination in ids:
-        raw = await client.hgetall(f"{namespace}:deliver:{destination}")
-        values = {_text(k): float(v) for k, v in raw.items()}
-        lag = sum(v for k, v in values.items() if k.startswith("lag:"))
-        figures = {k: v for k, v in values.items() if not k.startswith("lag:")}
-        figures["lag"] = lag
-        out[destination] = figures
-    return out
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _kinds(settings: Settings) -> dict[str, str]:

@@ -18,6 +18,7 @@ import os
 import time
 from collections.abc import Awaitable, Collection, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -26,6 +27,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams.api.http import HttpServer
+from streams.deliver.metrics import read_delivery_metrics
 from streams.engine import RuleLoadError, RuleSet, parse_rules
 from streams.pipeline import rulepack
 from streams.pipeline.backfill import backfill, refresh_customers
@@ -123,7 +125,13 @@ class Runtime:
                 )
                 await self.producer.start()
                 self.http = HttpServer(
-                    settings, self.rules, store, self.ctx.metrics, self.health, lag=self.lag
+                    settings,
+                    self.rules,
+                    store,
+                    self.ctx.metrics,
+                    self.health,
+                    lag=self.lag,
+                    delivery=partial(read_delivery_metrics, store.client, store.keys.ns),
                 )
                 await self.http.start()
                 self.started = True

@@ -65,7 +65,15 @@ def chromium_binary() -> str:
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[str]:
-    """``segmenter up --generate 200 --customers 200`` in ``tmp_path``; yields the HTTP URL."""
+    """``segmenter up --generate 200 --customers 200`` in ``tmp_path``; yields the HTTP URL.
+
+    With an audience-file destination in ``destinations/``, so ``up`` runs the deliverer too.
+    """
+    (tmp_path / "destinations").mkdir()
+    (tmp_path / "destinations" / "ads.yaml").write_text(
+        f"id: ads\ntype: audience_file\ndirectory: {tmp_path / 'audiences'}\n"
+        "kinds: [value, lifecycle]\nbatch: {max_records: 200, linger_ms: 200}\n"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEGMENTER_")}
     env.update({"SEGMENTER_RULES": str(REPO / "rules"), "SEGMENTER_HTTP_PORT": "0"})
     log_path = tmp_path / "up.log"
@@ -172,6 +180,8 @@ STATE_JS = """JSON.stringify({
   sizes: [...document.querySelectorAll('#sizetable td.num')].map(td => td.textContent),
   explained: document.body.dataset.explained || '',
   explainRows: document.querySelectorAll('#customer tbody tr').length,
+  destinations: [...document.querySelectorAll('#desttable tbody tr')].map(
+    tr => [...tr.querySelectorAll('td')].map(td => td.textContent)),
 })"""
 
 
@@ -231,6 +241,13 @@ async def test_dashboard_renders_live_data(stack: str, tmp_path: Path) -> None:
         )
         state = await wait_for(browser, lambda s: s["explainRows"] > 0, 30)
         assert state["explained"] == customer
+
+        state = await wait_for(
+            browser,
+            lambda s: len(s["destinations"]) == 1 and s["destinations"][0][1] not in ("0", ""),
+            30,
+        )
+        assert state["destinations"][0][0] == "ads"
 
         await browser.evaluate("window.scrollTo(0, 0); 1")
         shot = await browser.call(

@@ -16,7 +16,9 @@ from pathlib import Path
 import orjson
 import pytest
 import redis
+import redis.asyncio as aioredis
 
+from streams.deliver.metrics import read_delivery_metrics
 from streams.stack.children import Child
 from tests.integration.harness import (
     Deployment,
@@ -93,6 +95,14 @@ def settled_migrations(deployment: Deployment, quiet_s: float = 3.0) -> list[dic
         seen = now
 
 
+async def delivery_figures(deployment: Deployment) -> dict[str, dict[str, float]]:
+    client = aioredis.Redis.from_url(deployment.redis)
+    try:
+        return await read_delivery_metrics(client, deployment.prefix)
+    finally:
+        await client.aclose()
+
+
 def first_arrivals(items: list[dict[str, object]]) -> list[dict[str, object]]:
     seen: set[str] = set()
     out = []
@@ -166,6 +176,8 @@ def test_every_migration_arrives_in_order_through_faults_and_kills(
     }
     assert int(counts["retried"]) > 0
     assert int(counts["delivered"]) > 0  # a SIGKILLed process loses its unreported counts
+    figures = asyncio.run(delivery_figures(deployment))
+    assert figures["hook"]["lag"] == 0  # everything committed after delivery
 
 
 def test_a_receiver_down_past_give_up_dead_letters_without_loss(

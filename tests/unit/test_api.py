@@ -312,3 +312,34 @@ async def test_openapi_lists_every_route(client: TestClient) -> None:  # type: i
     }
     documented = {(m, p) for p, ops in doc["paths"].items() for m in ops}
     assert routes == documented
+
+
+async def test_delivery_figures_on_metrics_and_destinations() -> None:
+    settings = Settings()
+    store = MemoryStore()
+
+    async def health() -> dict[str, Any]:
+        return {"ok": True, "redis": True}
+
+    async def delivery() -> dict[str, dict[str, float]]:
+        return {"crm": {"delivered": 12.0, "retried": 3.0, "lag": 4.0}, "ads": {"lag": 0.0}}
+
+    server = HttpServer(
+        settings,
+        parse_rules(RULES),
+        store,
+        PipelineContext.create(settings, parse_rules(RULES), store, 1).metrics,
+        health,
+        delivery=delivery,
+    )
+    async with TestClient(TestServer(server.application())) as c:
+        text = await (await c.get("/metrics")).text()
+        assert 'segmenter_delivery_delivered_total{destination="crm"} 12' in text
+        assert 'segmenter_delivery_retried_total{destination="crm"} 3' in text
+        assert 'segmenter_delivery_lag{destination="crm"} 4' in text
+        assert 'segmenter_delivery_dead_lettered_total{destination="ads"} 0' in text
+        body = await get(c, "/v1/destinations")
+        assert [d["id"] for d in body["destinations"]] == ["ads", "crm"]
+        assert (
+            body["destinations"][1]["delivered"] == 12 and body["destinations"][0]["retried"] == 0
+        )

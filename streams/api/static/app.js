@@ -93,6 +93,23 @@ async function refreshRfm() {
   markReady();
 }
 
+async function refreshDestinations() {
+  try {
+    const r = await api('/v1/destinations');
+    if (!r.ok) return;
+    const body = await r.json();
+    const rows = body.destinations.map(d =>
+      `<tr><td><code>${esc(d.id)}</code></td><td class="num">${d.delivered.toLocaleString()}</td>` +
+      `<td class="num">${d.retried.toLocaleString()}</td>` +
+      `<td class="num ${d.dead_lettered ? 'bad' : ''}">${d.dead_lettered.toLocaleString()}</td>` +
+      `<td class="num">${d.lag.toLocaleString()}</td>` +
+      `<td>${d.updated_at ? new Date(d.updated_at * 1000).toLocaleTimeString() : '—'}</td></tr>`).join('');
+    document.querySelector('#desttable tbody').innerHTML = rows;
+    document.getElementById('destcard').hidden = body.destinations.length === 0;
+    document.body.dataset.destinations = String(body.destinations.length);
+  } catch (e) { /* shown by the size poll */ }
+}
+
 async function refreshHealth() {
   const pill = document.getElementById('health');
   try {
@@ -145,11 +162,12 @@ function init() {
   setInterval(refreshMatrix, 10000);
   setInterval(refreshRfm, 15000);
   setInterval(refreshHealth, 5000);
+  setInterval(refreshDestinations, 5000);
 }
 
 async function tick() {
   await refreshSizes();
-  await Promise.all([refreshMatrix(), refreshRfm(), refreshHealth()]);
+  await Promise.all([refreshMatrix(), refreshRfm(), refreshHealth(), refreshDestinations()]);
 }
 
 init();
