@@ -13,7 +13,9 @@ In one run, on the same broker, Redis and synthetic events:
    fixed rate, (e) API lookups under that load, (f) timer lateness;
 6. with ``--peer``, (g): the same events through a worker running the small peer pack and
    through a plain Quix Streams application computing the same segments
-   (:mod:`streams.benchmarks.peer`), side by side.
+   (:mod:`streams.benchmarks.peer`), side by side;
+7. with ``--deliver``, (h): migrations through ``segmenter deliver`` and a webhook to a local
+   receiver (:mod:`streams.benchmarks.delivery`).
 
 The run uses its own topics, Redis namespace and consumer group; embedded servers are started
 unless ``SEGMENTER_KAFKA_BOOTSTRAP`` / ``SEGMENTER_REDIS_URL`` are set, and on configured servers
@@ -30,11 +32,12 @@ from redis.exceptions import RedisError
 
 from streams.benchmarks.ceiling import run_ceiling
 from streams.benchmarks.common import BenchConfig, BenchError, Infra, cleanup, say
+from streams.benchmarks.delivery import run_delivery
 from streams.benchmarks.live import run_live
 from streams.benchmarks.load import preproduce, synthetic
 from streams.benchmarks.memory import measure_memory
 from streams.benchmarks.peer import cleanup_peer, peer_available, run_peer
-from streams.benchmarks.report import peer_results, results, table, to_json
+from streams.benchmarks.report import delivery_results, peer_results, results, table, to_json
 from streams.benchmarks.segmenter import run_segmenter, start_worker, wait_http
 from streams.settings import Settings
 from streams.stack.children import Child
@@ -60,7 +63,7 @@ def _roles(infra: Infra, workers: list[Child], api: Child) -> dict[str, list[int
     return roles
 
 
-def _measure(infra: Infra, cfg: BenchConfig, peer: bool) -> dict[str, object]:
+def _measure(infra: Infra, cfg: BenchConfig, peer: bool, deliver: bool) -> dict[str, object]:
     """Every phase, in order; the worker child is stopped whatever happens."""
     asyncio.run(ensure_topics(infra.bootstrap, infra.topics))
     say(f"generating {cfg.events} events from {cfg.customers} synthetic customers")
@@ -98,6 +101,9 @@ def _measure(infra: Infra, cfg: BenchConfig, peer: bool) -> dict[str, object]:
         again = synthetic(cfg.events, cfg.customers, cfg.seed)
         ours, theirs = asyncio.run(run_peer(infra, again, _timeout(cfg.events)))
         figures.update(peer_results(ours, theirs))
+    if deliver:
+        count = min(cfg.events, 50_000)
+        figures.update(delivery_results(run_delivery(infra, count, _timeout(count))))
     return figures
 
 
@@ -111,6 +117,7 @@ def run_bench(
     api_rate: float = 500.0,
     workers: int = 1,
     peer: bool = False,
+    deliver: bool = False,
 ) -> int:
     """Run every phase; print the table (or one JSON object); 0 unless infrastructure failed.
 
@@ -141,7 +148,7 @@ def run_bench(
     try:
         infra.start()
         say(f"broker {infra.bootstrap}, Redis {infra.redis_url}, run {infra.run}")
-        figures = _measure(infra, cfg, peer)
+        figures = _measure(infra, cfg, peer, deliver)
     except (BenchError, StackError, KafkaError, RedisError, OSError, TimeoutError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else repr(exc)
         print(f"segmenter bench: {message}", file=sys.stderr)

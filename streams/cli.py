@@ -108,6 +108,7 @@ def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         api_rate=args.api_rate,
         workers=args.workers,
         peer=args.peer,
+        deliver=args.deliver,
     )
 
 
@@ -274,6 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--peer",
         action="store_true",
         help="add (g): a plain Quix Streams app on the same events (the 'bench' extra)",
+    )
+    bench.add_argument(
+        "--deliver",
+        action="store_true",
+        help="add (h): migrations through `segmenter deliver` to a local webhook receiver",
     )
     bench.set_defaults(func=_cmd_bench)
     return parser

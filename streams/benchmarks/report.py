@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from streams.benchmarks.common import BenchConfig, Throughput, percentile
+from streams.benchmarks.delivery import DeliveryFigures
 from streams.benchmarks.live import LiveReport
 from streams.benchmarks.memory import MemoryReport
 
@@ -93,6 +94,24 @@ PEER_ROWS = (
 """The table's rows of (g), shown when the run had ``--peer``."""
 
 
+def delivery_results(found: DeliveryFigures) -> dict[str, Any]:
+    """(h): the webhook path's migrations/s, requests and CPU per migration."""
+    return {
+        "deliver_migrations": found.migrations,
+        "deliver_per_s": _round(found.per_s, 1),
+        "deliver_requests": found.requests,
+        "deliver_cpu_us_per_migration": _round(found.cpu_us_per_migration, 1),
+    }
+
+
+DELIVERY_ROWS = (
+    ("(h) webhook delivery", "deliver_per_s", "migr./s"),
+    ("    requests", "deliver_requests", ""),
+    ("    CPU per migration", "deliver_cpu_us_per_migration", "us"),
+)
+"""The table's rows of (h), shown when the run had ``--deliver``."""
+
+
 def to_json(figures: dict[str, Any]) -> str:
     """The one JSON object of ``--json`` (missing figures are ``null``)."""
     return orjson.dumps(figures).decode()
@@ -164,6 +183,8 @@ def table(figures: dict[str, Any], cfg: BenchConfig) -> str:
     rows = _rows(cfg)
     if "peer_cpu_ratio" in figures:
         rows += [Row(label, key, unit) for label, key, unit in PEER_ROWS]
+    if "deliver_per_s" in figures:
+        rows += [Row(label, key, unit) for label, key, unit in DELIVERY_ROWS]
     for row in rows:
         value = figures.get(row.key)
         verdict = "" if row.ok is None else "n/a"

@@ -37,6 +37,9 @@ KEYS = (
     "live_cpu_workers_pct",
     "live_cpu_api_pct",
     "live_cpu_bench_pct",
+    "deliver_per_s",
+    "deliver_requests",
+    "deliver_cpu_us_per_migration",
 )
 
 
@@ -47,6 +50,7 @@ def test_small_bench_reports_every_figure(kafka_bootstrap: str, redis_url: str) 
         *("--events", "3000", "--customers", "1000"),
         *("--rate", "200", "--seconds", "2", "--api-rate", "100"),
         *("--workers", "2"),
+        "--deliver",
     ]
     done = subprocess.run(
         [sys.executable, "-m", "streams", "bench", "--json", *args],
@@ -73,6 +77,9 @@ def test_small_bench_reports_every_figure(kafka_bootstrap: str, redis_url: str) 
     assert report["p50_ms"] <= report["p99_ms"]
     assert report["timer_samples"] > 0
     assert report["customers_stored"] > 0
+    # (h): every migration reached the receiver (it counts distinct ids), in batches of <= 500.
+    assert report["deliver_migrations"] == 3000
+    assert report["deliver_requests"] >= 3000 / 500
     # The session's broker and Redis were not started by the bench: no CPU figure for them.
     assert report["live_cpu_broker_pct"] is None
     assert report["live_cpu_redis_pct"] is None
