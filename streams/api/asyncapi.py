@@ -1,4 +1,4 @@
-"""The AsyncAPI 3.0 document of the segmenter's three Kafka topics, built from pydantic models.
+"""The AsyncAPI 3.0 document of the segmenter's Kafka topics, built from pydantic models.
 
 ``python -m streams.api.asyncapi > docs/asyncapi.yaml`` regenerates the shipped document.
 Input events come from :mod:`streams.events.models`; the migration value is
@@ -89,6 +89,27 @@ class DeadLetterHeaders(BaseModel):
     source_offset: str = Field(alias="segmenter.source.offset", pattern=r"^\d+$")
 
 
+class DeliveryDeadLetterHeaders(BaseModel):
+    """Headers ``segmenter deliver`` adds to a migration it gave up on (the CloudEvents headers
+    of the migration are kept too)."""
+
+    model_config = ConfigDict(
+        extra="allow", populate_by_name=True, title="DeliveryDeadLetterHeaders"
+    )
+
+    destination: str = Field(alias="segmenter.destination", description="the destination's id")
+    error_message: str = Field(
+        alias="segmenter.error.message", description="the last error and why delivery stopped"
+    )
+    attempts: str = Field(alias="segmenter.delivery.attempts", pattern=r"^\d+$")
+    source_topic: str = Field(alias="segmenter.source.topic")
+    source_partition: str = Field(alias="segmenter.source.partition", pattern=r"^\d+$")
+    source_offset: str = Field(alias="segmenter.source.offset", pattern=r"^\d+$")
+    dead_lettered_at: str = Field(
+        alias="segmenter.dead_lettered_at", description="epoch seconds, e.g. 1764842400.123"
+    )
+
+
 def _schemas() -> dict[str, Any]:
     """Every component schema, with AsyncAPI-style (string) discriminators."""
     found: dict[str, Any] = {}
@@ -98,7 +119,7 @@ def _schemas() -> dict[str, Any]:
     event["title"] = "SegmentEvent"
     event["description"] = "A Segment Spec event, or the segmenter's erase or consent event."
     found["SegmentEvent"] = event
-    for model in (MigrationData, MigrationHeaders, DeadLetterHeaders):
+    for model in (MigrationData, MigrationHeaders, DeadLetterHeaders, DeliveryDeadLetterHeaders):
         schema = model.model_json_schema(ref_template=REF, by_alias=True)
         found.update(schema.pop("$defs", {}))
         found[model.__name__] = schema
@@ -150,6 +171,16 @@ def asyncapi_document() -> dict[str, Any]:
                 "description": "Input that could not be used, unchanged, with error headers.",
                 "messages": {"deadLetter": {"$ref": ref + "DeadLetter"}},
             },
+            "deliveryDeadLetters": {
+                "address": "segmenter.deliver.{destination}.dlq",
+                "description": (
+                    "Migrations `segmenter deliver` could not deliver to a destination before its"
+                    " give-up time (or that it refused for good): the migration unchanged, with"
+                    " the error. One topic per destination (its `dead_letter_topic`)."
+                ),
+                "parameters": {"destination": {"description": "the destination file's id"}},
+                "messages": {"deliveryDeadLetter": {"$ref": ref + "DeliveryDeadLetter"}},
+            },
         },
         "operations": {
             "receiveEvents": {
@@ -173,6 +204,14 @@ def asyncapi_document() -> dict[str, Any]:
                 "summary": "Invalid, unparseable or oversized input.",
                 "messages": [{"$ref": "#/channels/deadLetters/messages/deadLetter"}],
             },
+            "sendDeliveryDeadLetters": {
+                "action": "send",
+                "channel": {"$ref": "#/channels/deliveryDeadLetters"},
+                "summary": "A migration a destination did not accept in time.",
+                "messages": [
+                    {"$ref": "#/channels/deliveryDeadLetters/messages/deliveryDeadLetter"}
+                ],
+            },
         },
         "components": {
             "messages": {
@@ -193,6 +232,15 @@ def asyncapi_document() -> dict[str, Any]:
                     "headers": {"$ref": "#/components/schemas/DeadLetterHeaders"},
                     "payload": {"description": "the original bytes, unchanged"},
                     "bindings": _kafka_key("the original key, unchanged"),
+                },
+                "DeliveryDeadLetter": {
+                    "name": "DeliveryDeadLetter",
+                    "title": "Undelivered migration",
+                    "summary": "The migration's key, value and CloudEvents headers, unchanged.",
+                    "contentType": "application/json",
+                    "headers": {"$ref": "#/components/schemas/DeliveryDeadLetterHeaders"},
+                    "payload": {"$ref": "#/components/schemas/MigrationData"},
+                    "bindings": _kafka_key("the customer id"),
                 },
             },
             "schemas": _schemas(),

@@ -42,17 +42,18 @@ class MetricsSink(Protocol):
 
 
 def dead_letter_headers(
-    record: Record, destination: str, outcome: Outcome
+    record: Record, topic: str, destination: str, outcome: Outcome
 ) -> list[tuple[str, bytes]]:
     """The original headers plus where the record came from and why it was not delivered."""
     return [
         *record.headers,
-        ("segmenter_destination", destination.encode()),
-        ("segmenter_error", (outcome.error or "").encode()),
-        ("segmenter_attempts", str(outcome.attempts).encode()),
-        ("segmenter_source_partition", str(record.partition).encode()),
-        ("segmenter_source_offset", str(record.offset).encode()),
-        ("segmenter_dead_lettered_at", f"{time.time():.3f}".encode()),
+        ("segmenter.destination", destination.encode()),
+        ("segmenter.error.message", (outcome.error or "").encode()),
+        ("segmenter.delivery.attempts", str(outcome.attempts).encode()),
+        ("segmenter.source.topic", topic.encode()),
+        ("segmenter.source.partition", str(record.partition).encode()),
+        ("segmenter.source.offset", str(record.offset).encode()),
+        ("segmenter.dead_lettered_at", f"{time.time():.3f}".encode()),
     ]
 
 
@@ -97,7 +98,7 @@ class DestinationRunner:
                 topic,
                 value=r.value,
                 key=r.key,
-                headers=dead_letter_headers(r, self.destination.id, outcome),
+                headers=dead_letter_headers(r, self.topic, self.destination.id, outcome),
             )
             for r in records
         ]

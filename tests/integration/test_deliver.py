@@ -18,6 +18,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from streams.api.asyncapi import asyncapi_document, validate
 from streams.deliver.metrics import read_delivery_metrics
 from streams.stack.children import Child
 from tests.integration.harness import (
@@ -210,10 +211,17 @@ def test_a_receiver_down_past_give_up_dead_letters_without_loss(
         worker.stop()
         receiver.stop()
     assert receiver.accepted == []
+    doc = asyncapi_document()
+    schemas = doc["components"]["schemas"]
     assert {dict(x.headers)["ce_id"].decode() for x in dead} == {e["id"] for e in expected}
     for record in dead:
         headers = dict(record.headers)
-        assert headers["segmenter_destination"] == b"hook"
-        assert b"HTTP 503" in headers["segmenter_error"]
-        assert int(headers["segmenter_attempts"]) >= 2
+        assert headers["segmenter.destination"] == b"hook"
+        assert b"HTTP 503" in headers["segmenter.error.message"]
+        assert int(headers["segmenter.delivery.attempts"]) >= 2
+        assert headers["segmenter.source.topic"] == deployment.migrations.encode()
+        assert int(headers["segmenter.source.offset"]) >= 0
+        text = {k: v.decode() for k, v in headers.items()}
+        assert validate(text, schemas["DeliveryDeadLetterHeaders"], doc) == []
+        assert validate(orjson.loads(record.value), schemas["MigrationData"], doc) == []
         assert orjson.loads(record.value)["customer_id"] == record.key.decode()

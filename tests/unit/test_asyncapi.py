@@ -31,7 +31,12 @@ def test_document_shape() -> None:
     doc = yaml.safe_load(SHIPPED.read_text())
     assert doc["asyncapi"] == "3.0.0"
     addresses = {c["address"] for c in doc["channels"].values()}
-    assert addresses == {"segmenter.events", "segmenter.migrations", "segmenter.events.dlq"}
+    assert addresses == {
+        "segmenter.events",
+        "segmenter.migrations",
+        "segmenter.events.dlq",
+        "segmenter.deliver.{destination}.dlq",
+    }
     schemas = doc["components"]["schemas"]
     for name in ("SegmentEvent", "MigrationData", "MigrationHeaders", "DeadLetterHeaders"):
         assert name in schemas
