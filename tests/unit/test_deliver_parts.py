@@ -106,6 +106,17 @@ def test_sha256_matches_the_fips_180_2_vectors() -> None:
     )
 
 
+def test_normalized_identifiers_hash_to_the_ad_platforms_published_examples() -> None:
+    # The UID2 normalization and encoding guide: "user@example.com" -> SHA-256 hex b4c9a289...
+    email = normalize_email("  USER@Example.COM ")
+    assert email is not None
+    assert sha256_hex(email) == "b4c9a289323b21a01c3e940f150eb9b8c542587f1abfd8f0e1cc1ffc5e475514"
+    # The X Ads API custom-audience guide: handle @AdsAPI normalized to "adsapi" -> 49e0be2a...
+    assert (
+        sha256_hex("adsapi") == "49e0be2aeccfb51a8dee4c945c8a70a9ac500cf6f5cb08112575f74db9b1470d"
+    )
+
+
 @pytest.mark.parametrize(
     ("raw", "normal"),
     [
@@ -231,3 +242,16 @@ def test_tail_lines_and_filters() -> None:
     )
     assert TailFilter(frozenset({"big_spender"})).keeps(event["data"])
     assert not TailFilter(frozenset(), frozenset({"bob"})).keeps(event["data"])
+
+
+def test_the_shipped_example_destinations_pass_the_check(monkeypatch, capsys) -> None:
+    from streams.cli import main
+
+    repo = Path(__file__).resolve().parents[2]
+    monkeypatch.setenv("WEBHOOK_SECRET", "example")
+    monkeypatch.setenv("SEGMENTER_RULES", str(repo / "rules"))
+    assert main(["destinations", "check", str(repo / "deploy" / "destinations")]) == 0
+    assert capsys.readouterr().out.startswith("OK: 3 destinations")
+    monkeypatch.delenv("WEBHOOK_SECRET")
+    assert main(["destinations", "check", str(repo / "deploy" / "destinations")]) == 1
+    assert "WEBHOOK_SECRET is unset" in capsys.readouterr().err
