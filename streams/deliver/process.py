@@ -185,12 +185,17 @@ class Deliverer:
 
 
 async def _wait_for_positions(consumer: AIOKafkaConsumer, timeout: float = 30.0) -> None:
-    """Wait for the group's assignment and fix the start positions (before a full export)."""
+    """Wait for the group's assignment and fix the start positions (before a full export).
+
+    Joining the group takes a fetch; whatever that fetch returns is put back (the consumer
+    seeks to the first record of each partition), so nothing is skipped.
+    """
     deadline = time.monotonic() + timeout
     while not consumer.assignment() and time.monotonic() < deadline:
-        await consumer.getmany(timeout_ms=100, max_records=1)
-        if consumer.assignment():
-            break
+        got = await consumer.getmany(timeout_ms=100, max_records=1)
+        for tp, records in got.items():
+            if records:
+                consumer.seek(tp, records[0].offset)
     for tp in consumer.assignment():
         await consumer.position(tp)
 

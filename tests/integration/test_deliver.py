@@ -124,13 +124,14 @@ def wait_for(check, timeout: float, what: str, child: Child | None = None) -> No
     raise AssertionError(f"timed out waiting for {what}\n{tail}")
 
 
-def test_every_migration_arrives_in_order_through_faults_and_kills(
+def test_every_migration_arrives_in_order_through_faults_and_kills_with_two_deliverers(
     deployment: Deployment, tmp_path: Path
 ) -> None:
     asyncio.run(deployment.create_topics())
     receiver = Receiver(SECRET, faults=["ok", "500", "ok", "429", "ok", "slow", "reset"]).start()
     worker = deployment.worker()
     deliver = deliverer(deployment, webhook_file(tmp_path / "destinations", receiver.url))
+    second = deliverer(deployment, tmp_path / "destinations")  # the group splits the partitions
     try:
         docs = traffic(customers=40, per_customer=6)
         half = len(docs) // 2
@@ -151,8 +152,10 @@ def test_every_migration_arrives_in_order_through_faults_and_kills(
         )
     finally:
         deliver.stop()
+        second.stop()
         worker.stop()
         receiver.stop()
+    assert "Traceback" not in second.log_tail(200)
     items = receiver.items()
     got = [{**i["data"], "id": i["id"]} for i in items]
     assert {g["id"] for g in got} == {e["id"] for e in expected}
