@@ -80,6 +80,11 @@ class Settings(BaseSettings):
         ],
         description="trait paths never written to migration events or logs",
     )
+    history_retention_hours: int = Field(
+        90 * 24,
+        ge=24,
+        description="hours of size history kept (counted back from the newest migration's hour)",
+    )
     destinations: Path = Field(
         Path("destinations"), description="directory of destination files for `deliver`"
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from streams.engine import RuleSet
+from streams.engine.facts import SeriesSpec
 from streams.pipeline.processor import PipelineContext
 from streams.pipeline.timekeeping import ManualClock
 from streams.settings import Settings
@@ -40,3 +41,9 @@ def pinned_context(
         partitions,
         clock=clock or pinned_clock(),
     )
+
+
+def condition_series(rules: RuleSet) -> tuple[SeriesSpec, ...]:
+    """The rule pack's series other than the one kept for performance (its conversion)."""
+    conversion = rules.conversion
+    return tuple(s for s in rules.series if conversion is None or s.id != conversion.series_id)

@@ -177,3 +177,25 @@ async def check_scan_meta_and_progress(store: Store) -> None:
 
 
 CONTRACT.append(check_scan_meta_and_progress)
+
+
+async def check_size_history(store: Store) -> None:
+    """Hourly counts add up; hours past the retention (2160 h) before the newest fold into the
+    base, also when a late batch writes to such an hour."""
+    start = 490_000  # an hour in 2025
+    await store.commit(CommitBatch(history={start: {"vip|in": 2}, start + 1: {"vip|out": 1}}))
+    await store.commit(CommitBatch(history={start + 1: {"vip|out": 1, "new|in": 4}}))
+    found = await store.history()
+    assert found.base == {}
+    assert found.hours == {start: {"vip|in": 2}, start + 1: {"vip|out": 2, "new|in": 4}}
+    await store.commit(CommitBatch(history={start + 2161: {"vip|in": 1}}))
+    found = await store.history()
+    assert found.base == {"vip|in": 2}  # hour `start` is more than 2160 h before the newest
+    assert found.hours == {start + 1: {"vip|out": 2, "new|in": 4}, start + 2161: {"vip|in": 1}}
+    await store.commit(CommitBatch(history={start: {"vip|in": 5}}))  # late, already past
+    found = await store.history()
+    assert found.base == {"vip|in": 7}
+    assert set(found.hours) == {start + 1, start + 2161}
+
+
+CONTRACT.append(check_size_history)

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from streams.engine.loader import RULE_SUFFIXES, RuleLoadError, load_rules
-from streams.engine.model import FamilyFile, RfmFile, SegmentFile
+from streams.engine.model import FamilyFile, PerformanceFile, RfmFile, SegmentFile
 
 
 def check_rules(directory: Path) -> tuple[int, list[str]]:
@@ -34,8 +34,8 @@ def check_rules(directory: Path) -> tuple[int, list[str]]:
 
 def rules_json_schema() -> dict[str, Any]:
     """The JSON Schema of a rule file (one segment, one family, or the rfm configuration)."""
-    adapter: TypeAdapter[SegmentFile | FamilyFile | RfmFile] = TypeAdapter(
-        SegmentFile | FamilyFile | RfmFile
+    adapter: TypeAdapter[SegmentFile | FamilyFile | RfmFile | PerformanceFile] = TypeAdapter(
+        SegmentFile | FamilyFile | RfmFile | PerformanceFile
     )
     schema = adapter.json_schema()
     choices = schema.pop("anyOf")
@@ -43,7 +43,8 @@ def rules_json_schema() -> dict[str, Any]:
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "Segmenter rule file",
         "description": (
-            "One segment, one family of mutually exclusive segments, or the RFM configuration."
+            "One segment, one family of mutually exclusive segments, the RFM configuration,"
+            " or the performance configuration."
         ),
         "oneOf": choices,
         **schema,

@@ -32,7 +32,7 @@ from streams.engine.problems import (
     validation_problems,
 )
 from streams.engine.rfm import RfmBoundaries, RfmConfig
-from streams.engine.ruleset import RuleSet, SegmentInfo
+from streams.engine.ruleset import Conversion, RuleSet, SegmentInfo
 
 RULE_SUFFIXES = (".yaml", ".yml")
 
@@ -66,6 +66,7 @@ class _File:
     family: str | None = None
     rfm: m.RfmSection | None = None
     rfm_lines: list[int] = field(default_factory=list)
+    performance: m.PerformanceSection | None = None
 
 
 def _refs(raw: Any) -> Iterator[tuple[str, int]]:
@@ -115,6 +116,8 @@ def _segment(
 def _top_model(data: LineDict) -> type[BaseModel]:
     if "rfm" in data and not {"id", "family", "segments"} & data.keys():
         return m.RfmFile
+    if "performance" in data and not {"id", "family", "segments"} & data.keys():
+        return m.PerformanceFile
     if "segments" in data or ("family" in data and "id" not in data):
         return m.FamilyFile
     return m.SegmentFile
@@ -145,6 +148,8 @@ def _read_file(file: str, text: bytes) -> _File:
     result.rfm_lines = list(_rfm_lines(data))
     if isinstance(parsed, m.RfmFile):
         result.rfm = parsed.rfm
+    elif isinstance(parsed, m.PerformanceFile):
+        result.performance = parsed.performance
     elif isinstance(parsed, m.SegmentFile):
         result.segments.append(_segment(data, parsed, parsed.kind, parsed.family, file))
     else:
@@ -204,6 +209,7 @@ def parse_rules(
     family_files: dict[str, str] = {}
     rfm: RfmConfig | None = None
     rfm_uses: list[tuple[str, int]] = []
+    performance: tuple[m.PerformanceSection, str] | None = None
     for name in sorted(blobs):
         shown = (display or {}).get(name, name)
         read = _read_file(shown, blobs[name])
@@ -214,6 +220,12 @@ def parse_rules(
                 problems.append(RuleProblem(shown, 1, f"rfm is already configured in {rfm.file}"))
             else:
                 rfm = _rfm_config(read.rfm, shown)
+        if read.performance is not None:
+            if performance is not None:
+                message = f"performance is already configured in {performance[1]}"
+                problems.append(RuleProblem(shown, 1, message))
+            else:
+                performance = (read.performance, shown)
         family = read.family
         if family is not None:
             if family in family_files:
@@ -279,7 +291,18 @@ def parse_rules(
         )
         for sid in ordered
     }
-    rules = RuleSet.build(rules_version(blobs), compiled, compiler.series(), rfm, inputs)
+    section = performance[0] if performance is not None else m.PerformanceSection()
+    conversion = Conversion(
+        event=section.conversion_event,
+        value_property=section.value_property,
+        window_s=section.window_days * 86400,
+        series_id=compiler.register_series(
+            section.conversion_event, None, section.window_days * 86400, section.value_property
+        ),
+    )
+    rules = RuleSet.build(
+        rules_version(blobs), compiled, compiler.series(), rfm, inputs, conversion
+    )
     conditions = dict((info.id, cond) for info, cond in compiled)
     for info, _ in compiled:
         members = rules.families.get(info.family, (info.id,)) if info.family else (info.id,)

@@ -480,6 +480,28 @@ class RfmSection(_Strict):
     monetary: CutPoints
 
 
+class PerformanceSection(_Strict):
+    """What counts as a conversion when segments' performance is measured (segmenter report)."""
+
+    conversion_event: str = Field(
+        default="Order Completed", min_length=1, description="the track event that converts"
+    )
+    value_property: str = Field(
+        default="revenue", min_length=1, description="its property that holds the value"
+    )
+    window_days: Annotated[float, Field(gt=0, le=400)] = Field(
+        default=90, description="the longest performance window; the states keep that much"
+    )
+
+
+class PerformanceFile(_Strict):
+    """A file configuring segment performance (at most one per pack; defaults without it)."""
+
+    model_config = ConfigDict(title="Performance file")
+
+    performance: PerformanceSection
+
+
 class RfmFile(_Strict):
     """A file configuring RFM scoring (at most one per pack)."""
 

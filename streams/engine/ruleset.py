@@ -51,6 +51,21 @@ class SegmentInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Conversion:
+    """What a conversion is, for segment performance (the pack's ``performance`` file).
+
+    The states keep ``series_id``, a series of the conversion event with ``value_property``
+    summed, for at least ``window_s``: conversions and value within any window up to that are
+    exact.
+    """
+
+    event: str
+    value_property: str
+    window_s: float
+    series_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Evaluation:
     """The outcome of evaluating every segment for one customer at one instant.
 
@@ -202,6 +217,8 @@ class RuleSet:
     _readers: Mapping[int, frozenset[int]] = field(repr=False, compare=False, default_factory=dict)
     """Per unit: the later units that read its memberships through ``in_segment``."""
     _affected: dict[frozenset[str], _Plan] = field(repr=False, compare=False, default_factory=dict)
+    conversion: Conversion | None = field(default=None, compare=False)
+    """The pack's conversion for performance (None for a rule set built without one)."""
     _unit_specs: tuple[_Unit, ...] = field(init=False, repr=False, compare=False)
     """Per unit: what ``_Context.resolve`` reads (derived from ``_units`` and ``_conditions``)."""
     _next_due: NextDue = field(init=False, repr=False, compare=False)
@@ -239,6 +256,7 @@ class RuleSet:
         series: Sequence[SeriesSpec] = (),
         rfm: RfmConfig | None = None,
         inputs: Mapping[str, frozenset[str]] | None = None,
+        conversion: Conversion | None = None,
     ) -> RuleSet:
         """A rule set from segments already in evaluation order, each with its condition.
 
@@ -286,6 +304,7 @@ class RuleSet:
             _info={i.id: i for i in infos},
             _unit_inputs=unit_inputs,
             _readers={unit: frozenset(r) for unit, r in readers.items()},
+            conversion=conversion,
         )
 
     @classmethod

@@ -121,6 +121,7 @@ class WorkingSet:
         settings = self.ctx.settings
         topic = settings.migrations_topic
         source = settings.ce_source
+        history = commit.history
         for migration in effects.migrations:
             self.outbox(partition, migration.to_outbox(topic, source))
             entered = migration.direction == "entered"
@@ -128,6 +129,11 @@ class WorkingSet:
                 cell = f"{migration.from_segment or '-'}|{migration.segment if entered else '-'}"
                 moves = commit.matrix.setdefault(iso(migration.time)[:10], {})
                 moves[cell] = moves.get(cell, 0) + 1
+            counts = history.get(hour := int(migration.time // 3600))
+            if counts is None:
+                counts = history[hour] = {}
+            name = f"{migration.segment}|in" if entered else f"{migration.segment}|out"
+            counts[name] = counts.get(name, 0) + 1
             metrics.count_migration(migration.segment, migration.direction, migration.trigger.kind)
 
     # -- time -----------------------------------------------------------------------------------

@@ -73,6 +73,9 @@ class CommitBatch:
     """Day (``YYYY-MM-DD``) -> ``"<from>|<to>"`` -> moves to add (``-`` is no segment)."""
     suppress: dict[str, float] = field(default_factory=dict)
     """Erased customer id -> erasure time (stored under :func:`suppression_key`)."""
+    history: dict[int, dict[str, int]] = field(default_factory=dict)
+    """Hour (epoch seconds // 3600, of the migration's time) -> ``"<segment>|in"`` or
+    ``"<segment>|out"`` -> migrations to add (the size history)."""
     outbox_lengths: dict[int, int] = field(default_factory=dict)
     """Filled after the commit: each written outbox's length (see ``Store.commit``)."""
 
@@ -86,6 +89,7 @@ class CommitBatch:
             or self.due
             or self.matrix
             or self.suppress
+            or self.history
             or any(self.outbox.values())
         )
 
@@ -96,6 +100,43 @@ ANY_VERSION = -1
 def suppression_key(customer_id: str) -> str:
     """How an erased id is remembered: a digest, never the id itself."""
     return hashlib.sha256(customer_id.encode()).hexdigest()[:32]
+
+
+HISTORY_HOURS = 90 * 24
+"""Default retention of the hourly size history (see ``SEGMENTER_HISTORY_RETENTION_HOURS``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SizeHistory:
+    """Migrations per hour and segment, as stored.
+
+    ``hours``: hour -> ``"<segment>|in"``/``"<segment>|out"`` -> count, for the retained hours
+    (those within the retention of the newest hour seen, in migration time). ``base``: the same
+    counts summed over every hour dropped by retention, so sizes stay exact.
+    """
+
+    base: dict[str, int]
+    hours: dict[int, dict[str, int]]
+
+
+def fold_history(
+    base: dict[str, int],
+    hours: dict[int, dict[str, int]],
+    add: Mapping[int, Mapping[str, int]],
+    retention: int,
+) -> None:
+    """Add a batch's counts, then move hours older than ``retention`` before the newest into
+    ``base`` (the rule both stores follow; commit.lua does the same)."""
+    for hour, fields in add.items():
+        counts = hours.setdefault(hour, {})
+        for name, count in fields.items():
+            counts[name] = counts.get(name, 0) + count
+    if not hours:
+        return
+    cutoff = max(hours) - retention
+    for hour in [h for h in hours if h < cutoff]:
+        for name, count in hours.pop(hour).items():
+            base[name] = base.get(name, 0) + count
 
 
 class ConflictError(Exception):
@@ -154,6 +195,10 @@ class Store(Protocol):
 
     async def members(self, segment: str, cursor: int, count: int) -> tuple[int, list[str]]:
         """A page of a segment's members and the cursor of the next page (0 when done)."""
+        ...
+
+    async def history(self) -> SizeHistory:
+        """The retained hourly size history (migrations per hour and segment)."""
         ...
 
     async def scan_customers(self, cursor: int, count: int) -> tuple[int, list[str]]:

@@ -6,10 +6,13 @@ from collections.abc import Mapping, Sequence
 
 from streams.store.base import (
     ANY_VERSION,
+    HISTORY_HOURS,
     CommitBatch,
     ConflictError,
+    SizeHistory,
     Snapshot,
     StoredState,
+    fold_history,
     suppression_key,
 )
 
@@ -17,7 +20,10 @@ from streams.store.base import (
 class MemoryStore:
     """Dictionaries behind the :class:`~streams.store.base.Store` interface."""
 
-    def __init__(self) -> None:
+    def __init__(self, history_hours: int = HISTORY_HOURS) -> None:
+        self.history_hours = history_hours
+        self.history_base: dict[str, int] = {}
+        self.history_counts: dict[int, dict[str, int]] = {}
         self.states: dict[str, StoredState] = {}
         self.offsets: dict[int, int] = {}
         self.clocks: dict[int, float] = {}
@@ -89,6 +95,8 @@ class MemoryStore:
                 counts[move] = counts.get(move, 0) + count
         for cid, when in batch.suppress.items():
             self.suppressed[suppression_key(cid)] = when
+        if batch.history:
+            fold_history(self.history_base, self.history_counts, batch.history, self.history_hours)
         for partition, timers in batch.due.items():
             due = self.timers.setdefault(partition, {})
             for cid, at in timers.items():
@@ -120,6 +128,11 @@ class MemoryStore:
     async def matrix(self, day: str) -> dict[str, int]:
         """Moves of one day."""
         return dict(self.moves.get(day, {}))
+
+    async def history(self) -> SizeHistory:
+        """The retained hourly counts and the base of the dropped ones."""
+        hours = {hour: dict(counts) for hour, counts in self.history_counts.items()}
+        return SizeHistory(dict(self.history_base), hours)
 
     async def get_state(self, customer_id: str) -> StoredState | None:
         """One state."""

@@ -13,6 +13,9 @@ Key layout (``ns`` = ``SEGMENTER_NAMESPACE``; ``{...}`` is a Redis Cluster hash 
 | ``ns:due:<partition>`` | sorted set | customer -> next timer (epoch seconds) |
 | ``ns:matrix:<YYYY-MM-DD>`` | hash | ``<from>|<to>`` -> migrations that day (``-``: none) |
 | ``ns:erased`` | hash | digest of an erased id -> erasure time (no id is kept) |
+| ``ns:hist:<hour>`` | hash | ``<segment>|in``/``<segment>|out`` -> migrations that hour |
+| ``ns:hist`` | sorted set | the retained hours (score = member = the hour) |
+| ``ns:hist:base`` | hash | the same counts summed over the hours retention dropped |
 | ``ns:meta:<name>`` | string | the published rule pack, the live RFM boundaries |
 | ``ns:progress:<name>`` | string | backfill progress counters |
 
@@ -34,8 +37,10 @@ from redis.asyncio.cluster import RedisCluster
 
 from streams.settings import Settings
 from streams.store.base import (
+    HISTORY_HOURS,
     CommitBatch,
     ConflictError,
+    SizeHistory,
     Snapshot,
     StoredState,
     suppression_key,
@@ -101,6 +106,20 @@ class Keys:
         """A partition's timer sorted set."""
         return f"{self.ns}:due:{partition}"
 
+    def history_hour(self, hour: int) -> str:
+        """One hour's migration counts per segment and direction."""
+        return f"{self.ns}:hist:{hour}"
+
+    @property
+    def history_index(self) -> str:
+        """The retained hours."""
+        return f"{self.ns}:hist"
+
+    @property
+    def history_base(self) -> str:
+        """Counts of the hours retention dropped."""
+        return f"{self.ns}:hist:base"
+
 
 class _KeyIndex:
     """Collects keys for KEYS[] and hands out their 1-based positions."""
@@ -120,25 +139,40 @@ class _KeyIndex:
 class RedisStore:
     """The :class:`~streams.store.base.Store` on Redis."""
 
-    def __init__(self, client: aioredis.Redis, namespace: str, cluster: bool = False) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        namespace: str,
+        cluster: bool = False,
+        history_hours: int = HISTORY_HOURS,
+    ) -> None:
         self.client = client
         self.keys = Keys(namespace, cluster)
+        self.history_hours = history_hours
         self._commit = client.register_script(_lua("commit.lua"))
 
     @classmethod
-    def from_url(cls, url: str, namespace: str, cluster: bool = False) -> RedisStore:
+    def from_url(
+        cls, url: str, namespace: str, cluster: bool = False, history_hours: int = HISTORY_HOURS
+    ) -> RedisStore:
         """Connect lazily to ``url``: one server, or (``cluster``) a Redis Cluster it belongs to."""
         if cluster:
             nodes = RedisCluster.from_url(url, decode_responses=False)
-            return cls(cast(aioredis.Redis, nodes), namespace, cluster=True)
-        return cls(aioredis.Redis.from_url(url, decode_responses=False), namespace)
+            return cls(cast(aioredis.Redis, nodes), namespace, True, history_hours)
+        client = aioredis.Redis.from_url(url, decode_responses=False)
+        return cls(client, namespace, False, history_hours)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisStore:
         """The store ``SEGMENTER_REDIS_URL``, ``_NAMESPACE`` and ``_REDIS_CLUSTER`` describe."""
         if not settings.redis_url:
             raise ValueError("SEGMENTER_REDIS_URL is not set")
-        return cls.from_url(settings.redis_url, settings.namespace, settings.redis_cluster)
+        return cls.from_url(
+            settings.redis_url,
+            settings.namespace,
+            settings.redis_cluster,
+            settings.history_retention_hours,
+        )
 
     async def load(
         self,
@@ -229,7 +263,18 @@ class RedisStore:
                 index(keys.erased),
                 [[suppression_key(cid), when] for cid, when in batch.suppress.items()],
             ],
+            "history": [
+                [index(keys.history_hour(hour)), hour, list(fields.items())]
+                for hour, fields in batch.history.items()
+            ],
         }
+        if batch.history:
+            plan["hist"] = [
+                index(keys.history_index),
+                index(keys.history_base),
+                f"{keys.ns}:hist:",
+                self.history_hours,
+            ]
         reply = await self._commit(keys=index.keys, args=[orjson.dumps(plan)])
         if int(reply[0]) != 1:
             raise ConflictError(reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1]))
@@ -265,6 +310,25 @@ class RedisStore:
         """Moves of one day."""
         raw = cast(dict[bytes, bytes], await self.client.hgetall(self.keys.matrix(day)))
         return {k.decode(): int(v) for k, v in raw.items()}
+
+    async def history(self) -> SizeHistory:
+        """The retained hours' counts and the base, in one round trip."""
+        keys = self.keys
+        found = cast(list[bytes], await self.client.zrange(keys.history_index, 0, -1))
+        hours = [int(h) for h in found]
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.history_base)
+            for hour in hours:
+                pipe.hgetall(keys.history_hour(hour))
+            raw = await pipe.execute()
+
+        def counts(found: dict[bytes, bytes]) -> dict[str, int]:
+            return {k.decode(): int(v) for k, v in found.items()}
+
+        return SizeHistory(
+            counts(raw[0]),
+            {hour: counts(found) for hour, found in zip(hours, raw[1:], strict=True)},
+        )
 
     async def get_state(self, customer_id: str) -> StoredState | None:
         """One customer's state."""

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from streams.engine import Facts, RuleSet
+from tests.kit import condition_series
 from tests.unit.fakes_facts import DAY, NOW, Ev, FakeFacts, rules_from, segment
 
 HOUR = 3600.0
@@ -155,7 +156,9 @@ def test_series_are_deduplicated_with_longest_horizon_and_union_of_sums() -> Non
     plain, shoes = rules.series
     assert plain.event == shoes.event == "Order Completed"
     assert plain.sum_props == ("revenue", "total")
-    assert plain.horizon_s == 30 * DAY
+    # The pack's conversion (Order Completed, revenue, 90 days by default) shares the series.
+    assert plain.horizon_s == 90 * DAY
+    assert rules.conversion is not None and rules.conversion.series_id == plain.id
     assert shoes.sum_props == ()
     assert shoes.horizon_s == DAY
     assert shoes.where({"category": "shoes"}) and not shoes.where({"category": "hats"})
@@ -301,7 +304,7 @@ def test_where_reads_nested_properties_and_other_ops() -> None:
         "{type: event_count, event: Order Completed, within: 1d, op: eq, value: 1,"
         " where: {product.category: {op: in, value: [shoes, hats]}, coupon: {op: exists}}}"
     )
-    [spec] = rules.series
+    [spec] = condition_series(rules)
     assert spec.where({"product": {"category": "hats"}, "coupon": "X"})
     assert spec.where({"product.category": "shoes", "coupon": "X"})
     assert not spec.where({"product": {"category": "socks"}, "coupon": "X"})

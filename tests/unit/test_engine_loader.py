@@ -261,6 +261,7 @@ def test_json_schema_structure() -> None:
         {"$ref": "#/$defs/SegmentFile"},
         {"$ref": "#/$defs/FamilyFile"},
         {"$ref": "#/$defs/RfmFile"},
+        {"$ref": "#/$defs/PerformanceFile"},
     ]
     defs = schema["$defs"]
     for name in ("SegmentFile", "FamilyFile", "FamilyMember", "TraitCondition", "NotCondition"):

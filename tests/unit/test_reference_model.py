@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from streams.engine import parse_rules
+from tests.kit import condition_series
 from tests.reference_model import Applied, NaiveFacts, durations_in, fold, run_model, to_ms
 
 PACK = Path(__file__).resolve().parents[2] / "rules"
@@ -124,7 +125,7 @@ condition: {type: trait, path: plan, op: eq, value: pro}
 
 def test_naive_window_semantics_at_the_exact_edge() -> None:
     rules = parse_rules(BUSY)
-    (spec,) = rules.series
+    (spec,) = condition_series(rules)
     views = [page(f"v{i}", "ed", i * 60 + 30) for i in range(3)]
     result = run_model(rules, views, durations_in(BUSY), lateness_s=0, end_ms=ms(2 * 3600))
     applied = [Applied(to_ms(v["timestamp"]), "page", "Page Viewed", {}, {}, True) for v in views]

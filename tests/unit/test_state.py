@@ -13,6 +13,7 @@ from streams.state.apply import apply_event, message_digest, prune, remember, se
 from streams.state.customer import CustomerState
 from streams.state.facts import StateFacts
 from streams.state.merge import merge_profiles
+from tests.kit import condition_series
 
 RULES = parse_rules(
     {
@@ -32,7 +33,7 @@ condition:
 """,
     }
 )
-BY_EVENT = {spec.event: [spec] for spec in RULES.series}
+BY_EVENT = {spec.event: [spec] for spec in condition_series(RULES)}
 DAY = 86400.0
 
 
@@ -63,7 +64,7 @@ def test_orders_feed_lifetime_aggregates_and_filtered_windows() -> None:
     assert state.first_seen == t0 and state.last_seen == t0 + 2 * DAY
     assert state.named["Order Completed"] == [3, t0, t0 + 2 * DAY]
     facts = StateFacts(state, t0 + 2 * DAY)
-    (spec,) = RULES.series
+    (spec,) = condition_series(RULES)
     assert facts.window_count(spec.id, 7 * DAY) == 2
     assert facts.window_sum(spec.id, "revenue", 7 * DAY) == 105.0
     assert facts.metric("average_order_value") == 155.0 / 3
@@ -95,7 +96,7 @@ def test_identify_group_and_consent_fill_traits() -> None:
 
 def test_old_buckets_are_pruned_and_events_beyond_the_horizon_skip_windows() -> None:
     state = CustomerState("u")
-    (spec,) = RULES.series
+    (spec,) = condition_series(RULES)
     t0 = 1_800_000_000.0
     apply_event(state, order(t0, 10, "shoes"), BY_EVENT, t0)
     apply_event(state, order(t0 - 30 * DAY, 10, "shoes"), BY_EVENT, t0)

@@ -12,6 +12,8 @@
 --   due         [[zset_key, customer_id, when or false], ...]
 --   matrix      [[hash_key, "<from>|<to>", count], ...]
 --   suppress    [key, [[digest, when], ...]]
+--   history     [[hour_key, hour, [[field, count], ...]], ...]   (size history, per hour)
+--   hist        [index_key, base_key, hour_key_prefix, retention_hours]   (with history only)
 -- An expected version of -1 writes whatever the current version is.
 -- Returns {1, len...} on success (each outbox list's length after the push, in the order the
 -- lists first appear in the plan), {0, key} when a state's version moved (nothing is written).
@@ -89,6 +91,35 @@ end
 
 for _, s in ipairs(plan.suppress[2]) do
   redis.call('HSET', KEYS[plan.suppress[1]], s[1], string.format('%.17g', s[2]))
+end
+
+-- The size history: add the batch's counts per hour; when an hour is new, fold the hours more
+-- than the retention older than the newest one into the base (the same as base.fold_history).
+if #plan.history > 0 then
+  local index = KEYS[plan.hist[1]]
+  local added = 0
+  for _, h in ipairs(plan.history) do
+    for _, f in ipairs(h[3]) do
+      redis.call('HINCRBY', KEYS[h[1]], f[1], f[2])
+    end
+    added = added + redis.call('ZADD', index, h[2], h[2])
+  end
+  if added > 0 then
+    local newest = tonumber(redis.call('ZRANGE', index, -1, -1)[1])
+    local cutoff = '(' .. (newest - plan.hist[4])
+    local old = redis.call('ZRANGEBYSCORE', index, '-inf', cutoff)
+    for _, hour in ipairs(old) do
+      local key = plan.hist[3] .. hour
+      local flat = redis.call('HGETALL', key)
+      for i = 1, #flat, 2 do
+        redis.call('HINCRBY', KEYS[plan.hist[2]], flat[i], flat[i + 1])
+      end
+      redis.call('DEL', key)
+    end
+    if #old > 0 then
+      redis.call('ZREMRANGEBYSCORE', index, '-inf', cutoff)
+    end
+  end
 end
 
 local reply = {1}
