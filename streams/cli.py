@@ -154,6 +154,12 @@ def _cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
+def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.report_cli import run_report
+
+    return run_report(settings, as_json=args.json, window=args.window)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     parser = argparse.ArgumentParser(
@@ -250,6 +256,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--idle-exit", type=float, metavar="S", help="exit after S seconds with no migration"
     )
     tail.set_defaults(func=_cmd_tail)
+
+    report = sub.add_parser(
+        "report", help="every segment: size, share, growth, reach, overlap, performance, flags"
+    )
+    report.add_argument("--json", action="store_true", help="one JSON object")
+    report.add_argument(
+        "--window", help="performance window, e.g. 30d (default SEGMENTER_REPORT_WINDOW_DAYS)"
+    )
+    report.set_defaults(func=_cmd_report)
 
     bench = sub.add_parser("bench", help="the performance harness")
     bench.add_argument("--json", action="store_true", help="print one JSON object")

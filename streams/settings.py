@@ -85,6 +85,31 @@ class Settings(BaseSettings):
         ge=24,
         description="hours of size history kept (counted back from the newest migration's hour)",
     )
+    report_window_days: float = Field(
+        30.0, gt=0, le=400, description="performance window of `report` (within the pack's)"
+    )
+    report_min_share: float = Field(
+        0.02, ge=0, le=1, description="report: a segment with a smaller share is too small"
+    )
+    report_max_share: float = Field(
+        0.6, ge=0, le=1, description="report: a segment with a larger share is too large"
+    )
+    report_max_jaccard: float = Field(
+        0.8, ge=0, le=1, description="report: more overlap than this is not differentiable"
+    )
+    report_min_reach: float = Field(
+        0.3, ge=0, le=1, description="report: fewer reachable members than this is unreachable"
+    )
+    report_max_primary: int = Field(
+        8, ge=1, description="report: more active primary segments than this is too many"
+    )
+    report_min_compare: int = Field(
+        30, ge=2, description="report: members both segments need before rates are compared"
+    )
+    report_device_traits: list[str] = Field(
+        default_factory=lambda: ["device_token", "push_token", "device_id"],
+        description="traits that make a customer reachable on a device (with consent)",
+    )
     destinations: Path = Field(
         Path("destinations"), description="directory of destination files for `deliver`"
     )

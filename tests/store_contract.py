@@ -199,3 +199,16 @@ async def check_size_history(store: Store) -> None:
 
 
 CONTRACT.append(check_size_history)
+
+
+async def check_common_members(store: Store) -> None:
+    """Members of both segments, exactly."""
+    changes = [MembershipChange("a", f"c{n}", 1) for n in range(10)]
+    changes += [MembershipChange("b", f"c{n}", 1) for n in range(6, 15)]
+    await store.commit(CommitBatch(memberships=changes))
+    assert await store.common_members("a", "b") == 4
+    assert await store.common_members("a", "a") == 10
+    assert await store.common_members("a", "none") == 0
+
+
+CONTRACT.append(check_common_members)

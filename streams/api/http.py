@@ -32,6 +32,7 @@ import orjson
 from aiohttp import web
 
 from streams.api import queries
+from streams.api.analytics import AnalyticsRoutes
 from streams.api.customers import customer_view, explain_view
 from streams.api.metrics import CONTENT_TYPE, render
 from streams.api.openapi import openapi_document
@@ -46,6 +47,7 @@ log = logging.getLogger("segmenter.http")
 
 HealthCheck = Callable[[], Awaitable[dict[str, Any]]]
 LagProbe = Callable[[], Awaitable[Mapping[int, int]]]
+"""Input partition -> records behind the end of the partition (for ``/metrics``)."""
 DELIVERY_FIGURES = (
     "delivered",
     "retried",
@@ -57,7 +59,6 @@ DELIVERY_FIGURES = (
 )
 DeliveryProbe = Callable[[], Awaitable[Mapping[str, Mapping[str, float]]]]
 """Each destination's counters and lag (see ``streams.deliver.metrics``)."""
-"""Input partition -> records behind the end of the partition (for ``/metrics``)."""
 
 STATIC = {
     "app.js": "application/javascript",
@@ -104,6 +105,7 @@ class HttpServer:
         self.health = health
         self.lag = lag
         self.delivery = delivery
+        self.analytics = AnalyticsRoutes(settings, store, lambda: self.rules)
         self.port = settings.http_port or free_port(settings.http_host)
         self._runner: web.AppRunner | None = None
 
@@ -122,6 +124,7 @@ class HttpServer:
         app.router.add_get("/openapi.json", self._openapi)
         app.router.add_get("/v1/segments", self._segments)
         app.router.add_post("/v1/segments/preview", self._preview)
+        self.analytics.route(app)
         app.router.add_get("/v1/segments/{id}", self._segment)
         app.router.add_get("/v1/segments/{id}/members", self._members)
         app.router.add_get("/v1/customers/{id}", self._customer)

@@ -163,6 +163,65 @@ SCHEMAS: dict[str, Any] = {
             )
         }
     ),
+    "History": _obj(
+        {
+            "segment": _STR,
+            "granularity": _STR,
+            "points": _list(
+                _obj(
+                    {
+                        "start": _STR,
+                        "end": _STR,
+                        "entered": _INT,
+                        "exited": _INT,
+                        "size": _INT,
+                    }
+                )
+            ),
+        }
+    ),
+    "Overlap": _obj(
+        {
+            "segments": _list(_STR),
+            "pairs": _list(
+                _obj(
+                    {
+                        "a": _STR,
+                        "b": _STR,
+                        "a_size": _INT,
+                        "b_size": _INT,
+                        "both": _INT,
+                        "jaccard": _NUM,
+                    }
+                )
+            ),
+        }
+    ),
+    "Performance": {
+        "type": "object",
+        "description": "members vs comparison_group (holdout or non_members); rate: the"
+        " two-proportion z-test, value: Welch's t-test; each with a 95% interval (ci95)",
+        "required": ["segment", "members", "comparison_group", "comparison", "rate", "value"],
+        "properties": {
+            "segment": _STR,
+            "window_days": _NUM,
+            "members": {"type": "object"},
+            "comparison_group": {"enum": ["holdout", "non_members"]},
+            "comparison": {"type": "object"},
+            "rate": {"type": ["object", "null"]},
+            "value": {"type": ["object", "null"]},
+        },
+    },
+    "Report": {
+        "type": "object",
+        "required": ["customers", "segments", "flags"],
+        "properties": {
+            "customers": _INT,
+            "active_primary_segments": _INT,
+            "flags": _list({"type": "object"}),
+            "segments": _list({"type": "object"}),
+        },
+    },
     "Health": {
         "type": "object",
         "properties": {"ok": {"type": "boolean"}, "redis": {"type": "boolean"}},
@@ -238,6 +297,46 @@ def openapi_document() -> dict[str, Any]:
         },
         not_found="unknown segment",
     )
+    bad = {
+        "description": "a bad parameter",
+        "content": {"application/json": {"schema": _ref("Error")}},
+    }
+    window = {
+        "window": {
+            "schema": _STR,
+            "description": "e.g. 30d; default SEGMENTER_REPORT_WINDOW_DAYS, at most the pack's"
+            " performance window_days",
+        }
+    }
+    history = _op(
+        "A segment's size, entered and exited per hour or day",
+        "History",
+        path=["id"],
+        query={
+            "granularity": {"schema": {"enum": ["hour", "day"], "default": "hour"}},
+            "since": {"schema": {**_STR, "format": "date-time"}},
+            "until": {"schema": {**_STR, "format": "date-time"}},
+        },
+        not_found="unknown segment",
+    )
+    history["responses"]["400"] = bad
+    overlap = _op(
+        "Members in both and the Jaccard index of pairs of segments (exact)",
+        "Overlap",
+        query={"segments": {"schema": _STR, "description": "comma-separated ids; default all"}},
+        not_found="unknown segment",
+    )
+    overlap["responses"]["400"] = bad
+    performance = _op(
+        "Conversion and value per member against the holdout (or non-members), with lift",
+        "Performance",
+        path=["id"],
+        query=window,
+        not_found="unknown segment",
+    )
+    performance["responses"]["400"] = bad
+    report = _op("Every segment against MIDAS, with flags", "Report", query=window)
+    report["responses"]["400"] = bad
     return {
         "openapi": "3.1.0",
         "info": {
@@ -283,6 +382,10 @@ def openapi_document() -> dict[str, Any]:
                 )
             },
             "/v1/segments/{id}/members": {"get": members},
+            "/v1/segments/{id}/history": {"get": history},
+            "/v1/segments/{id}/performance": {"get": performance},
+            "/v1/segments/overlap": {"get": overlap},
+            "/v1/report": {"get": report},
             "/v1/migrations/matrix": {"get": matrix},
             "/v1/rfm/grid": {"get": _op("Recency x frequency quintile grid", "RfmGrid")},
             "/v1/destinations": {

@@ -201,6 +201,10 @@ class Store(Protocol):
         """The retained hourly size history (migrations per hour and segment)."""
         ...
 
+    async def common_members(self, a: str, b: str) -> int:
+        """How many customers are members of both segments (exact)."""
+        ...
+
     async def scan_customers(self, cursor: int, count: int) -> tuple[int, list[str]]:
         """A page of stored customer ids (redirects included) and the next cursor (0: done)."""
         ...

@@ -129,6 +129,10 @@ class MemoryStore:
         """Moves of one day."""
         return dict(self.moves.get(day, {}))
 
+    async def common_members(self, a: str, b: str) -> int:
+        """Size of the intersection of two member sets."""
+        return len(self.segments.get(a, set()) & self.segments.get(b, set()))
+
     async def history(self) -> SizeHistory:
         """The retained hourly counts and the base of the dropped ones."""
         hours = {hour: dict(counts) for hour, counts in self.history_counts.items()}

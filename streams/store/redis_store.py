@@ -311,6 +311,12 @@ class RedisStore:
         raw = cast(dict[bytes, bytes], await self.client.hgetall(self.keys.matrix(day)))
         return {k.decode(): int(v) for k, v in raw.items()}
 
+    async def common_members(self, a: str, b: str) -> int:
+        """``SINTERCARD`` of the two member sets (Redis 7; exact)."""
+        keys = self.keys
+        found = await self.client.sintercard(2, [keys.members(a), keys.members(b)])
+        return int(found)
+
     async def history(self) -> SizeHistory:
         """The retained hours' counts and the base, in one round trip."""
         keys = self.keys
