@@ -62,6 +62,7 @@ DeliveryProbe = Callable[[], Awaitable[Mapping[str, Mapping[str, float]]]]
 
 STATIC = {
     "app.js": "application/javascript",
+    "report.js": "application/javascript",
     "charts.js": "application/javascript",
     "app.css": "text/css",
 }
@@ -118,6 +119,7 @@ class HttpServer:
         """The aiohttp application with every route."""
         app = web.Application(middlewares=[self._auth], client_max_size=1024 * 1024)
         app.router.add_get("/", self._dashboard)
+        app.router.add_get("/report", self._report_page)
         app.router.add_get("/static/{name}", self._static)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
@@ -164,6 +166,9 @@ class HttpServer:
 
     async def _dashboard(self, request: web.Request) -> web.Response:
         return web.Response(body=_static("index.html"), content_type="text/html", charset="utf-8")
+
+    async def _report_page(self, request: web.Request) -> web.Response:
+        return web.Response(body=_static("report.html"), content_type="text/html", charset="utf-8")
 
     async def _static(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]

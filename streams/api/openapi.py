@@ -395,6 +395,7 @@ def openapi_document() -> dict[str, Any]:
             "/metrics": {"get": _op("Prometheus metrics", None, auth=False, media="text/plain")},
             "/openapi.json": {"get": _op("This document", None, auth=False)},
             "/": {"get": _op("The dashboard", None, auth=False, media="text/html")},
+            "/report": {"get": _op("The MIDAS report page", None, auth=False, media="text/html")},
             "/static/{name}": {
                 "get": _op(
                     "Dashboard assets",

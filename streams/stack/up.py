@@ -385,14 +385,32 @@ def banner(
 
 
 def configured_destinations(settings: Settings) -> list[str]:
-    """The ids of the destination files ``up`` delivers to (a :class:`StackError` if invalid)."""
-    from streams.deliver.config import DestinationLoadError, load_destinations
+    """The ids of the destination files ``up`` delivers to (a :class:`StackError` if invalid).
+
+    The rule pack is read only when there are destination files (to check their segment ids);
+    a pack that does not load is the worker's to report.
+    """
+    from streams.deliver.config import (
+        DESTINATION_SUFFIXES,
+        DestinationLoadError,
+        load_destinations,
+    )
     from streams.engine import RuleLoadError, load_rules
 
+    directory = Path(settings.destinations)
+    if not directory.is_dir() or not any(
+        p.suffix in DESTINATION_SUFFIXES for p in directory.iterdir()
+    ):
+        return []
     try:
-        kinds = {info.id: info.kind for info in load_rules(settings.rules).segments}
-        found = load_destinations(Path(settings.destinations), kinds)
-    except (RuleLoadError, DestinationLoadError) as exc:
+        kinds: dict[str, str] | None = {
+            info.id: info.kind for info in load_rules(settings.rules).segments
+        }
+    except RuleLoadError:
+        kinds = None
+    try:
+        found = load_destinations(directory, kinds)
+    except DestinationLoadError as exc:
         problems = "\n".join(str(p) for p in exc.problems)
         raise StackError(f"cannot deliver to the destinations:\n{problems}") from exc
     return [d.id for d in found]

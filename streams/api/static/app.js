@@ -93,6 +93,36 @@ async function refreshRfm() {
   markReady();
 }
 
+async function refreshHistory() {
+  const select = document.getElementById('histseg');
+  if (!select.options.length && segments.length) {
+    for (const s of [...segments].sort((a, b) => b.size - a.size)) select.add(new Option(s.name, s.id));
+  }
+  const id = select.value;
+  if (!id) return;
+  try {
+    const gran = document.getElementById('histgran').value;
+    const r = await api(`/v1/segments/${encodeURIComponent(id)}/history?granularity=${gran}`);
+    if (!r.ok) return;
+    const body = await r.json();
+    const points = body.points.map(p => [Date.parse(p.end), p.size]);
+    const name = (segments.find(s => s.id === id) || { name: id }).name;
+    document.body.dataset.historyPoints = String(points.length);
+    C.lineChart(document.getElementById('history'), [{ id, name, color: C.colorFor(id, ids), points }]);
+  } catch (e) { /* shown by the size poll */ }
+}
+
+async function refreshOverlap() {
+  try {
+    const r = await api('/v1/segments/overlap');
+    if (!r.ok) return;
+    const body = await r.json();
+    const active = segments.filter(s => s.size > 0).map(s => s.id);
+    const shown = body.segments.filter(id => active.includes(id));
+    document.body.dataset.overlapCells = String(C.overlapMap(document.getElementById('overlap'), shown, body.pairs));
+  } catch (e) { /* shown by the size poll */ }
+}
+
 async function refreshDestinations() {
   try {
     const r = await api('/v1/destinations');
@@ -163,11 +193,16 @@ function init() {
   setInterval(refreshRfm, 15000);
   setInterval(refreshHealth, 5000);
   setInterval(refreshDestinations, 5000);
+  setInterval(refreshHistory, 15000);
+  setInterval(refreshOverlap, 30000);
+  document.getElementById('histseg').addEventListener('change', refreshHistory);
+  document.getElementById('histgran').addEventListener('change', refreshHistory);
 }
 
 async function tick() {
   await refreshSizes();
-  await Promise.all([refreshMatrix(), refreshRfm(), refreshHealth(), refreshDestinations()]);
+  await Promise.all([refreshMatrix(), refreshRfm(), refreshHealth(), refreshDestinations(),
+    refreshHistory(), refreshOverlap()]);
 }
 
 init();

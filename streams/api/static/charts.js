@@ -60,7 +60,10 @@ function lineChart(svg, series) {
   }
   for (let i = 0; i <= 3; i++) {
     const t = t0 + (t1 - t0) * i / 3;
-    const label = new Date(t).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+    const long = t1 - t0 > 2 * 86400e3;
+    const label = long
+      ? new Date(t).toLocaleDateString([], { month: 'short', day: 'numeric' })
+      : new Date(t).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
     el('text', { x: x(t), y: h - 6, 'text-anchor': i === 0 ? 'start' : i === 3 ? 'end' : 'middle' }, axis, label);
   }
   let drawn = 0;
@@ -162,4 +165,29 @@ function heatmap(svg, grid) {
   return cells;
 }
 
-window.SegCharts = { lineChart, sankey, heatmap, colorFor, PALETTE };
+/** An n x n map of the Jaccard index between segments (1 on the diagonal).
+ * pairs: [{a, b, both, jaccard}] for every pair once. Returns the cells drawn. */
+function overlapMap(svg, ids, pairs) {
+  clear(svg);
+  const { w, h } = box(svg);
+  if (ids.length < 2) { empty(svg, 'fewer than two segments'); return 0; }
+  const m = { l: 150, r: 10, t: 10, b: 10 };
+  const n = ids.length;
+  const cw = (w - m.l - m.r) / n, ch = (h - m.t - m.b) / n;
+  const at = new Map();
+  for (const p of pairs) { at.set(p.a + '|' + p.b, p); at.set(p.b + '|' + p.a, p); }
+  let cells = 0;
+  ids.forEach((a, r) => {
+    el('text', { x: m.l - 6, y: m.t + r * ch + ch / 2 + 4, 'text-anchor': 'end', class: 'label' }, svg, a);
+    ids.forEach((b, c) => {
+      const p = a === b ? { jaccard: 1, both: null } : (at.get(a + '|' + b) || { jaccard: 0, both: 0 });
+      const fill = a === b ? '#d8dde6' : `rgba(225, 87, 89, ${(0.04 + 0.96 * p.jaccard).toFixed(3)})`;
+      const rect = el('rect', { x: m.l + c * cw + 0.5, y: m.t + r * ch + 0.5, width: cw - 1, height: ch - 1, fill, class: 'cell' }, svg);
+      el('title', {}, rect, a === b ? a : `${a} & ${b}: ${p.both} in both, Jaccard ${p.jaccard.toFixed(2)}`);
+      cells++;
+    });
+  });
+  return cells;
+}
+
+window.SegCharts = { lineChart, sankey, heatmap, overlapMap, colorFor, PALETTE };
