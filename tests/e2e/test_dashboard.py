@@ -182,6 +182,16 @@ STATE_JS = """JSON.stringify({
   explainRows: document.querySelectorAll('#customer tbody tr').length,
   destinations: [...document.querySelectorAll('#desttable tbody tr')].map(
     tr => [...tr.querySelectorAll('td')].map(td => td.textContent)),
+  historyLines: document.querySelectorAll('#history path.series').length,
+  historyPoints: Number(document.body.dataset.historyPoints || 0),
+  overlapCells: document.querySelectorAll('#overlap rect.cell').length,
+})"""
+
+REPORT_JS = """JSON.stringify({
+  ready: document.body.dataset.ready,
+  review: document.querySelectorAll('#review tbody tr').length,
+  perf: document.querySelectorAll('#perf tbody tr').length,
+  sizes: [...document.querySelectorAll('#review tbody tr')].map(tr => tr.children[1].textContent),
 })"""
 
 
@@ -249,6 +259,11 @@ async def test_dashboard_renders_live_data(stack: str, tmp_path: Path) -> None:
         )
         assert state["destinations"][0][0] == "ads"
 
+        state = await wait_for(
+            browser, lambda s: s["historyLines"] == 1 and s["overlapCells"] >= 4, 40
+        )
+        assert state["historyPoints"] >= 1
+
         await browser.evaluate("window.scrollTo(0, 0); 1")
         shot = await browser.call(
             "Page.captureScreenshot", format="png", captureBeyondViewport=True
@@ -256,5 +271,22 @@ async def test_dashboard_renders_live_data(stack: str, tmp_path: Path) -> None:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         (ARTIFACTS / "dashboard.png").write_bytes(base64.b64decode(shot["data"]))
         assert state["links"] > 0, f"no migrations drawn in the Sankey diagram: {state}"
+
+        await browser.call("Page.navigate", url=f"{stack}/report")
+        deadline = time.monotonic() + PAGE_TIMEOUT_S
+        report: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            raw = await browser.evaluate(REPORT_JS)
+            report = orjson.loads(raw) if raw else {}
+            if report.get("ready") == "1":
+                break
+            await asyncio.sleep(1.0)
+        assert report.get("ready") == "1", report
+        assert report["review"] > 0 and report["perf"] > 0
+        assert any(size not in ("0", "") for size in report["sizes"])
+        shot = await browser.call(
+            "Page.captureScreenshot", format="png", captureBeyondViewport=True
+        )
+        (ARTIFACTS / "report.png").write_bytes(base64.b64decode(shot["data"]))
     finally:
         await browser.close()

@@ -106,6 +106,10 @@ async function refreshHistory() {
     if (!r.ok) return;
     const body = await r.json();
     const points = body.points.map(p => [Date.parse(p.end), p.size]);
+    if (body.points.length) {  // where the first bucket started from
+      const first = body.points[0];
+      points.unshift([Date.parse(first.start), first.size - first.entered + first.exited]);
+    }
     const name = (segments.find(s => s.id === id) || { name: id }).name;
     document.body.dataset.historyPoints = String(points.length);
     C.lineChart(document.getElementById('history'), [{ id, name, color: C.colorFor(id, ids), points }]);
