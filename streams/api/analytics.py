@@ -16,7 +16,7 @@ import orjson
 from aiohttp import web
 
 from streams.analytics import history as h
-from streams.analytics.overlap import matrix, pair
+from streams.analytics.overlap import Overlap, matrix, pair
 from streams.analytics.performance import performance
 from streams.analytics.population import Population, measure
 from streams.analytics.report import report
@@ -26,6 +26,9 @@ from streams.settings import Settings
 from streams.store.base import Store
 
 CACHE_S = 10.0
+OVERLAP_CACHE_S = 60.0
+"""How long the API reuses an overlap matrix (each pair is one ``SINTERCARD``, up to about
+100 ms of Redis time for sets of hundreds of thousands of members)."""
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -57,6 +60,7 @@ class AnalyticsRoutes:
         self.store = store
         self.rules = rules
         self._cache: dict[tuple[float, str], tuple[float, Population]] = {}
+        self._pairs: dict[tuple[str, ...], tuple[float, list[Overlap]]] = {}
 
     def route(self, app: web.Application) -> None:
         """Add the routes (before ``/v1/segments/{id}``, which would take ``overlap``)."""
@@ -74,6 +78,17 @@ class AnalyticsRoutes:
             return cached[1]
         found = await measure(self.store, rules, now, window_s, self.settings.report_device_traits)
         self._cache = {key: (now, found)}
+        return found
+
+    async def overlaps(self, rules: RuleSet, ids: list[str]) -> list[Overlap]:
+        """Every pair of ``ids`` (cached for ``OVERLAP_CACHE_S`` per rule version and ids)."""
+        key = (rules.version, *ids)
+        cached = self._pairs.get(key)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < OVERLAP_CACHE_S:
+            return cached[1]
+        found = await matrix(self.store, await self.store.segment_sizes(), ids)
+        self._pairs = {key: (now, found)}
         return found
 
     def _window(self, rules: RuleSet, raw: str | None) -> float:
@@ -132,12 +147,11 @@ class AnalyticsRoutes:
             return _error(400, f"segment {twice!r} is listed twice (a segment with itself)")
         if len(ids) < 2:
             return _error(400, "segments: name at least two segments to compare")
-        sizes = await self.store.segment_sizes()
-        pairs = (
-            [await pair(self.store, sizes, ids[0], ids[1])]
-            if len(ids) == 2
-            else await matrix(self.store, sizes, ids)
-        )
+        if len(ids) == 2:
+            sizes = await self.store.segment_sizes()
+            pairs = [await pair(self.store, sizes, ids[0], ids[1])]
+        else:
+            pairs = await self.overlaps(rules, ids)
         return _json({"segments": ids, "pairs": [p.as_dict() for p in pairs]})
 
     async def _performance(self, request: web.Request) -> web.Response:
@@ -174,5 +188,8 @@ async def build_report(
         else await measure(store, rules, time.time(), window_s, settings.report_device_traits)
     )
     sizes = await store.segment_sizes()
-    pairs = await matrix(store, sizes, list(rules.ids))
+    ids = list(rules.ids)
+    pairs = (
+        await routes.overlaps(rules, ids) if routes is not None else await matrix(store, sizes, ids)
+    )
     return report(population, rules, sizes, await store.history(), pairs, settings)

@@ -165,6 +165,7 @@ def test_history_overlap_performance_and_report_match_an_independent_computation
     # -- size history: per hour, from the migrations ------------------------------------------
     moves["hour"] = moves["time"].map(lambda t: int(epoch(t) // 3600))
     hours = range(moves["hour"].min(), moves["hour"].max() + 1)
+    growth: dict[tuple[str, int], float | None] = {}
     for segment in ("buyer", "big", "canadians"):
         mine = moves[moves["segment"] == segment]
         came = mine[mine["direction"] == "entered"].groupby("hour").size()
@@ -180,6 +181,10 @@ def test_history_overlap_performance_and_report_match_an_independent_computation
         ]
         assert got == expected, segment
         assert size == len(final.get(segment, set()))
+        by_hour = {hour: e[3] for hour, e in zip(hours, expected, strict=True)}
+        for days in (7, 30):
+            then = by_hour.get(hours[-1] - days * 24)
+            growth[(segment, days)] = (size - then) / then if then else None
         days = body["history_days"][segment]
         assert [p["size"] for p in days][-1] == size
         assert sum(p["entered"] for p in days) == int(came.sum())
@@ -261,6 +266,8 @@ def test_history_overlap_performance_and_report_match_an_independent_computation
         flags = {f["flag"] for f in row["flags"]}
         assert ("unreachable" in flags) == (len(reach) / len(members) < 0.3)
         assert ("too_large" in flags) == (len(members) / CUSTOMERS > 0.6)
+        for days in (7, 30):
+            assert row[f"growth_{days}d"] == pytest.approx(growth[(segment, days)])
     assert rows["buyer"]["largest_overlap"]["segment"] == "big"
     cli = subprocess.run(
         [sys.executable, "-m", "streams", "report", "--json", "--window", "30d"],
