@@ -130,6 +130,24 @@ def settled(deployment: Deployment, worker: Child) -> list[dict[str, Any]]:
         seen = now
 
 
+def not_different(
+    segment: str, other: str | None, final: dict[str, set[str]], recent: pd.DataFrame
+) -> bool:
+    """The report's second test: conversion not different from the most similar segment's."""
+    if other is None:
+        return False
+    a, b = final.get(segment, set()), final.get(other, set())
+    if len(a) < 30 or len(b) < 30:
+        return False
+    x1, x2 = sum(c in recent.index for c in a), sum(c in recent.index for c in b)
+    p1, p2 = x1 / len(a), x2 / len(b)
+    pooled = (x1 + x2) / (len(a) + len(b))
+    se = math.sqrt(pooled * (1 - pooled) * (1 / len(a) + 1 / len(b)))
+    if se == 0:
+        return p1 == p2
+    return bool(2 * stats.norm.sf(abs(p1 - p2) / se) >= 0.05)
+
+
 def holdout(customer: str, segment: str, percent: float) -> bool:
     digest = hashlib.sha256(f"{segment}:{customer}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 * 100 < percent
@@ -268,7 +286,29 @@ def test_history_overlap_performance_and_report_match_an_independent_computation
         assert ("too_large" in flags) == (len(members) / CUSTOMERS > 0.6)
         for days in (7, 30):
             assert row[f"growth_{days}d"] == pytest.approx(growth[(segment, days)])
-    assert rows["buyer"]["largest_overlap"]["segment"] == "big"
+    for segment in rules.ids:
+        others = [
+            (pairs[tuple(sorted((segment, o), key=list(rules.ids).index))]["jaccard"], o)
+            for o in rules.ids
+            if o != segment
+        ]
+        best = max((j, o) for j, o in others if j > 0) if any(j > 0 for j, _ in others) else None
+        got = rows[segment]["largest_overlap"]
+        if best is None:
+            assert got is None
+        else:
+            assert got["segment"] == best[1] and got["jaccard"] == pytest.approx(best[0])
+        flags = {f["flag"] for f in rows[segment]["flags"]}
+        assert ("too_small" in flags) == (len(final.get(segment, set())) / CUSTOMERS < 0.02)
+        too_alike = best is not None and best[0] > 0.8
+        same_rate = not_different(segment, best[1] if best else None, final, recent)
+        assert ("not_differentiable" in flags) == (too_alike or same_rate)
+    in_any = set().union(*final.values())
+    assert sum(row["primary_customers"] for row in report["segments"]) == len(in_any)
+    assert report["active_primary_segments"] == sum(
+        1 for row in report["segments"] if row["primary_customers"] > 0
+    )
+    assert (report["flags"] != []) == (report["active_primary_segments"] > 8)
     cli = subprocess.run(
         [sys.executable, "-m", "streams", "report", "--json", "--window", "30d"],
         env=deployment.env(),
