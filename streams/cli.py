@@ -160,6 +160,12 @@ def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     return run_report(settings, as_json=args.json, window=args.window)
 
 
+def _cmd_model(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.models.fit_command import run_model_fit
+
+    return run_model_fit(settings, args.calibration_end, args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     parser = argparse.ArgumentParser(
@@ -265,6 +271,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--window", help="performance window, e.g. 30d (default SEGMENTER_REPORT_WINDOW_DAYS)"
     )
     report.set_defaults(func=_cmd_report)
+
+    model = sub.add_parser("model", help="customer-base models (BG/NBD and Gamma-Gamma)")
+    model_sub = model.add_subparsers(dest="model_command", required=True, metavar="SUBCOMMAND")
+    fit = model_sub.add_parser("fit", help="fit on the stored customers and publish")
+    fit.add_argument(
+        "--calibration-end",
+        metavar="DATE",
+        help="fit on the history before DATE and compare predictions with what followed",
+    )
+    fit.add_argument("--json", action="store_true", help="one JSON object")
+    model.set_defaults(func=_cmd_model)
 
     bench = sub.add_parser("bench", help="the performance harness")
     bench.add_argument("--json", action="store_true", help="print one JSON object")

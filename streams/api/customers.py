@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from streams.engine import RuleSet
 from streams.events.models import iso
+from streams.models.published import FittedModels
 from streams.state.customer import CustomerState
 from streams.state.facts import StateFacts
 from streams.store.base import Store
@@ -29,11 +31,25 @@ def features(state: CustomerState) -> dict[str, Any]:
     }
 
 
-async def customer_view(store: Store, rules: RuleSet, customer_id: str) -> dict[str, Any] | None:
-    """``GET /v1/customers/{id}``."""
+async def customer_view(
+    store: Store,
+    rules: RuleSet,
+    customer_id: str,
+    models: FittedModels | None = None,
+    now: float | None = None,
+) -> dict[str, Any] | None:
+    """``GET /v1/customers/{id}`` (with ``predictions`` when a model is published)."""
     state = await load_customer(store, customer_id)
     if state is None:
         return None
+    predictions = None
+    conversion = rules.conversion
+    if models is not None and conversion is not None:
+        named = state.named.get(conversion.event)
+        if named and named[0] >= 1:
+            predictions = models.predictions(
+                int(named[0]), named[1], named[2], state.revenue, now or time.time()
+            )
     return {
         "customer_id": state.customer_id,
         "segments": sorted(state.members),
@@ -41,6 +57,7 @@ async def customer_view(store: Store, rules: RuleSet, customer_id: str) -> dict[
         "traits": state.traits,
         "features": features(state),
         "rule_version": rules.version,
+        "predictions": predictions,
     }
 
 

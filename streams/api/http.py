@@ -38,6 +38,7 @@ from streams.api.metrics import CONTENT_TYPE, render
 from streams.api.openapi import openapi_document
 from streams.api.preview import DraftError, run_preview
 from streams.engine import RuleSet
+from streams.models.published import ModelReader
 from streams.pipeline.metrics import Metrics
 from streams.settings import Settings
 from streams.stack.embedded import free_port
@@ -107,6 +108,7 @@ class HttpServer:
         self.lag = lag
         self.delivery = delivery
         self.analytics = AnalyticsRoutes(settings, store, lambda: self.rules)
+        self.models = ModelReader()
         self.port = settings.http_port or free_port(settings.http_host)
         self._runner: web.AppRunner | None = None
 
@@ -134,6 +136,7 @@ class HttpServer:
         app.router.add_get("/v1/migrations/matrix", self._matrix)
         app.router.add_get("/v1/rfm/grid", self._rfm)
         app.router.add_get("/v1/destinations", self._destinations)
+        app.router.add_get("/v1/models", self._models)
         return app
 
     async def start(self) -> None:
@@ -307,8 +310,15 @@ class HttpServer:
 
     # -- customers ---------------------------------------------------------------------------
 
+    async def _models(self, request: web.Request) -> web.Response:
+        models = await self.models.current(self.store)
+        if models is None:
+            return _error(404, "no model fitted yet: run `segmenter model fit`")
+        return _json(models.document)
+
     async def _customer(self, request: web.Request) -> web.Response:
-        view = await customer_view(self.store, self.rules, request.match_info["id"])
+        models = await self.models.current(self.store)
+        view = await customer_view(self.store, self.rules, request.match_info["id"], models)
         if view is None:
             return _error(404, "unknown customer")
         return _json(view)

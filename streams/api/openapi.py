@@ -49,6 +49,11 @@ SCHEMAS: dict[str, Any] = {
             "traits": {"type": "object"},
             "features": _ref("Features"),
             "rule_version": _STR,
+            "predictions": {
+                "type": ["object", "null"],
+                "description": "with a published model and at least one order: p_alive,"
+                " expected_orders_90d, clv_365d (10% a year discount), model_version",
+            },
         }
     ),
     "Explanation": _obj(
@@ -222,6 +227,20 @@ SCHEMAS: dict[str, Any] = {
             "segments": _list({"type": "object"}),
         },
     },
+    "Models": {
+        "type": "object",
+        "required": ["version", "fitted_at", "customers", "bgnbd"],
+        "properties": {
+            "version": _STR,
+            "fitted_at": _STR,
+            "customers": _INT,
+            "repeat_customers": _INT,
+            "unit": _STR,
+            "conversion_event": _STR,
+            "bgnbd": _obj({"r": _NUM, "alpha": _NUM, "a": _NUM, "b": _NUM}),
+            "gamma_gamma": {"type": ["object", "null"]},
+        },
+    },
     "Health": {
         "type": "object",
         "properties": {"ok": {"type": "boolean"}, "redis": {"type": "boolean"}},
@@ -386,6 +405,13 @@ def openapi_document() -> dict[str, Any]:
             "/v1/segments/{id}/performance": {"get": performance},
             "/v1/segments/overlap": {"get": overlap},
             "/v1/report": {"get": report},
+            "/v1/models": {
+                "get": _op(
+                    "The published BG/NBD and Gamma-Gamma fit: parameters, fit time, data size",
+                    "Models",
+                    not_found="no model fitted yet",
+                )
+            },
             "/v1/migrations/matrix": {"get": matrix},
             "/v1/rfm/grid": {"get": _op("Recency x frequency quintile grid", "RfmGrid")},
             "/v1/destinations": {

@@ -280,6 +280,8 @@ class RuleSet:
                     unit_of[member.id] = len(units)
                 units.append((families[info.family], True))
         names = frozenset().union(*(c.event_names for c in conditions.values()))
+        if conversion is not None:
+            names = names | {conversion.event}
         unit_inputs: tuple[frozenset[str], ...] = ()
         readers: dict[int, set[int]] = {}
         if inputs is not None:
