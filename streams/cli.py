@@ -58,7 +58,8 @@ def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.rules:
         settings = settings.model_copy(update={"rules": Path(args.rules)})
-    return run_replay(settings, events=Path(args.events), out=Path(args.out))
+    models = Path(args.models) if args.models else None
+    return run_replay(settings, events=Path(args.events), out=Path(args.out), models=models)
 
 
 def _cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
@@ -206,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--events", required=True, help="input events, one JSON object a line")
     replay.add_argument("--rules", help="rule directory (default SEGMENTER_RULES)")
     replay.add_argument("--out", required=True, help="where to write the migrations (JSONL)")
+    replay.add_argument("--models", help="a fitted-models JSON document for `predicted` conditions")
     replay.set_defaults(func=_cmd_replay)
 
     generate = sub.add_parser("generate", help="synthetic customers' events onto the input topic")

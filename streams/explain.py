@@ -11,6 +11,7 @@ import orjson
 
 from streams.api.customers import customer_view, explain_view
 from streams.engine import RuleLoadError, load_rules
+from streams.models.published import ModelReader
 from streams.settings import Settings
 from streams.stack.discovery import with_running_stack
 from streams.store.redis_store import RedisStore
@@ -20,8 +21,9 @@ async def _views(settings: Settings, customer_id: str) -> tuple[Any, Any]:
     rules = load_rules(settings.rules)
     store = RedisStore.from_settings(settings)
     try:
-        summary = await customer_view(store, rules, customer_id)
-        why = await explain_view(store, rules, customer_id, time.time())
+        models = await ModelReader().current(store)
+        summary = await customer_view(store, rules, customer_id, models)
+        why = await explain_view(store, rules, customer_id, time.time(), models)
         return summary, why
     finally:
         await store.close()

@@ -21,13 +21,14 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.events.decode import decode
 from streams.events.models import BaseEvent
+from streams.models.published import FittedModels, publish, version_of
 from streams.pipeline.migrations import structured
 from streams.pipeline.processor import CONTROL_HEADER
 from streams.settings import Settings
 from streams.stack.children import Child, settings_env
 from streams.stack.embedded import EmbeddedBroker, EmbeddedRedis, StackError
 from streams.stack.topics import ensure_topics
-from streams.store.redis_store import Keys
+from streams.store.redis_store import Keys, RedisStore
 
 
 def _say(message: str) -> None:
@@ -140,8 +141,28 @@ async def _cleanup(bootstrap: str, redis_url: str, namespace: str, topics: list[
         await admin.close()
 
 
-def run_replay(settings: Settings, events: Path, out: Path) -> int:
-    """Replay ``events`` (JSONL) and write the migrations (CloudEvents JSON, one a line)."""
+async def _publish_models(redis_url: str, namespace: str, document: dict[str, object]) -> None:
+    store = RedisStore.from_url(redis_url, namespace)
+    try:
+        await publish(store, document)
+    finally:
+        await store.close()
+
+
+def run_replay(settings: Settings, events: Path, out: Path, models: Path | None = None) -> int:
+    """Replay ``events`` (JSONL) and write the migrations (CloudEvents JSON, one a line).
+
+    ``models``: a fitted-models document (``segmenter model fit --json`` output, or
+    ``GET /v1/models``) that ``predicted`` conditions use during the replay.
+    """
+    document = None
+    if models is not None:
+        try:
+            document = orjson.loads(models.read_bytes())
+            FittedModels.of({**document, "version": version_of(document)})
+        except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            print(f"segmenter replay: cannot use the models in {models}: {exc!r}", file=sys.stderr)
+            return 1
     try:
         lines = [line for line in events.read_bytes().splitlines() if line.strip()]
     except OSError as exc:
@@ -165,6 +186,8 @@ def run_replay(settings: Settings, events: Path, out: Path) -> int:
         redis_url = redis_server.start() if redis_server else str(settings.redis_url)
         asyncio.run(ensure_topics(bootstrap, {name: 1 for name in topics.values()}))
         sent = asyncio.run(_produce(bootstrap, topics["input_topic"], lines))
+        if document is not None:
+            asyncio.run(_publish_models(redis_url, namespace, document))
         _say(f"{len(lines)} events sent; starting the worker (event-time clock)")
         env = settings_env(
             kafka_bootstrap=bootstrap,

@@ -7,6 +7,7 @@ from typing import Any
 
 from streams.engine import RuleSet
 from streams.events.models import iso
+from streams.models.predictor import Predictor
 from streams.models.published import FittedModels
 from streams.state.customer import CustomerState
 from streams.state.facts import StateFacts
@@ -62,13 +63,23 @@ async def customer_view(
 
 
 async def explain_view(
-    store: Store, rules: RuleSet, customer_id: str, now: float
+    store: Store,
+    rules: RuleSet,
+    customer_id: str,
+    now: float,
+    models: FittedModels | None = None,
 ) -> dict[str, Any] | None:
     """``GET /v1/customers/{id}/explain``: for every segment, whether it holds and why."""
     state = await load_customer(store, customer_id)
     if state is None:
         return None
-    explained = rules.explain(StateFacts(state, now))
+    conversion = rules.conversion
+    predictor = (
+        Predictor(models, conversion.event)
+        if models is not None and conversion is not None
+        else None
+    )
+    explained = rules.explain(StateFacts(state, now, None, predictor))
     return {
         "customer_id": state.customer_id,
         "evaluated_at": iso(now),

@@ -325,7 +325,8 @@ class HttpServer:
 
     async def _explain(self, request: web.Request) -> web.Response:
         now = time.time()
-        view = await explain_view(self.store, self.rules, request.match_info["id"], now)
+        models = await self.models.current(self.store)
+        view = await explain_view(self.store, self.rules, request.match_info["id"], now, models)
         if view is None:
             return _error(404, "unknown customer")
         return _json(view)

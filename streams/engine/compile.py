@@ -41,6 +41,7 @@ from streams.engine.ops import (
     trait_predicate,
     trait_text,
 )
+from streams.engine.predicted import compile_predicted
 from streams.engine.rfm import RfmConfig
 from streams.engine.value import RfmScorer, compile_lifetime, compile_rfm, merge_crossings
 
@@ -176,6 +177,8 @@ class Compiler:
             return compile_rfm(cond, self._rfm, self._rfm_scorer)
         if isinstance(cond, m.InSegmentCondition):
             return self._in_segment(cond)
+        if isinstance(cond, m.PredictedCondition):
+            return compile_predicted(cond)
         if isinstance(cond, m.AllCondition):
             return _all([self.compile(c) for c in cond.of])
         if isinstance(cond, m.AnyCondition):

@@ -119,6 +119,21 @@ class Facts(Protocol):
         """
         ...
 
+    def prediction(
+        self, metric: str, horizon_s: float | None, at: float | None = None
+    ) -> float | None:
+        """A model prediction at ``at`` (default ``now``), the purchases so far held fixed:
+        ``p_alive``, ``expected_orders`` within ``horizon_s``, or ``clv`` over ``horizon_s``.
+        None without a published model or before the first conversion."""
+        ...
+
+    def prediction_crossing(
+        self, metric: str, horizon_s: float | None, threshold: float
+    ) -> float | None:
+        """The time after ``now`` at which the prediction falls to ``threshold`` if no
+        conversion comes (predictions only fall as time passes), or None if it never does."""
+        ...
+
 
 def member_since(facts: Facts, segment_id: str) -> float | None:
     """``facts.member_since(segment_id)``; None for a ``Facts`` written before that method."""

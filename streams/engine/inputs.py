@@ -43,6 +43,8 @@ def condition_inputs(condition: m.Condition) -> frozenset[str]:
         return frozenset({f"member:{condition.segment}"})
     if isinstance(condition, m.RfmCondition):
         return frozenset({f"event:{ORDER_EVENT}", "time"})
+    if isinstance(condition, m.PredictedCondition):
+        return frozenset({"*"})  # the conversion event (the pack's) and time: evaluate always
     if isinstance(condition, m.LifetimeCondition):
         metric = str(condition.metric)
         if metric in _ORDER_METRICS:

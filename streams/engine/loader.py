@@ -300,14 +300,28 @@ def parse_rules(
             section.conversion_event, None, section.window_days * 86400, section.value_property
         ),
     )
+    predictive = any(
+        _predicts(c) for s in unique for c in (s.condition, s.stay_condition) if c is not None
+    )
     rules = RuleSet.build(
-        rules_version(blobs), compiled, compiler.series(), rfm, inputs, conversion
+        rules_version(blobs), compiled, compiler.series(), rfm, inputs, conversion, predictive
     )
     conditions = dict((info.id, cond) for info, cond in compiled)
     for info, _ in compiled:
         members = rules.families.get(info.family, (info.id,)) if info.family else (info.id,)
         compiler.bind_segment(info.id, _unit_next_change([conditions[s] for s in members]))
     return rules
+
+
+def _predicts(condition: m.Condition) -> bool:
+    """Whether a condition tree holds a ``predicted`` condition."""
+    if isinstance(condition, m.PredictedCondition):
+        return True
+    if isinstance(condition, m.AllCondition | m.AnyCondition):
+        return any(_predicts(c) for c in condition.of)
+    if isinstance(condition, m.NotCondition):
+        return _predicts(condition.condition)
+    return False
 
 
 def load_rules(directory: Path) -> RuleSet:

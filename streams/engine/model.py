@@ -259,6 +259,34 @@ class LifetimeCondition(_NumericTest):
     metric: LifetimeMetric
 
 
+PredictedMetric = Literal["p_alive", "expected_orders", "clv"]
+
+
+class PredictedCondition(_NumericTest):
+    """A prediction of the fitted customer-base models (``segmenter model fit``).
+
+    ``p_alive``: the probability that the customer is still active (BG/NBD);
+    ``expected_orders``: conversions expected ``within`` the coming window;
+    ``clv``: the value expected over ``horizon`` (default 365d), discounted at 10% a year.
+    Without a published model, or before the first conversion, the condition does not hold.
+    """
+
+    type: Literal["predicted"]
+    metric: PredictedMetric
+    within: Duration | None = Field(None, description="expected_orders: the coming window")
+    horizon: Duration | None = Field(None, description="clv: the horizon (default 365d)")
+
+    @model_validator(mode="after")
+    def _windows(self) -> PredictedCondition:
+        if self.metric == "expected_orders" and self.within is None:
+            raise ValueError("expected_orders needs 'within' (the coming window, e.g. 90d)")
+        if self.metric != "expected_orders" and self.within is not None:
+            raise ValueError(f"'within' is for expected_orders, not {self.metric}")
+        if self.metric != "clv" and self.horizon is not None:
+            raise ValueError(f"'horizon' is for clv, not {self.metric}")
+        return self
+
+
 class InSegmentCondition(_Condition):
     """Holds when the customer is a member of another segment (after family resolution)."""
 
@@ -342,6 +370,7 @@ Condition = Annotated[
     | EventAverageCondition
     | RecencyCondition
     | LifetimeCondition
+    | PredictedCondition
     | InSegmentCondition
     | RfmCondition
     | AllCondition
@@ -358,6 +387,7 @@ CONDITION_MODELS: dict[str, type[BaseModel]] = {
     "recency": RecencyCondition,
     "lifetime": LifetimeCondition,
     "in_segment": InSegmentCondition,
+    "predicted": PredictedCondition,
     "rfm": RfmCondition,
     "all": AllCondition,
     "any": AnyCondition,

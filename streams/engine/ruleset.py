@@ -219,6 +219,8 @@ class RuleSet:
     _affected: dict[frozenset[str], _Plan] = field(repr=False, compare=False, default_factory=dict)
     conversion: Conversion | None = field(default=None, compare=False)
     """The pack's conversion for performance (None for a rule set built without one)."""
+    predictive: bool = field(default=False, compare=False)
+    """Whether a segment reads the customer-base models (a ``predicted`` condition)."""
     _unit_specs: tuple[_Unit, ...] = field(init=False, repr=False, compare=False)
     """Per unit: what ``_Context.resolve`` reads (derived from ``_units`` and ``_conditions``)."""
     _next_due: NextDue = field(init=False, repr=False, compare=False)
@@ -257,6 +259,7 @@ class RuleSet:
         rfm: RfmConfig | None = None,
         inputs: Mapping[str, frozenset[str]] | None = None,
         conversion: Conversion | None = None,
+        predictive: bool = False,
     ) -> RuleSet:
         """A rule set from segments already in evaluation order, each with its condition.
 
@@ -307,6 +310,7 @@ class RuleSet:
             _unit_inputs=unit_inputs,
             _readers={unit: frozenset(r) for unit, r in readers.items()},
             conversion=conversion,
+            predictive=predictive,
         )
 
     @classmethod

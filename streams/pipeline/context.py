@@ -9,6 +9,8 @@ from typing import Any
 from streams.engine import RuleSet
 from streams.engine.facts import SeriesSpec
 from streams.engine.rfm import RfmBoundaries
+from streams.models.predictor import Predictor
+from streams.models.published import FittedModels
 from streams.pipeline.metrics import Metrics
 from streams.pipeline.routing import partition_for
 from streams.pipeline.timekeeping import (
@@ -43,6 +45,8 @@ class PipelineContext:
     quiet: QuietPartitions = field(default_factory=QuietPartitions)
     """Event time: when each partition's clock last moved (to settle quiet partitions)."""
     version: str = ""
+    predictor: Predictor | None = None
+    """The published customer-base models, for rules with ``predicted`` conditions."""
     """What memberships are evaluated under: the rule version, plus live RFM boundaries."""
 
     @classmethod
@@ -56,12 +60,22 @@ class PipelineContext:
         rfm: RfmBoundaries | None = None,
         clock: Clock | None = None,
         quiet: QuietPartitions | None = None,
+        models: FittedModels | None = None,
     ) -> PipelineContext:
         """Index the rule set's series for the hot path."""
         by_event: dict[str, list[SeriesSpec]] = {}
         for spec in rules.series:
             by_event.setdefault(spec.event, []).append(spec)
         live = rfm if rules.rfm is not None and rules.rfm.live else None
+        conversion = rules.conversion
+        predictor = (
+            Predictor(models, conversion.event)
+            if models is not None and conversion is not None and rules.predictive
+            else None
+        )
+        version = rules.version if live is None else f"{rules.version}+{live.digest()}"
+        if predictor is not None:
+            version = f"{version}+m{predictor.version}"
         return cls(
             settings=settings,
             rules=rules,
@@ -73,11 +87,18 @@ class PipelineContext:
             clock=clock or WallClock(),
             mode=time_mode(settings.clock, settings.allowed_lateness_s),
             quiet=quiet or QuietPartitions(),
-            version=rules.version if live is None else f"{rules.version}+{live.digest()}",
+            version=version,
+            predictor=predictor,
         )
 
-    def with_rules(self, rules: RuleSet, rfm: RfmBoundaries | None) -> PipelineContext:
-        """The same pipeline (store, metrics, clock) with other rules or RFM boundaries."""
+    def with_rules(
+        self,
+        rules: RuleSet,
+        rfm: RfmBoundaries | None,
+        models: FittedModels | None = None,
+    ) -> PipelineContext:
+        """The same pipeline (store, metrics, clock) with other rules, RFM boundaries or models
+        (``models`` None keeps the current ones)."""
         return PipelineContext.create(
             self.settings,
             rules,
@@ -87,11 +108,17 @@ class PipelineContext:
             rfm,
             self.clock,
             self.quiet,
+            models if models is not None else self.models,
         )
+
+    @property
+    def models(self) -> FittedModels | None:
+        """The models the pipeline predicts with (None without predictive rules)."""
+        return self.predictor.models if self.predictor is not None else None
 
     def facts(self, state: CustomerState, now: float) -> StateFacts:
         """The rule engine's view of ``state`` at ``now``."""
-        return StateFacts(state, now, self.rfm)
+        return StateFacts(state, now, self.rfm, self.predictor)
 
     def home_partition(self, customer_id: str) -> int:
         """The input partition that owns a customer (its events, timers and state changes)."""

@@ -29,6 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from streams.api.http import HttpServer
 from streams.deliver.metrics import read_delivery_metrics
 from streams.engine import RuleLoadError, RuleSet, parse_rules
+from streams.models.published import FittedModels, ModelReader
 from streams.pipeline import rulepack
 from streams.pipeline.backfill import backfill, refresh_customers
 from streams.pipeline.processor import PipelineContext, Record, process_batch
@@ -78,6 +79,7 @@ class Runtime:
     backfill_task: asyncio.Task[None] | None = None
     dir_signature: tuple[tuple[str, int, int], ...] = ()
     last_rules_check: float = 0.0
+    models: ModelReader = field(default_factory=ModelReader)
     emit_backfill: bool = True
     probe: AIOKafkaConsumer | None = None
     flush_all: bool = True
@@ -115,7 +117,10 @@ class Runtime:
                 )
                 store = RedisStore.from_settings(settings)
                 self.rules = await self._startup_rules(store)
-                self.ctx = PipelineContext.create(settings, self.rules, store, partitions)
+                models = await self.models.current(store)
+                self.ctx = PipelineContext.create(
+                    settings, self.rules, store, partitions, models=models
+                )
                 await self._adopt_rfm()
                 self.producer = AIOKafkaProducer(
                     bootstrap_servers=self.bootstrap,
@@ -236,6 +241,7 @@ class Runtime:
             self.last_rules_check = time.monotonic()
             await self._duty("following rule changes", self._follow_rules())
             await self._duty("following RFM boundaries", self._follow_rfm())
+            await self._duty("following the fitted models", self._follow_models())
         pending = assigned - self.backfilled
         if pending and (self.backfill_task is None or self.backfill_task.done()):
             self.backfill_task = asyncio.create_task(self._backfill(frozenset(pending)))
@@ -299,12 +305,24 @@ class Runtime:
         if boundaries is not None and (current is None or current.digest() != boundaries.digest()):
             await self._swap(self.rules, boundaries, emit=True)
 
-    async def _swap(self, rules: RuleSet, rfm: Any, emit: bool) -> None:
-        """Switch to new rules or boundaries and backfill every assigned partition."""
+    async def _follow_models(self) -> None:
+        """Adopt a newly published model fit when the rules predict (then backfill)."""
+        assert self.ctx is not None
+        if not self.rules.predictive:
+            return
+        models = await self.models.current(self.ctx.store)
+        current = self.ctx.models
+        if models is not None and (current is None or current.version != models.version):
+            await self._swap(self.rules, self.ctx.rfm, emit=True, models=models)
+
+    async def _swap(
+        self, rules: RuleSet, rfm: Any, emit: bool, models: FittedModels | None = None
+    ) -> None:
+        """Switch to new rules, boundaries or models and backfill every assigned partition."""
         async with self.lock:
             assert self.ctx is not None
             self.rules = rules
-            self.ctx = self.ctx.with_rules(rules, rfm)
+            self.ctx = self.ctx.with_rules(rules, rfm, models)
             if self.http is not None:
                 self.http.rules = rules
         self.emit_backfill = emit

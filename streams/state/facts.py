@@ -7,6 +7,7 @@ from typing import Any
 from streams.engine.facts import MISSING
 from streams.engine.instants import HALF_MS, ceil_instant
 from streams.engine.rfm import RfmBoundaries
+from streams.models.predictor import History, Predictor
 from streams.state.customer import CustomerState
 
 _PATHS: dict[str, tuple[str, ...] | str] = {}
@@ -39,18 +40,47 @@ class StateFacts:
     evaluation instant) is a plain attribute, not a property: the engine reads it often.
     """
 
-    __slots__ = ("_now", "_rfm", "_state", "now")
+    __slots__ = ("_now", "_predictor", "_rfm", "_state", "now")
 
     def __init__(
         self,
         state: CustomerState,
         now: float,
         rfm: RfmBoundaries | None = None,
+        predictor: Predictor | None = None,
     ) -> None:
         self._state = state
         self._now = now
         self.now = now
         self._rfm = rfm
+        self._predictor = predictor
+
+    def _history(self) -> History | None:
+        predictor = self._predictor
+        if predictor is None:
+            return None
+        named = self._state.named.get(predictor.event)
+        if not named or named[0] < 1:
+            return None
+        return History(int(named[0]), named[1], named[2], self._state.revenue)
+
+    def prediction(
+        self, metric: str, horizon_s: float | None, at: float | None = None
+    ) -> float | None:
+        """The models' prediction for this customer at ``at`` (default now)."""
+        history = self._history()
+        if history is None or self._predictor is None:
+            return None
+        return self._predictor.value(metric, horizon_s, history, self._now if at is None else at)
+
+    def prediction_crossing(
+        self, metric: str, horizon_s: float | None, threshold: float
+    ) -> float | None:
+        """When the prediction falls to ``threshold`` (after now), with no new conversion."""
+        history = self._history()
+        if history is None or self._predictor is None:
+            return None
+        return self._predictor.crossing(metric, horizon_s, threshold, history, self._now)
 
     @property
     def state(self) -> CustomerState:

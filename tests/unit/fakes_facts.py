@@ -63,6 +63,18 @@ class FakeFacts:
             live_rfm=live_rfm,
         )
 
+    def prediction(
+        self, metric: str, horizon_s: float | None, at: float | None = None
+    ) -> float | None:
+        """No model in these facts."""
+        return None
+
+    def prediction_crossing(
+        self, metric: str, horizon_s: float | None, threshold: float
+    ) -> float | None:
+        """No model in these facts."""
+        return None
+
     def at(self, now: float) -> FakeFacts:
         """The same customer seen at another instant."""
         return replace(self, now=now)
