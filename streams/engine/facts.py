@@ -127,11 +127,15 @@ class Facts(Protocol):
         None without a published model or before the first conversion."""
         ...
 
-    def prediction_crossing(
-        self, metric: str, horizon_s: float | None, threshold: float
+    def prediction_due(
+        self,
+        metric: str,
+        horizon_s: float | None,
+        threshold: float,
+        holds: Callable[[float], bool],
     ) -> float | None:
-        """The time after ``now`` at which the prediction falls to ``threshold`` if no
-        conversion comes (predictions only fall as time passes), or None if it never does."""
+        """The first canonical instant after ``now`` at which ``holds(prediction)`` changes as
+        the prediction falls through ``threshold`` with no new conversion, or None."""
         ...
 
 

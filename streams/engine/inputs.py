@@ -25,6 +25,8 @@ from __future__ import annotations
 from streams.engine import model as m
 
 ORDER_EVENT = "Order Completed"
+PREDICTED = "predicted"
+"""Stands for the pack's conversion event until the loader knows it (``with_conversion``)."""
 _ORDER_METRICS = frozenset({"orders", "revenue", "average_order_value", "predicted_value"})
 
 
@@ -44,7 +46,7 @@ def condition_inputs(condition: m.Condition) -> frozenset[str]:
     if isinstance(condition, m.RfmCondition):
         return frozenset({f"event:{ORDER_EVENT}", "time"})
     if isinstance(condition, m.PredictedCondition):
-        return frozenset({"*"})  # the conversion event (the pack's) and time: evaluate always
+        return frozenset({PREDICTED, "time"})
     if isinstance(condition, m.LifetimeCondition):
         metric = str(condition.metric)
         if metric in _ORDER_METRICS:
@@ -93,3 +95,10 @@ def event_tokens(name: str | None) -> frozenset[str]:
 def trait_tokens(keys: object) -> frozenset[str]:
     """What setting these top-level traits changes."""
     return frozenset({"seen", *(f"trait:{key}" for key in keys)})  # type: ignore[attr-defined]
+
+
+def with_conversion(tokens: frozenset[str], event: str) -> frozenset[str]:
+    """``tokens`` with the ``predicted`` placeholder replaced by the conversion event."""
+    if PREDICTED not in tokens:
+        return tokens
+    return (tokens - {PREDICTED}) | {f"event:{event}"}

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from streams.engine import model as m
 from streams.engine.compile import CompiledCondition, Compiler
 from streams.engine.compiled import NextChange, never
-from streams.engine.inputs import segment_inputs
+from streams.engine.inputs import segment_inputs, with_conversion
 from streams.engine.membership import segment_condition
 from streams.engine.nextdue import Earliest
 from streams.engine.ordering import Node, evaluation_order
@@ -282,16 +282,19 @@ def parse_rules(
         raise RuleLoadError(sorted(set(problems), key=lambda p: (p.file, p.line, p.message)))
     compiler = Compiler(rfm)
     compiled = [(by_id[sid].info, _compile(compiler, by_id[sid])) for sid in ordered]
+    section = performance[0] if performance is not None else m.PerformanceSection()
     inputs = {
-        sid: segment_inputs(
-            by_id[sid].condition,
-            by_id[sid].stay_condition,
-            by_id[sid].info.min_dwell_s,
-            by_id[sid].info.requires_consent,
+        sid: with_conversion(
+            segment_inputs(
+                by_id[sid].condition,
+                by_id[sid].stay_condition,
+                by_id[sid].info.min_dwell_s,
+                by_id[sid].info.requires_consent,
+            ),
+            section.conversion_event,
         )
         for sid in ordered
     }
-    section = performance[0] if performance is not None else m.PerformanceSection()
     conversion = Conversion(
         event=section.conversion_event,
         value_property=section.value_property,

@@ -13,10 +13,7 @@ from streams.engine import model as m
 from streams.engine.compiled import CompiledCondition, EvalContext, Reason
 from streams.engine.durations import format_duration
 from streams.engine.facts import Facts
-from streams.engine.instants import ceil_instant
 from streams.engine.ops import numeric_check, numeric_predicate, numeric_text
-
-MS = 0.001
 
 
 def _subject(cond: m.PredictedCondition) -> str:
@@ -46,22 +43,15 @@ def compile_predicted(cond: m.PredictedCondition) -> CompiledCondition:
         v = ctx.facts.prediction(metric, horizon)
         return v is not None and pred(v), Reason(text, {key: v})
 
+    def holds(value: float) -> bool:
+        return check(value, bound)
+
     def next_change(facts: Facts) -> float | None:
-        now_value = facts.prediction(metric, horizon)
-        if now_value is None:
-            return None
-        holds = check(now_value, bound)
         best: float | None = None
         for threshold in thresholds:
-            crossing = facts.prediction_crossing(metric, horizon, threshold)
-            if crossing is None:
-                continue
-            instant = max(ceil_instant(crossing), round(facts.now + MS, 3))
-            later = facts.prediction(metric, horizon, instant)
-            if later is not None and check(later, bound) == holds:
-                instant = round(instant + MS, 3)
-            if best is None or instant < best:
-                best = instant
+            due = facts.prediction_due(metric, horizon, threshold, holds)
+            if due is not None and (best is None or due < best):
+                best = due
         return best
 
     return CompiledCondition(test, explain, next_change, frozenset(), ())

@@ -10,8 +10,10 @@ evaluations between purchases reuse them.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from streams.engine.instants import ceil_instant
 from streams.models.formulas import clv
 from streams.models.published import ANNUAL_DISCOUNT, CLV_HORIZON_DAYS, FittedModels
 
@@ -19,6 +21,7 @@ DAY = 86400.0
 SEARCH_DAYS = 3650.0
 """Crossings further than this (ten years) are treated as never."""
 CACHE_SIZE = 100_000
+MS = 0.001
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +41,7 @@ class Predictor:
     models: FittedModels
     event: str
     _crossings: dict[tuple[object, ...], float | None] = field(default_factory=dict)
+    """Due instants by (metric, horizon, threshold, comparison, purchase history)."""
 
     @property
     def version(self) -> str:
@@ -60,21 +64,44 @@ class Predictor:
         horizon = (horizon_s or CLV_HORIZON_DAYS * DAY) / DAY
         return clv(model, spend, x, t_x, age, h.revenue / h.orders, horizon, ANNUAL_DISCOUNT)
 
-    def crossing(
-        self, metric: str, horizon_s: float | None, threshold: float, h: History, now: float
+    def due(
+        self,
+        metric: str,
+        horizon_s: float | None,
+        threshold: float,
+        holds: Callable[[float], bool],
+        h: History,
     ) -> float | None:
-        """The first time after ``now`` at which the prediction is at most ``threshold``."""
-        key = (metric, horizon_s, threshold, h)
+        """The first canonical instant at which ``holds(prediction)`` changes as the
+        prediction falls through ``threshold`` (cached per purchase history), or None."""
+        key = (metric, horizon_s, threshold, holds, h)
         if key in self._crossings:
-            found = self._crossings[key]
-        else:
-            found = self._solve(metric, horizon_s, threshold, h)
-            if len(self._crossings) >= CACHE_SIZE:
-                self._crossings.clear()
-            self._crossings[key] = found
-        if found is None or found <= now:
-            return None
+            return self._crossings[key]
+        found = self._due(metric, horizon_s, threshold, holds, h)
+        if len(self._crossings) >= CACHE_SIZE:
+            self._crossings.clear()
+        self._crossings[key] = found
         return found
+
+    def _due(
+        self,
+        metric: str,
+        horizon_s: float | None,
+        threshold: float,
+        holds: Callable[[float], bool],
+        h: History,
+    ) -> float | None:
+        above = holds(threshold + abs(threshold) * 1e-9 + 1e-12)
+        if holds(threshold - abs(threshold) * 1e-9 - 1e-12) == above:
+            return None  # this threshold does not decide the comparison
+        crossing = self._solve(metric, horizon_s, threshold, h)
+        if crossing is None:
+            return None
+        instant = ceil_instant(crossing)
+        value = self.value(metric, horizon_s, h, instant)
+        if value is not None and holds(value) == above:
+            instant = round(instant + MS, 3)
+        return instant
 
     def _solve(
         self, metric: str, horizon_s: float | None, threshold: float, h: History
@@ -95,11 +122,24 @@ class Predictor:
             return h.last if start is not None and start <= threshold else None
         if end > threshold:
             return None
+        f_low, f_high = start - threshold, end - threshold
+        step, side = 0, 0
         while high - low > 0.0005:
-            mid = (low + high) / 2
+            step += 1
+            # Regula falsi (Illinois), with a plain halving every eighth step to bound it.
+            mid = high - f_high * (high - low) / (f_high - f_low) if step % 8 else 0.0
+            if not low < mid < high:
+                mid = (low + high) / 2
             v = self.value(metric, horizon_s, h, mid)
-            if v is not None and v > threshold:
-                low = mid
+            f_mid = (v if v is not None else -math.inf) - threshold
+            if f_mid > 0:
+                low, f_low = mid, f_mid
+                if side == 1:
+                    f_high /= 2
+                side = 1
             else:
-                high = mid
+                high, f_high = mid, f_mid
+                if side == -1:
+                    f_low /= 2
+                side = -1
         return high

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from streams.engine.facts import MISSING
@@ -73,14 +74,19 @@ class StateFacts:
             return None
         return self._predictor.value(metric, horizon_s, history, self._now if at is None else at)
 
-    def prediction_crossing(
-        self, metric: str, horizon_s: float | None, threshold: float
+    def prediction_due(
+        self,
+        metric: str,
+        horizon_s: float | None,
+        threshold: float,
+        holds: Callable[[float], bool],
     ) -> float | None:
-        """When the prediction falls to ``threshold`` (after now), with no new conversion."""
+        """When ``holds(prediction)`` changes as the prediction falls through ``threshold``."""
         history = self._history()
         if history is None or self._predictor is None:
             return None
-        return self._predictor.crossing(metric, horizon_s, threshold, history, self._now)
+        due = self._predictor.due(metric, horizon_s, threshold, holds, history)
+        return due if due is not None and due > self._now else None
 
     @property
     def state(self) -> CustomerState:

@@ -69,8 +69,8 @@ class FakeFacts:
         """No model in these facts."""
         return None
 
-    def prediction_crossing(
-        self, metric: str, horizon_s: float | None, threshold: float
+    def prediction_due(
+        self, metric: str, horizon_s: float | None, threshold: float, holds: Any
     ) -> float | None:
         """No model in these facts."""
         return None
