@@ -128,21 +128,26 @@ class DestinationRunner:
         except (CommitFailedError, IllegalStateError) as exc:
             self.say(f"deliver {self.destination.id}: commit failed ({exc}); the batch comes again")
 
-    def lag(self) -> dict[int, int]:
-        """Records not yet committed, per partition this process owns."""
+    async def lag(self) -> dict[int, int]:
+        """Records not yet committed, per partition this process owns (the end offsets asked
+        of the broker, so a partition taken over from a crashed process is reported at once)."""
+        assigned = list(self.consumer.assignment())
+        if not assigned:
+            return {}
+        ends = await self.consumer.end_offsets(assigned)
         out: dict[int, int] = {}
-        for tp in self.consumer.assignment():
-            high = self.consumer.highwater(tp)
-            if high is None:
-                continue
+        for tp in assigned:
             done = self.committed.get(tp)
             if done is None:
-                continue
-            out[tp.partition] = max(0, high - done)
+                done = await self.consumer.committed(tp)
+                if done is None:
+                    continue
+                self.committed[tp] = done
+            out[tp.partition] = max(0, ends.get(tp, done) - done)
         return out
 
     async def _report(self) -> None:
-        await self.metrics.add(self.destination.id, self.counters.take(), self.lag())
+        await self.metrics.add(self.destination.id, self.counters.take(), await self.lag())
 
     async def run(self) -> None:
         """The loop; returns when :attr:`stopping` is set between batches."""
