@@ -167,6 +167,12 @@ def _cmd_model(args: argparse.Namespace, settings: Settings) -> int:
     return run_model_fit(settings, args.calibration_end, args.json)
 
 
+def _cmd_discover(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.models.discover_command import run_discover
+
+    return run_discover(settings, Path(args.out), args.k, args.seed, args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     parser = argparse.ArgumentParser(
@@ -284,6 +290,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument("--json", action="store_true", help="one JSON object")
     model.set_defaults(func=_cmd_model)
+
+    discover = sub.add_parser(
+        "discover", help="cluster customers and write one draft rule file per cluster"
+    )
+    discover.add_argument("--out", required=True, help="directory for the draft rule files")
+    discover.add_argument("--k", type=int, help="clusters (default: best silhouette in 4..8)")
+    discover.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    discover.add_argument("--json", action="store_true", help="the summary as JSON")
+    discover.set_defaults(func=_cmd_discover)
 
     bench = sub.add_parser("bench", help="the performance harness")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
