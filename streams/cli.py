@@ -162,8 +162,10 @@ def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_model(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.models.fit_command import run_model_fit
+    from streams.models.fit_command import run_model_fit, run_model_publish
 
+    if args.model_command == "publish":
+        return run_model_publish(settings, args.file)
     return run_model_fit(settings, args.calibration_end, args.json)
 
 
@@ -289,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="fit on the history before DATE and compare predictions with what followed",
     )
     fit.add_argument("--json", action="store_true", help="one JSON object")
+    publish = model_sub.add_parser("publish", help="make a fit from a JSON file the current one")
+    publish.add_argument("file", help="a `model fit --json` output, or GET /v1/models")
     model.set_defaults(func=_cmd_model)
 
     discover = sub.add_parser(

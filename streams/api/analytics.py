@@ -20,12 +20,17 @@ from streams.analytics.overlap import Overlap, matrix, pair
 from streams.analytics.performance import performance
 from streams.analytics.population import Population, measure
 from streams.analytics.report import report
+from streams.api import queries
 from streams.engine import RuleSet
 from streams.engine.durations import DurationError, parse_duration
+from streams.models.predictor import History, Predictor
+from streams.models.published import ModelReader
 from streams.settings import Settings
+from streams.state.customer import CustomerState
 from streams.store.base import Store
 
 CACHE_S = 10.0
+PREDICTION_SAMPLE = 1000
 OVERLAP_CACHE_S = 60.0
 """How long the API reuses an overlap matrix (each pair is one ``SINTERCARD``, up to about
 100 ms of Redis time for sets of hundreds of thousands of members)."""
@@ -55,10 +60,17 @@ def _epoch(value: str | None, name: str) -> float | None:
 class AnalyticsRoutes:
     """Handlers that read the store and the current rule set (``rules()``)."""
 
-    def __init__(self, settings: Settings, store: Store, rules: Callable[[], RuleSet]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        rules: Callable[[], RuleSet],
+        models: ModelReader | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.rules = rules
+        self.models = models or ModelReader()
         self._cache: dict[tuple[float, str], tuple[float, Population]] = {}
         self._pairs: dict[tuple[str, ...], tuple[float, list[Overlap]]] = {}
 
@@ -68,6 +80,7 @@ class AnalyticsRoutes:
         app.router.add_get("/v1/segments/{id}/history", self._history)
         app.router.add_get("/v1/segments/{id}/performance", self._performance)
         app.router.add_get("/v1/report", self._report)
+        app.router.add_get("/v1/segments/{id}/predictions", self._predictions)
 
     async def population(self, rules: RuleSet, window_s: float) -> Population:
         """The pass over every customer for ``window_s`` (cached for ``CACHE_S``)."""
@@ -165,6 +178,19 @@ class AnalyticsRoutes:
             return _error(400, str(exc))
         return _json(performance(await self.population(rules, window), rules, segment))
 
+    async def _predictions(self, request: web.Request) -> web.Response:
+        rules = self.rules()
+        segment = request.match_info["id"]
+        if segment not in rules:
+            return _error(404, f"no segment {segment!r}")
+        models = await self.models.current(self.store)
+        if models is None or rules.conversion is None:
+            return _error(404, "no model fitted yet: run `segmenter model fit`")
+        ids = await queries.sample_members(self.store, segment, PREDICTION_SAMPLE)
+        states = await queries.load_states(self.store, ids)
+        predictor = Predictor(models, rules.conversion.event)
+        return _json(predictions_view(segment, states, predictor, time.time()))
+
     async def _report(self, request: web.Request) -> web.Response:
         rules = self.rules()
         try:
@@ -172,6 +198,41 @@ class AnalyticsRoutes:
         except BadRequest as exc:
             return _error(400, str(exc))
         return _json(await build_report(self.store, rules, self.settings, window, self))
+
+
+def predictions_view(
+    segment: str, states: list[CustomerState], predictor: Predictor, now: float
+) -> dict[str, Any]:
+    """A segment's members by P(alive) (ten bins) and their expected orders in 90 days."""
+    bins = [0] * 10
+    expected: list[float] = []
+    without = 0
+    for state in states:
+        named = state.named.get(predictor.event)
+        if not named or named[0] < 1:
+            without += 1
+            continue
+        history = History(int(named[0]), named[1], named[2], state.revenue)
+        alive = predictor.value("p_alive", None, history, now)
+        orders = predictor.value("expected_orders", 90 * 86400.0, history, now)
+        if alive is None or orders is None:
+            without += 1
+            continue
+        bins[min(9, int(alive * 10))] += 1
+        expected.append(orders)
+    expected.sort()
+    return {
+        "segment": segment,
+        "model_version": predictor.version,
+        "sampled": len(states),
+        "without_orders": without,
+        "p_alive_bins": bins,
+        "expected_orders_90d": {
+            "mean": sum(expected) / len(expected) if expected else None,
+            "median": expected[len(expected) // 2] if expected else None,
+            "total": sum(expected),
+        },
+    }
 
 
 async def build_report(

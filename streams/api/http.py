@@ -107,8 +107,8 @@ class HttpServer:
         self.health = health
         self.lag = lag
         self.delivery = delivery
-        self.analytics = AnalyticsRoutes(settings, store, lambda: self.rules)
         self.models = ModelReader()
+        self.analytics = AnalyticsRoutes(settings, store, lambda: self.rules, self.models)
         self.port = settings.http_port or free_port(settings.http_host)
         self._runner: web.AppRunner | None = None
 

@@ -227,6 +227,21 @@ SCHEMAS: dict[str, Any] = {
             "segments": _list({"type": "object"}),
         },
     },
+    "Predictions": _obj(
+        {
+            "segment": _STR,
+            "model_version": _STR,
+            "sampled": _INT,
+            "without_orders": _INT,
+            "p_alive_bins": {
+                **_list(_INT),
+                "description": "members with P(alive) in [i/10, (i+1)/10)",
+            },
+            "expected_orders_90d": _obj(
+                {"mean": _NULLABLE_NUM, "median": _NULLABLE_NUM, "total": _NUM}
+            ),
+        }
+    ),
     "Models": {
         "type": "object",
         "required": ["version", "fitted_at", "customers", "bgnbd"],
@@ -405,6 +420,14 @@ def openapi_document() -> dict[str, Any]:
             "/v1/segments/{id}/performance": {"get": performance},
             "/v1/segments/overlap": {"get": overlap},
             "/v1/report": {"get": report},
+            "/v1/segments/{id}/predictions": {
+                "get": _op(
+                    "A sample of a segment's members by P(alive), and their expected orders",
+                    "Predictions",
+                    path=["id"],
+                    not_found="unknown segment, or no model fitted yet",
+                )
+            },
             "/v1/models": {
                 "get": _op(
                     "The published BG/NBD and Gamma-Gamma fit: parameters, fit time, data size",

@@ -227,3 +227,34 @@ def run_model_fit(settings: Settings, calibration_end: str | None, as_json: bool
         return 1
     print(orjson.dumps(found).decode() if as_json else format_fit(found))
     return 0
+
+
+async def _publish(settings: Settings, document: dict[str, Any]) -> str:
+    store = RedisStore.from_settings(settings)
+    try:
+        return await publish(store, document)
+    finally:
+        await store.close()
+
+
+def run_model_publish(settings: Settings, path: str) -> int:
+    """``segmenter model publish FILE``: make a fit from elsewhere (``--json`` output of
+    ``model fit``, or ``GET /v1/models``) the current one."""
+    from pathlib import Path
+
+    from streams.models.published import FittedModels, version_of
+
+    settings = with_running_stack(settings)
+    if not settings.redis_url:
+        _say("set SEGMENTER_REDIS_URL or run it beside `segmenter up`")
+        return 2
+    try:
+        document = orjson.loads(Path(path).read_bytes())
+        document.pop("version", None)
+        document.pop("calibration", None)
+        FittedModels.of({**document, "version": version_of(document)})
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        print(f"segmenter model publish: cannot use {path}: {exc!r}", file=sys.stderr)
+        return 1
+    print(f"published as version {asyncio.run(_publish(settings, document))}")
+    return 0

@@ -34,6 +34,9 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "tests" / "e2e" / "artifacts"
 READY_TIMEOUT_S = 120.0
+STACK_DIR: list[Path] = []
+"""The running stack's working directory (where `segmenter` commands find it; it also holds
+``model.json``, a model document the test publishes with `segmenter model publish`)."""
 PAGE_TIMEOUT_S = 90.0
 CHROMIUM_FLAGS = [
     "--headless",
@@ -90,6 +93,20 @@ def stack(tmp_path: Path) -> Iterator[str]:
                 tail = log_path.read_text(errors="replace")[-3000:]
                 pytest.fail(f"segmenter up did not get ready (code {proc.poll()}):\n{tail}")
             time.sleep(0.2)
+        STACK_DIR[:] = [tmp_path]
+        (tmp_path / "model.json").write_bytes(
+            orjson.dumps(
+                {
+                    "fitted_at": "2026-01-01T00:00:00Z",
+                    "customers": 1000,
+                    "repeat_customers": 300,
+                    "unit": "days",
+                    "conversion_event": "Order Completed",
+                    "bgnbd": {"r": 0.6, "alpha": 25.0, "a": 0.8, "b": 2.5},
+                    "gamma_gamma": {"p": 6.0, "q": 4.0, "v": 15.0},
+                }
+            )
+        )
         yield str(orjson.loads(stack_file.read_bytes())["http_url"])
     finally:
         if proc.poll() is None:
@@ -185,6 +202,8 @@ STATE_JS = """JSON.stringify({
   historyLines: document.querySelectorAll('#history path.series').length,
   historyPoints: Number(document.body.dataset.historyPoints || 0),
   overlapCells: document.querySelectorAll('#overlap rect.cell').length,
+  predBars: document.querySelectorAll('#predictions rect.bar').length,
+  predMeta: document.getElementById('predmeta').textContent,
 })"""
 
 REPORT_JS = """JSON.stringify({
@@ -263,6 +282,18 @@ async def test_dashboard_renders_live_data(stack: str, tmp_path: Path) -> None:
             browser, lambda s: s["historyLines"] == 1 and s["overlapCells"] >= 4, 40
         )
         assert state["historyPoints"] >= 1
+        # Publish a model as a user would (`segmenter model publish`), then the view draws.
+        published = subprocess.run(
+            [sys.executable, "-m", "streams", "model", "publish", "model.json"],
+            cwd=STACK_DIR[0],
+            env={k: v for k, v in os.environ.items() if not k.startswith("SEGMENTER_")},
+            capture_output=True,
+            timeout=60,
+        )
+        assert published.returncode == 0, published.stderr.decode()
+        await browser.evaluate("refreshPredictions(); 1")
+        state = await wait_for(browser, lambda s: s["predBars"] == 10, 40)
+        assert "members sampled" in state["predMeta"]
 
         await browser.evaluate("window.scrollTo(0, 0); 1")
         shot = await browser.call(

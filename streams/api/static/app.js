@@ -127,6 +127,26 @@ async function refreshOverlap() {
   } catch (e) { /* shown by the size poll */ }
 }
 
+async function refreshPredictions() {
+  const select = document.getElementById('predseg');
+  if (!select.options.length && segments.length) {
+    for (const s of [...segments].sort((a, b) => b.size - a.size)) select.add(new Option(s.name, s.id));
+  }
+  const id = select.value;
+  if (!id) return;
+  const meta = document.getElementById('predmeta');
+  try {
+    const r = await api(`/v1/segments/${encodeURIComponent(id)}/predictions`);
+    const body = await r.json();
+    if (!r.ok) { meta.textContent = body.error; document.body.dataset.predBars = '0'; return; }
+    const labels = body.p_alive_bins.map((_, i) => `${i * 10}-${i * 10 + 10}%`);
+    document.body.dataset.predBars = String(C.bars(document.getElementById('predictions'), body.p_alive_bins, labels, C.colorFor(id, ids)));
+    const e = body.expected_orders_90d;
+    meta.textContent = `${body.sampled} members sampled, ${body.without_orders} without orders · expected orders in 90 days: ` +
+      `mean ${e.mean === null ? '—' : e.mean.toFixed(2)}, median ${e.median === null ? '—' : e.median.toFixed(2)} · model ${body.model_version}`;
+  } catch (e) { meta.textContent = e.message; }
+}
+
 async function refreshDestinations() {
   try {
     const r = await api('/v1/destinations');
@@ -199,6 +219,8 @@ function init() {
   setInterval(refreshDestinations, 5000);
   setInterval(refreshHistory, 15000);
   setInterval(refreshOverlap, 30000);
+  setInterval(refreshPredictions, 15000);
+  document.getElementById('predseg').addEventListener('change', refreshPredictions);
   document.getElementById('histseg').addEventListener('change', refreshHistory);
   document.getElementById('histgran').addEventListener('change', refreshHistory);
 }
@@ -206,7 +228,7 @@ function init() {
 async function tick() {
   await refreshSizes();
   await Promise.all([refreshMatrix(), refreshRfm(), refreshHealth(), refreshDestinations(),
-    refreshHistory(), refreshOverlap()]);
+    refreshHistory(), refreshOverlap(), refreshPredictions()]);
 }
 
 init();

@@ -190,4 +190,25 @@ function overlapMap(svg, ids, pairs) {
   return cells;
 }
 
-window.SegCharts = { lineChart, sankey, heatmap, overlapMap, colorFor, PALETTE };
+/** Bars of counts with labels under them. Returns the bars drawn. */
+function bars(svg, counts, labels, color) {
+  clear(svg);
+  const { w, h } = box(svg);
+  const m = { l: 40, r: 10, t: 10, b: 28 };
+  const max = niceMax(Math.max(1, ...counts));
+  const bw = (w - m.l - m.r) / counts.length;
+  for (let i = 0; i <= 4; i++) {
+    const v = max * i / 4, y = h - m.b - (h - m.t - m.b) * v / max;
+    el('line', { x1: m.l, x2: w - m.r, y1: y, y2: y, class: 'grid' }, svg);
+    el('text', { x: m.l - 6, y: y + 4, 'text-anchor': 'end', class: 'label' }, svg, Math.round(v));
+  }
+  counts.forEach((v, i) => {
+    const bh = (h - m.t - m.b) * v / max;
+    const rect = el('rect', { x: m.l + i * bw + 2, y: h - m.b - bh, width: bw - 4, height: Math.max(bh, 0.5), fill: color, class: 'bar' }, svg);
+    el('title', {}, rect, `${labels[i]}: ${v}`);
+    el('text', { x: m.l + (i + 0.5) * bw, y: h - 10, 'text-anchor': 'middle', class: 'label' }, svg, labels[i]);
+  });
+  return counts.length;
+}
+
+window.SegCharts = { lineChart, sankey, heatmap, overlapMap, bars, colorFor, PALETTE };
