@@ -204,6 +204,7 @@ STATE_JS = """JSON.stringify({
   overlapCells: document.querySelectorAll('#overlap rect.cell').length,
   predBars: document.querySelectorAll('#predictions rect.bar').length,
   predMeta: document.getElementById('predmeta').textContent,
+  predCounted: Number(document.body.dataset.predCounted || 0),
 })"""
 
 REPORT_JS = """JSON.stringify({
@@ -291,8 +292,11 @@ async def test_dashboard_renders_live_data(stack: str, tmp_path: Path) -> None:
             timeout=60,
         )
         assert published.returncode == 0, published.stderr.decode()
-        await browser.evaluate("refreshPredictions(); 1")
-        state = await wait_for(browser, lambda s: s["predBars"] == 10, 40)
+        # A segment of buyers: its members fall into the P(alive) bins.
+        await browser.evaluate(
+            "document.getElementById('predseg').value = 'predicted_low'; refreshPredictions(); 1"
+        )
+        state = await wait_for(browser, lambda s: s["predBars"] == 10 and s["predCounted"] > 0, 40)
         assert "members sampled" in state["predMeta"]
 
         await browser.evaluate("window.scrollTo(0, 0); 1")

@@ -141,6 +141,7 @@ async function refreshPredictions() {
     if (!r.ok) { meta.textContent = body.error; document.body.dataset.predBars = '0'; return; }
     const labels = body.p_alive_bins.map((_, i) => `${i * 10}-${i * 10 + 10}%`);
     document.body.dataset.predBars = String(C.bars(document.getElementById('predictions'), body.p_alive_bins, labels, C.colorFor(id, ids)));
+    document.body.dataset.predCounted = String(body.p_alive_bins.reduce((a, b) => a + b, 0));
     const e = body.expected_orders_90d;
     meta.textContent = `${body.sampled} members sampled, ${body.without_orders} without orders · expected orders in 90 days: ` +
       `mean ${e.mean === null ? '—' : e.mean.toFixed(2)}, median ${e.median === null ? '—' : e.median.toFixed(2)} · model ${body.model_version}`;
