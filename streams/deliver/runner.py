@@ -137,12 +137,14 @@ class DestinationRunner:
         ends = await self.consumer.end_offsets(assigned)
         out: dict[int, int] = {}
         for tp in assigned:
-            done = self.committed.get(tp)
-            if done is None:
-                done = await self.consumer.committed(tp)
-                if done is None:
-                    continue
-                self.committed[tp] = done
+            # Asked of the broker each time: a partition lost and taken back may have been
+            # committed further by another deliverer meanwhile.
+            stored = await self.consumer.committed(tp)
+            mine = self.committed.get(tp)
+            candidates = [c for c in (stored, mine) if c is not None]
+            if not candidates:
+                continue
+            done = self.committed[tp] = max(candidates)
             out[tp.partition] = max(0, ends.get(tp, done) - done)
         return out
 
@@ -159,18 +161,9 @@ class DestinationRunner:
             if records:
                 await self.handle(records)
             if time.monotonic() >= next_report:
-                await self._track_positions()
                 await self._report()
                 next_report = time.monotonic() + METRICS_EVERY_S
         await self._report()
-
-    async def _track_positions(self) -> None:
-        """Record the committed offset of partitions that had nothing to deliver yet."""
-        for tp in self.consumer.assignment():
-            if tp not in self.committed:
-                committed = await self.consumer.committed(tp)
-                if committed is not None:
-                    self.committed[tp] = committed
 
 
 def _records(got: dict[Any, list[Any]]) -> list[Record]:

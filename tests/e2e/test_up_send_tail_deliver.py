@@ -79,13 +79,13 @@ def test_send_tail_and_deliver_beside_up(
     assert "deliver:   hook" in log
     customer = f"e2e-{uuid.uuid4().hex[:8]}"
     tail = subprocess.Popen(
-        [*segmenter_command(), "tail", "--json", "--customer", customer, "--idle-exit", "10"],
+        [*segmenter_command(), "tail", "--json", "--customer", customer, "--idle-exit", "6"],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    time.sleep(3)  # tail starts at the end of the topic: let it get there first
+    time.sleep(2)  # tail starts at the end of the topic: let it get there first
     identify = {"type": "identify", "userId": customer, "traits": {"address": {"country": "CA"}}}
     order = {
         "type": "track",

@@ -118,7 +118,7 @@ def settled(deployment: Deployment, worker: Child) -> list[dict[str, Any]]:
                 deployment.kafka,
                 deployment.migrations,
                 lambda r, wanted=wanted: len(r) >= wanted,
-                settle=3,
+                settle=1.5,
                 worker=worker,
             )
         )

@@ -161,7 +161,7 @@ def test_audience_files_and_profile_sync_match_an_independent_computation(
     assert all(p["segments"] == [] for p in erased)
 
 
-def settled(deployment: Deployment, quiet_s: float = 3.0) -> list[dict[str, object]]:
+def settled(deployment: Deployment, quiet_s: float = 1.5) -> list[dict[str, object]]:
     """Every migration so far, once none came for ``quiet_s``."""
 
     def read(at_least: int) -> list[dict[str, object]]:
