@@ -238,9 +238,15 @@ class CustomerLogic:
         facts, evaluation = self._evaluated(opened.at)
         kind, message_id, event = opened.trigger
         trigger = Trigger(_kind(kind), message_id, event)
-        moves = self.ctx.rules.transitions(
-            frozenset(before), frozenset(after), facts, state.customer_id, evaluation
-        )
+        # Reasons are explained as of the membership before the instant (what the evaluation
+        # saw): an entry's reason is the segment's condition, not its stay condition.
+        state.members = dict(before)
+        try:
+            moves = self.ctx.rules.transitions(
+                frozenset(before), frozenset(after), facts, state.customer_id, evaluation
+            )
+        finally:
+            state.members = after
         for move in moves:
             self._migration(move, trigger, opened.when, None)
         return self.effects
