@@ -21,20 +21,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from streams.engine.model import Kind
 from streams.engine.problems import LineDict, RuleProblem, parse_yaml, validation_problems
 
 DESTINATION_SUFFIXES = (".yaml", ".yml")
 Direction = Literal["entered", "exited"]
-SegmentKind = Literal[
-    "demographic",
-    "firmographic",
-    "behavioral",
-    "value",
-    "psychographic",
-    "needs",
-    "lifecycle",
-    "rfm",
-]
 _ID = r"^[a-z][a-z0-9_-]*$"
 _BOTH: tuple[Direction, ...] = ("entered", "exited")
 Identifier = Literal["email", "phone"]
@@ -78,7 +69,7 @@ class _Selecting(_Strict):
     segments: list[str] | None = Field(
         None, description="segment ids (default: every segment, or those of `kinds`)"
     )
-    kinds: list[SegmentKind] | None = Field(None, description="segment kinds to take")
+    kinds: list[Kind] | None = Field(None, description="segment kinds to take")
     directions: list[Direction] = Field(default_factory=lambda: list(_BOTH), min_length=1)
     batch: Batching = Field(default_factory=Batching)
     start_from: Literal["latest", "earliest"] = Field(
