@@ -208,11 +208,10 @@ def predictions_view(
     expected: list[float] = []
     without = 0
     for state in states:
-        named = state.named.get(predictor.event)
-        if not named or named[0] < 1:
+        history = History.of(state, predictor.event)
+        if history is None:
             without += 1
             continue
-        history = History(int(named[0]), named[1], named[2], state.revenue)
         alive = predictor.value("p_alive", None, history, now)
         orders = predictor.value("expected_orders", 90 * 86400.0, history, now)
         if alive is None or orders is None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from streams.engine import RuleSet
 from streams.events.models import iso
-from streams.models.predictor import Predictor
+from streams.models.predictor import History, Predictor
 from streams.models.published import FittedModels
 from streams.state.customer import CustomerState
 from streams.state.facts import StateFacts
@@ -46,11 +46,10 @@ async def customer_view(
     predictions = None
     conversion = rules.conversion
     if models is not None and conversion is not None:
-        named = state.named.get(conversion.event)
-        if named and named[0] >= 1:
-            predictions = models.predictions(
-                int(named[0]), named[1], named[2], state.revenue, now or time.time()
-            )
+        history = History.of(state, conversion.event)
+        if history is not None:
+            predictor = Predictor(models, conversion.event)
+            predictions = predictor.predictions(history, now or time.time())
     return {
         "customer_id": state.customer_id,
         "segments": sorted(state.members),

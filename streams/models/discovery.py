@@ -106,10 +106,9 @@ def features(conversion: str, predictor: Predictor | None) -> list[Feature]:
 
         def value(metric: str, horizon: float | None) -> Callable[[CustomerState, float], float]:
             def read(state: CustomerState, now: float) -> float:
-                named = state.named.get(conversion)
-                if not named or named[0] < 1:
+                h = History.of(state, conversion)
+                if h is None:
                     return 0.0
-                h = History(int(named[0]), named[1], named[2], state.revenue)
                 found = predictor.value(metric, horizon, h, now)
                 return 0.0 if found is None or math.isnan(found) else found
 

@@ -28,6 +28,7 @@ from streams.api.queries import iter_states
 from streams.engine import RuleSet, load_rules
 from streams.engine.instants import HALF_MS
 from streams.models.fitting import Summary, TooLittleData, fit_bgnbd, fit_gamma_gamma
+from streams.models.predictor import History
 from streams.models.published import publish
 from streams.pipeline import rulepack
 from streams.settings import Settings
@@ -56,25 +57,24 @@ def _say(text: str) -> None:
 
 def summary_row(state: CustomerState, event: str, now: float) -> tuple[int, float, float, float]:
     """``(orders, t_x days, T days, revenue)`` of a customer with orders (or orders = 0)."""
-    named = state.named.get(event)
-    if not named or named[0] < 1:
+    h = History.of(state, event)
+    if h is None:
         return (0, 0.0, 0.0, 0.0)
-    count, first, last = int(named[0]), named[1], named[2]
-    return (count, (last - first) / DAY, max(0.0, (now - first) / DAY), state.revenue)
+    return (h.orders, (h.last - h.first) / DAY, max(0.0, (now - h.first) / DAY), h.revenue)
 
 
 def split_at(state: CustomerState, rules: RuleSet, end: float) -> Split | None:
     """The customer before ``end`` and their purchases after it (None: first order after)."""
     conversion = rules.conversion
     assert conversion is not None
-    named = state.named.get(conversion.event)
-    if not named or named[0] < 1 or named[1] >= end:
+    h = History.of(state, conversion.event)
+    if h is None or h.first >= end:
         return None
     series = state.series.get(conversion.series_id)
     entries = series.buckets if series is not None else []
     after = int(sum(e[1] for e in entries if e[0] >= end - HALF_MS))
     before = [e[0] for e in entries if e[0] < end - HALF_MS]
-    count, first, last = int(named[0]), named[1], named[2]
+    count, first, last = h.orders, h.first, h.last
     approximate = False
     if after == 0:
         last_before = last

@@ -12,10 +12,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from streams.engine.instants import ceil_instant
 from streams.models.formulas import clv
-from streams.models.published import ANNUAL_DISCOUNT, CLV_HORIZON_DAYS, FittedModels
+from streams.models.published import (
+    ANNUAL_DISCOUNT,
+    CLV_HORIZON_DAYS,
+    PREDICTION_DAYS,
+    FittedModels,
+)
+from streams.state.customer import CustomerState
 
 DAY = 86400.0
 SEARCH_DAYS = 3650.0
@@ -33,6 +40,14 @@ class History:
     last: float
     revenue: float
 
+    @classmethod
+    def of(cls, state: CustomerState, event: str) -> History | None:
+        """The customer's history of ``event`` (None before the first one)."""
+        named = state.named.get(event)
+        if not named or named[0] < 1:
+            return None
+        return cls(int(named[0]), named[1], named[2], state.revenue)
+
 
 @dataclass
 class Predictor:
@@ -47,6 +62,19 @@ class Predictor:
     def version(self) -> str:
         """The models' version."""
         return self.models.version
+
+    def predictions(self, h: History, now: float) -> dict[str, Any]:
+        """What ``GET /v1/customers/{id}`` shows: P(alive), expected orders, CLV, version."""
+        found: dict[str, Any] = {
+            "model_version": self.version,
+            "p_alive": self.value("p_alive", None, h, now),
+            f"expected_orders_{PREDICTION_DAYS:g}d": self.value(
+                "expected_orders", PREDICTION_DAYS * DAY, h, now
+            ),
+        }
+        if self.models.spend is not None:
+            found[f"clv_{CLV_HORIZON_DAYS:g}d"] = self.value("clv", None, h, now)
+        return found
 
     def value(self, metric: str, horizon_s: float | None, h: History, at: float) -> float | None:
         """The prediction at ``at`` (None when the model cannot give it)."""

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from streams.models.formulas import BgNbd, GammaGamma, clv
+from streams.models.formulas import BgNbd, GammaGamma
 from streams.store.base import Store
 
 META = "models"
@@ -39,29 +39,6 @@ class FittedModels:
         spend = GammaGamma(gg["p"], gg["q"], gg["v"]) if gg else None
         model = BgNbd(bg["r"], bg["alpha"], bg["a"], bg["b"])
         return cls(str(document["version"]), document, model, spend)
-
-    def predictions(
-        self, orders: int, first: float | None, last: float | None, revenue: float, now: float
-    ) -> dict[str, Any] | None:
-        """A customer's predictions at ``now`` (None before their first order)."""
-        if orders < 1 or first is None or last is None:
-            return None
-        day = 86400.0
-        x, t_x, age = orders - 1, (last - first) / day, max(0.0, (now - first) / day)
-        model = self.bgnbd
-        found: dict[str, Any] = {
-            "model_version": self.version,
-            "p_alive": model.p_alive(x, t_x, age),
-            f"expected_orders_{PREDICTION_DAYS:g}d": model.expected_purchases(
-                PREDICTION_DAYS, x, t_x, age
-            ),
-        }
-        if self.spend is not None:
-            mean = revenue / orders if orders else 0.0
-            found[f"clv_{CLV_HORIZON_DAYS:g}d"] = clv(
-                model, self.spend, x, t_x, age, mean, CLV_HORIZON_DAYS, ANNUAL_DISCOUNT
-            )
-        return found
 
 
 def version_of(document: dict[str, Any]) -> str:

@@ -60,10 +60,7 @@ class StateFacts:
         predictor = self._predictor
         if predictor is None:
             return None
-        named = self._state.named.get(predictor.event)
-        if not named or named[0] < 1:
-            return None
-        return History(int(named[0]), named[1], named[2], self._state.revenue)
+        return History.of(self._state, predictor.event)
 
     def prediction(
         self, metric: str, horizon_s: float | None, at: float | None = None
