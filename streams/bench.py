@@ -15,7 +15,9 @@ In one run, on the same broker, Redis and synthetic events:
    through a plain Quix Streams application computing the same segments
    (:mod:`streams.benchmarks.peer`), side by side;
 7. with ``--deliver``, (h): migrations through ``segmenter deliver`` and a webhook to a local
-   receiver (:mod:`streams.benchmarks.delivery`).
+   receiver (:mod:`streams.benchmarks.delivery`);
+8. with ``--redis-cluster``, (i): two workers on the partitioned Redis layout over a local
+   1-master and then 3-master Redis Cluster (:mod:`streams.benchmarks.cluster`).
 
 The run uses its own topics, Redis namespace and consumer group; embedded servers are started
 unless ``SEGMENTER_KAFKA_BOOTSTRAP`` / ``SEGMENTER_REDIS_URL`` are set, and on configured servers
@@ -31,13 +33,21 @@ from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from streams.benchmarks.ceiling import run_ceiling
-from streams.benchmarks.common import BenchConfig, BenchError, Infra, cleanup, say
+from streams.benchmarks.cluster import cluster_topics, run_cluster
+from streams.benchmarks.common import BenchConfig, BenchError, Infra, cleanup, delete_run, say
 from streams.benchmarks.delivery import run_delivery
 from streams.benchmarks.live import run_live
 from streams.benchmarks.load import preproduce, synthetic
 from streams.benchmarks.memory import measure_memory
 from streams.benchmarks.peer import cleanup_peer, peer_available, run_peer
-from streams.benchmarks.report import delivery_results, peer_results, results, table, to_json
+from streams.benchmarks.report import (
+    cluster_results,
+    delivery_results,
+    peer_results,
+    results,
+    table,
+    to_json,
+)
 from streams.benchmarks.segmenter import run_segmenter, start_worker, wait_http
 from streams.settings import Settings
 from streams.stack.children import Child
@@ -63,7 +73,9 @@ def _roles(infra: Infra, workers: list[Child], api: Child) -> dict[str, list[int
     return roles
 
 
-def _measure(infra: Infra, cfg: BenchConfig, peer: bool, deliver: bool) -> dict[str, object]:
+def _measure(
+    infra: Infra, cfg: BenchConfig, peer: bool, deliver: bool, cluster: bool
+) -> dict[str, object]:
     """Every phase, in order; the worker child is stopped whatever happens."""
     asyncio.run(ensure_topics(infra.bootstrap, infra.topics))
     say(f"generating {cfg.events} events from {cfg.customers} synthetic customers")
@@ -104,6 +116,9 @@ def _measure(infra: Infra, cfg: BenchConfig, peer: bool, deliver: bool) -> dict[
     if deliver:
         count = min(cfg.events, 50_000)
         figures.update(delivery_results(run_delivery(infra, count, _timeout(count))))
+    if cluster:
+        again = synthetic(cfg.events, cfg.customers, cfg.seed)
+        figures.update(cluster_results(run_cluster(infra, again, _timeout(cfg.events))))
     return figures
 
 
@@ -118,6 +133,7 @@ def run_bench(
     workers: int = 1,
     peer: bool = False,
     deliver: bool = False,
+    cluster: bool = False,
 ) -> int:
     """Run every phase; print the table (or one JSON object); 0 unless infrastructure failed.
 
@@ -148,7 +164,7 @@ def run_bench(
     try:
         infra.start()
         say(f"broker {infra.bootstrap}, Redis {infra.redis_url}, run {infra.run}")
-        figures = _measure(infra, cfg, peer, deliver)
+        figures = _measure(infra, cfg, peer, deliver, cluster)
     except (BenchError, StackError, KafkaError, RedisError, OSError, TimeoutError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else repr(exc)
         print(f"segmenter bench: {message}", file=sys.stderr)
@@ -158,6 +174,8 @@ def run_bench(
                 asyncio.run(cleanup(infra))
                 if peer:
                     asyncio.run(cleanup_peer(infra))
+                if cluster:
+                    asyncio.run(delete_run(infra, f"{infra.namespace}-c", cluster_topics(infra)))
             except Exception as exc:
                 say(f"cleanup incomplete: {exc!r}")
         infra.stop()

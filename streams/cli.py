@@ -110,6 +110,7 @@ def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         workers=args.workers,
         peer=args.peer,
         deliver=args.deliver,
+        cluster=args.redis_cluster,
     )
 
 
@@ -159,6 +160,13 @@ def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     from streams.report_cli import run_report
 
     return run_report(settings, as_json=args.json, window=args.window)
+
+
+def _cmd_redis_layout(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.stack.discovery import with_running_stack
+    from streams.store.relayout import run_relayout
+
+    return run_relayout(with_running_stack(settings), args.to)
 
 
 def _cmd_model(args: argparse.Namespace, settings: Settings) -> int:
@@ -282,6 +290,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.set_defaults(func=_cmd_report)
 
+    layout = sub.add_parser(
+        "redis-layout", help="move the namespace's Redis keys to the other layout (docs/scaling.md)"
+    )
+    layout_sub = layout.add_subparsers(dest="layout_command", required=True)
+    migrate = layout_sub.add_parser(
+        "migrate", help="copy every key into the single or partitioned layout (stop workers first)"
+    )
+    migrate.add_argument(
+        "--to",
+        required=True,
+        choices=["single", "partitioned"],
+        help="partitioned: one key group per input partition (SEGMENTER_INPUT_PARTITIONS)",
+    )
+    migrate.set_defaults(func=_cmd_redis_layout)
+
     model = sub.add_parser("model", help="customer-base models (BG/NBD and Gamma-Gamma)")
     model_sub = model.add_subparsers(dest="model_command", required=True, metavar="SUBCOMMAND")
     fit = model_sub.add_parser("fit", help="fit on the stored customers and publish")
@@ -333,6 +356,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--deliver",
         action="store_true",
         help="add (h): migrations through `segmenter deliver` to a local webhook receiver",
+    )
+    bench.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="add (i): 2 workers on the partitioned layout over a 1- and a 3-master Redis Cluster",
     )
     bench.set_defaults(func=_cmd_bench)
     return parser

@@ -199,6 +199,7 @@ def run_replay(settings: Settings, events: Path, out: Path, models: Path | None 
             idle_settle_s=0,
             input_partitions=1,
             migrations_partitions=1,
+            redis_layout="single",
             http_port=0,
             log_level="warning",
             **topics,

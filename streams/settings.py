@@ -51,7 +51,12 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = None
     group_id: str = Field("segmenter", description="Kafka consumer group of the workers")
     redis_cluster: bool = Field(
-        False, description="SEGMENTER_REDIS_URL is a node of a Redis Cluster (keys in one slot)"
+        False, description="SEGMENTER_REDIS_URL is a node of a Redis Cluster"
+    )
+    redis_layout: Literal["single", "partitioned"] = Field(
+        "single",
+        description="Redis keys in one group per namespace (single) or one per input partition"
+        " (partitioned: spreads a namespace over a cluster's shards)",
     )
     namespace: str = Field("seg", description="prefix of every Redis key")
     max_event_bytes: int = Field(32 * 1024, ge=256, description="larger input goes to the DLQ")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from streams.pipeline.routing import partition_for
 from streams.store.base import (
     ANY_VERSION,
+    Claim,
     CommitBatch,
     ConflictError,
     MembershipChange,
@@ -40,20 +42,38 @@ async def check_round_trip(store: Store) -> None:
     assert snap.offsets == {0: 41}, "an offset never moves backwards"
 
 
+PARTITIONS = 8
+"""The input partitions of the partitioned layout under test."""
+
+
+def homed(partition: int, count: int, prefix: str = "h") -> list[str]:
+    """``count`` customer ids whose home is ``partition`` (of :data:`PARTITIONS`)."""
+    found: list[str] = []
+    n = 0
+    while len(found) < count:
+        cid = f"{prefix}{n}"
+        if partition_for(cid.encode(), PARTITIONS) == partition:
+            found.append(cid)
+        n += 1
+    return found
+
+
 async def check_conflict_writes_nothing(store: Store) -> None:
-    """A stale expected version rejects the whole batch."""
-    await store.commit(CommitBatch(states=[StateWrite("c", 0, b'{"id":"c"}')]))
+    """A stale expected version rejects the whole batch (of one partition: the partitioned
+    layout is atomic per partition)."""
+    c, d = homed(3, 2)
+    await store.commit(CommitBatch(states=[StateWrite(c, 0, b'{"id":"c"}')]))
     with pytest.raises(ConflictError):
         await store.commit(
             CommitBatch(
-                states=[StateWrite("d", 0, b'{"id":"d"}'), StateWrite("c", 0, b'{"id":"c2"}')],
-                memberships=[MembershipChange("vip", "d", 1)],
+                states=[StateWrite(d, 0, b'{"id":"d"}'), StateWrite(c, 0, b'{"id":"c2"}')],
+                memberships=[MembershipChange("vip", d, 1)],
                 offsets={3: 10},
                 outbox={3: [b"m1"]},
             )
         )
-    assert await store.get_state("d") is None
-    stored = await store.get_state("c")
+    assert await store.get_state(d) is None
+    stored = await store.get_state(c)
     assert stored is not None and stored.data == b'{"id":"c"}'
     assert await store.segment_sizes() == {}
     assert await store.outbox(3, 10) == []
@@ -133,8 +153,10 @@ CONTRACT = [
 
 async def check_matrix_and_suppression(store: Store) -> None:
     """Matrix counts add up per day; erased ids are remembered by digest only."""
-    await store.commit(CommitBatch(matrix={"2026-01-01": {"-|vip": 2, "vip|-": 1}}))
-    await store.commit(CommitBatch(matrix={"2026-01-01": {"-|vip": 1}, "2026-01-02": {"a|b": 1}}))
+    await store.commit(CommitBatch(matrix={0: {"2026-01-01": {"-|vip": 2, "vip|-": 1}}}))
+    await store.commit(
+        CommitBatch(matrix={3: {"2026-01-01": {"-|vip": 1}, "2026-01-02": {"a|b": 1}}})
+    )
     assert await store.matrix("2026-01-01") == {"-|vip": 3, "vip|-": 1}
     assert await store.matrix("2026-01-02") == {"a|b": 1}
     assert await store.matrix("2026-01-03") == {}
@@ -183,16 +205,18 @@ async def check_size_history(store: Store) -> None:
     """Hourly counts add up; hours past the retention (2160 h) before the newest fold into the
     base, also when a late batch writes to such an hour."""
     start = 490_000  # an hour in 2025
-    await store.commit(CommitBatch(history={start: {"vip|in": 2}, start + 1: {"vip|out": 1}}))
-    await store.commit(CommitBatch(history={start + 1: {"vip|out": 1, "new|in": 4}}))
+    await store.commit(
+        CommitBatch(history={0: {start: {"vip|in": 2}}, 5: {start + 1: {"vip|out": 1}}})
+    )
+    await store.commit(CommitBatch(history={1: {start + 1: {"vip|out": 1, "new|in": 4}}}))
     found = await store.history()
     assert found.base == {}
     assert found.hours == {start: {"vip|in": 2}, start + 1: {"vip|out": 2, "new|in": 4}}
-    await store.commit(CommitBatch(history={start + 2161: {"vip|in": 1}}))
+    await store.commit(CommitBatch(history={2: {start + 2161: {"vip|in": 1}}}))
     found = await store.history()
     assert found.base == {"vip|in": 2}  # hour `start` is more than 2160 h before the newest
     assert found.hours == {start + 1: {"vip|out": 2, "new|in": 4}, start + 2161: {"vip|in": 1}}
-    await store.commit(CommitBatch(history={start: {"vip|in": 5}}))  # late, already past
+    await store.commit(CommitBatch(history={0: {start: {"vip|in": 5}}}))  # late, already past
     found = await store.history()
     assert found.base == {"vip|in": 7}
     assert set(found.hours) == {start + 1, start + 2161}
@@ -212,3 +236,71 @@ async def check_common_members(store: Store) -> None:
 
 
 CONTRACT.append(check_common_members)
+
+
+async def check_changes_made_from_another_partition(store: Store) -> None:
+    """A merge's other side (and an erasure's aliases) changed by a record of another partition
+    ends as if it had been changed from its own: state, memberships, timer, erasure record."""
+    (survivor,) = homed(1, 1, "s")
+    (other,) = homed(6, 1, "o")
+    await store.commit(
+        CommitBatch(
+            states=[StateWrite(other, 0, b'{"id":"o","m":{"vip":1}}')],
+            memberships=[MembershipChange("vip", other, 1)],
+            due={6: {other: 1_800_000_000.0}},
+            origins={other: 6},
+        )
+    )
+    merged = CommitBatch(
+        states=[
+            StateWrite(survivor, 0, b'{"id":"s"}'),
+            StateWrite(other, 1, b'{"id":"o","mi":"s"}'),
+        ],
+        memberships=[MembershipChange("vip", other, -1), MembershipChange("vip", survivor, 1)],
+        due={6: {other: None}},
+        offsets={1: 4},
+        outbox={1: [b"exit", b"enter"]},
+        origins={survivor: 1, other: 1},
+        claims={other: Claim(1, b'{"id":"o","m":{"vip":1},"mi":"s","ho":1}')},
+        suppress={"gone": 1_700_000_000.0},
+    )
+    merged.origins["gone"] = 1
+    await store.commit(merged)
+    assert (await store.get_state(other)).data == b'{"id":"o","mi":"s"}'  # type: ignore[union-attr]
+    assert (await store.get_state(survivor)).data == b'{"id":"s"}'  # type: ignore[union-attr]
+    assert await store.segment_sizes() == {"vip": 1}
+    assert await store.due(6, 2_000_000_000.0, 10) == []
+    assert await store.outbox(1, 10) == [b"exit", b"enter"]
+    snapshot = await store.load([other, "gone"], [1, 6])
+    assert snapshot.offsets == {1: 4}
+    assert snapshot.suppressed == {"gone": 1_700_000_000.0}
+    assert await store.recover() == 0
+
+
+CONTRACT.append(check_changes_made_from_another_partition)
+
+
+async def check_stale_claim_writes_nothing(store: Store) -> None:
+    """A merge whose other side changed since it was read is rejected, survivor included."""
+    (survivor,) = homed(2, 1, "s")
+    (other,) = homed(5, 1, "o")
+    await store.commit(CommitBatch(states=[StateWrite(other, 0, b'{"id":"o"}')]))
+    await store.commit(CommitBatch(states=[StateWrite(other, 1, b'{"id":"o","e":1}')]))
+    with pytest.raises(ConflictError):
+        await store.commit(
+            CommitBatch(
+                states=[
+                    StateWrite(survivor, 0, b'{"id":"s"}'),
+                    StateWrite(other, 1, b'{"id":"o","mi":"s"}'),
+                ],
+                offsets={2: 9},
+                origins={survivor: 2, other: 2},
+                claims={other: Claim(1, b'{"id":"o","mi":"s","ho":1}')},
+            )
+        )
+    assert await store.get_state(survivor) is None
+    assert (await store.get_state(other)).data == b'{"id":"o","e":1}'  # type: ignore[union-attr]
+    assert (await store.load([], [2])).offsets == {}
+
+
+CONTRACT.append(check_stale_claim_writes_nothing)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from typing import Any
 
 from streams.api.http import HttpServer
@@ -21,7 +22,7 @@ from streams.pipeline import rulepack
 from streams.pipeline.metrics import Metrics
 from streams.settings import Settings
 from streams.stack.discovery import with_running_stack
-from streams.store.redis_store import RedisStore
+from streams.store.redis_store import LayoutError, RedisStore
 
 log = logging.getLogger("segmenter.api")
 FOLLOW_S = 2.0
@@ -30,6 +31,12 @@ FOLLOW_S = 2.0
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Serve until ``stop`` is set, adopting newly published rule packs."""
     store = RedisStore.from_settings(settings)
+    try:
+        await store.check_layout()
+    except LayoutError as exc:
+        await store.close()
+        print(f"segmenter api: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(78) from None
     pack = await rulepack.published(store)
     if pack is not None:
         rules = pack.rules

@@ -64,7 +64,7 @@ async def measure_memory(infra: Infra, seed: int) -> MemoryReport:
     try:
         ns = infra.namespace
         keys = Keys(ns)
-        customer_keys = await _keys(client, f"{keys.customer_prefix}*")
+        customer_keys = await _keys(client, keys.customer_pattern)
         count = len(customer_keys)
         if not count:
             raise BenchError("no customer state in Redis after the throughput phase")

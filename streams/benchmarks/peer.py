@@ -23,7 +23,7 @@ import orjson
 
 from streams.benchmarks.common import PARTITIONS, Infra, Throughput, delete_run, say
 from streams.benchmarks.load import Message, preproduce
-from streams.benchmarks.segmenter import drain
+from streams.benchmarks.segmenter import drain, side_worker_env
 from streams.stack.children import Child, settings_env
 from streams.stack.topics import ensure_topics
 from streams.store.redis_store import Keys
@@ -41,23 +41,8 @@ def peer_available() -> bool:
 
 async def _worker(infra: Infra, topic: str, count: int, timeout: float) -> Throughput:
     namespace = f"{infra.namespace}-peer"
-    prefix = f"{infra.prefix}.peer"
-    env = settings_env(
-        kafka_bootstrap=infra.bootstrap,
-        redis_url=infra.redis_url,
-        rules=PEER_RULES,
-        input_topic=topic,
-        migrations_topic=f"{prefix}.migrations",
-        dlq_topic=f"{prefix}.dlq",
-        memberships_topic=f"{prefix}.memberships",
-        input_partitions=PARTITIONS,
-        migrations_partitions=PARTITIONS,
-        namespace=namespace,
-        group_id=f"{infra.group_id}-peer",
-        clock="processing",
-        http_port=0,
-        api_key=None,
-        log_level="warning",
+    env = side_worker_env(
+        infra, f"{infra.prefix}.peer", namespace, rules=PEER_RULES, input_topic=topic
     )
     child = Child(["worker"], env).start()
     client = infra.redis()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from streams.benchmarks.cluster import ClusterRun
 from streams.benchmarks.common import BenchConfig, Throughput, percentile
 from streams.benchmarks.delivery import DeliveryFigures
 from streams.benchmarks.live import LiveReport
@@ -112,6 +113,32 @@ DELIVERY_ROWS = (
 """The table's rows of (h), shown when the run had ``--deliver``."""
 
 
+def cluster_results(runs: Sequence[ClusterRun]) -> dict[str, Any]:
+    """(i): events/s and CPU per event of two workers over 1 and 3 masters, the ratio, and the
+    3-master run's share of keys per master."""
+    found: dict[str, Any] = {}
+    for run in runs:
+        found[f"cluster_{run.masters}_events_per_s"] = _round(run.throughput.events_per_s, 1)
+        found[f"cluster_{run.masters}_cpu_us_per_event"] = _round(
+            run.throughput.cpu_us_per_event, 1
+        )
+        found[f"cluster_{run.masters}_key_share"] = list(run.key_share)
+    found["cluster_scaling_ratio"] = _round(
+        _ratio(found.get("cluster_3_events_per_s"), found.get("cluster_1_events_per_s")), 4
+    )
+    return found
+
+
+CLUSTER_ROWS = (
+    ("(i) 2 workers, 1 master", "cluster_1_events_per_s", "events/s"),
+    ("    CPU per event", "cluster_1_cpu_us_per_event", "us"),
+    ("(i) 2 workers, 3 masters", "cluster_3_events_per_s", "events/s"),
+    ("    CPU per event", "cluster_3_cpu_us_per_event", "us"),
+    ("    ratio 3 masters / 1", "cluster_scaling_ratio", ""),
+)
+"""The table's rows of (i), shown when the run had ``--redis-cluster``."""
+
+
 def to_json(figures: dict[str, Any]) -> str:
     """The one JSON object of ``--json`` (missing figures are ``null``)."""
     return orjson.dumps(figures).decode()
@@ -185,6 +212,8 @@ def table(figures: dict[str, Any], cfg: BenchConfig) -> str:
         rows += [Row(label, key, unit) for label, key, unit in PEER_ROWS]
     if "deliver_per_s" in figures:
         rows += [Row(label, key, unit) for label, key, unit in DELIVERY_ROWS]
+    if "cluster_scaling_ratio" in figures:
+        rows += [Row(label, key, unit) for label, key, unit in CLUSTER_ROWS]
     for row in rows:
         value = figures.get(row.key)
         verdict = "" if row.ok is None else "n/a"

@@ -52,6 +52,30 @@ def start_worker(infra: Infra, command: str = "worker") -> tuple[Child, int]:
     return Child([command], env).start(), port
 
 
+def side_worker_env(infra: Infra, prefix: str, namespace: str, **extra: object) -> dict[str, str]:
+    """A worker of a side phase ((g), (i)): input ``<prefix>.events``, its own output topics,
+    namespace and group, the processing clock, no HTTP; ``extra`` settings on top."""
+    values: dict[str, object] = {
+        "kafka_bootstrap": infra.bootstrap,
+        "redis_url": infra.redis_url,
+        "rules": infra.settings.rules.resolve(),
+        "input_topic": f"{prefix}.events",
+        "migrations_topic": f"{prefix}.migrations",
+        "dlq_topic": f"{prefix}.dlq",
+        "memberships_topic": f"{prefix}.memberships",
+        "input_partitions": PARTITIONS,
+        "migrations_partitions": PARTITIONS,
+        "namespace": namespace,
+        "group_id": f"{infra.group_id}-{namespace}",
+        "clock": "processing",
+        "http_port": 0,
+        "api_key": None,
+        "log_level": "warning",
+    }
+    values.update(extra)
+    return settings_env(**values)
+
+
 async def applied(infra: Infra, client: aioredis.Redis) -> int:
     """Events applied so far: the sum over input partitions of (last applied offset + 1)."""
     raw = await client.hgetall(Keys(infra.namespace).offsets)

@@ -73,11 +73,12 @@ class DirectInput:
 
 def to_record(message: Any) -> Record:
     """A faust ``Message`` as the processor's :class:`Record`."""
+    headers = message.headers
     return Record(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        key=message.key,
-        value=message.value,
-        headers=tuple(map(tuple, headers)) if (headers := message.headers) else (),
+        message.topic,
+        message.partition,
+        message.offset,
+        message.key,
+        message.value,
+        tuple(map(tuple, headers)) if headers else (),
     )

@@ -11,7 +11,11 @@
 
 Concurrency: a merge writes the other profile's key with a version check, so a worker applying
 events to that profile at the same time (on another partition) fails its commit, reloads, sees
-the redirect and re-routes its event.
+the redirect and re-routes its event. In the partitioned Redis layout the two profiles can live
+in different slots: the merge then first *claims* the other profile (its key becomes a redirect
+that keeps its data, marked ``handing_over``), and writes the bare redirect only after the
+survivor's commit (see :mod:`streams.store.redis_store`). A claim found without its merge (a
+crash between the steps) is merged again when the event is redelivered.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from streams.pipeline.migrations import Trigger
 from streams.state.customer import CustomerState
 from streams.state.facts import StateFacts
 from streams.state.merge import merge_profiles
-from streams.store.base import CommitBatch
+from streams.store.base import Claim, CommitBatch
 
 MAX_HOPS = 64
 
@@ -44,6 +48,7 @@ class Profiles(Protocol):
     ctx: PipelineContext
     states: dict[str, CustomerState | None]
     commit: CommitBatch
+    versions: dict[str, int]
     suppressed: dict[str, float]
     unconditional: set[str]
 
@@ -97,7 +102,8 @@ def merge(
 ) -> Refused | None:
     """Merge ``other`` (and its profile) into ``root``, the surviving profile."""
     ctx = work.ctx
-    other_root = resolve(work, other)
+    handed = _handing_over(work, root, other)
+    other_root = other if handed else resolve(work, other)
     if other_root == root:
         if named != root and other == root:
             return Refused("identity", f"alias cycle: {named!r} is already merged into {other!r}")
@@ -115,6 +121,9 @@ def merge(
     work.close(partition, survivor)
     work.touch(root, partition)
     work.touch(other_root, partition)
+    claimed = CustomerState.from_json(old.to_json()) if old else CustomerState(other_root)
+    claimed.merged_into, claimed.handing_over = root, True
+    work.commit.claims[other_root] = Claim(work.versions.get(other_root, 0), claimed.to_json())
     if old is None:
         work.states[other_root] = CustomerState.redirect(other_root, root, 0)
         survivor.aliases.append(other_root)
@@ -127,6 +136,25 @@ def merge(
     work.states[other_root] = CustomerState.redirect(other_root, root, old.sequence)
     work.settle(partition, merged, now, trigger, event.ts)
     return None
+
+
+def _handing_over(work: Profiles, root: str, other: str) -> bool:
+    """True when ``root``'s claim on ``other`` is all that was committed of their merge (a crash
+    came between the two steps of a hand-over): ``other`` then gets back the profile it had
+    before the claim (none, when it had none), and the merge is applied again."""
+    state = work.states.get(other)
+    survivor = work.states.get(root)
+    if (
+        state is None
+        or not state.handing_over
+        or state.merged_into != root
+        or (survivor is not None and other in survivor.aliases)
+    ):
+        return False
+    before = CustomerState.from_json(state.to_json())
+    before.merged_into, before.handing_over = None, False
+    work.states[other] = None if before == CustomerState(other) else before
+    return True
 
 
 def erase(

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import orjson
 
@@ -43,9 +43,9 @@ REROUTED_HEADER = "segmenter.rerouted-from"
 """Set on an event re-sent to the partition that owns its (merged) profile; it stays there."""
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One Kafka message as the processor sees it."""
+class Record(NamedTuple):
+    """One Kafka message as the processor sees it (a named tuple: made for every input record,
+    it costs half a frozen dataclass)."""
 
     topic: str
     partition: int
@@ -179,7 +179,7 @@ async def _load(
         stored_due={cid: state.timer() if state else None for cid, state in states.items()},
         loaded={
             cid: None
-            if state is None or state.merged_into is not None
+            if state is None or (state.merged_into is not None and not state.handing_over)
             else (frozenset(state.members), state.primary)
             for cid, state in states.items()
         },

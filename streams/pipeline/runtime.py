@@ -44,7 +44,7 @@ from streams.settings import Settings
 from streams.stack.kafka_security import client_kwargs
 from streams.stack.topics import ensure_topics, partition_count, topic_configs, topic_layout
 from streams.store.base import ConflictError
-from streams.store.redis_store import RedisStore
+from streams.store.redis_store import LayoutError, RedisStore
 
 log = logging.getLogger("segmenter.worker")
 
@@ -57,6 +57,8 @@ RETRIABLE: tuple[type[BaseException], ...] = (
 )
 ATTEMPTS = 8
 EXIT_INFRASTRUCTURE = 75
+EXIT_CONFIG = 78
+"""The settings do not fit the namespace (``EX_CONFIG``): a restart would fail the same way."""
 RULES_CHECK_S = 2.0
 STALL_S = 30.0
 
@@ -116,6 +118,7 @@ class Runtime:
                     self.bootstrap, settings.input_topic, security=security
                 )
                 store = RedisStore.from_settings(settings)
+                await _check_layout(store, settings, partitions)
                 self.rules = await self._startup_rules(store)
                 models = await self.models.current(store)
                 self.ctx = PipelineContext.create(
@@ -212,6 +215,8 @@ class Runtime:
                 self.last_progress = time.monotonic()
                 return
             except ConflictError as exc:
+                # partitions committed before the conflict have messages to send
+                self.flush_all = True
                 log.warning("state of %s changed under this batch; applying it again", exc)
             except RETRIABLE as exc:
                 self.flush_all = True
@@ -367,6 +372,30 @@ class Runtime:
                 version,
                 time.monotonic() - started,
             )
+
+
+async def _check_layout(store: RedisStore, settings: Settings, partitions: int) -> None:
+    """Exit (78, a configuration error) when the Redis layout does not fit the namespace or the
+    input topic; then finish hand-overs a crash cut short (partitioned layout)."""
+    problem = None
+    if settings.redis_layout == "partitioned" and partitions != settings.input_partitions:
+        problem = (
+            "the partitioned Redis layout needs SEGMENTER_INPUT_PARTITIONS"
+            f" ({settings.input_partitions}) to equal the input topic's partition count"
+            f" ({partitions})"
+        )
+    else:
+        try:
+            await store.check_layout()
+        except LayoutError as exc:
+            problem = str(exc)
+    if problem is not None:
+        log.critical("%s", problem)
+        logging.shutdown()
+        os._exit(EXIT_CONFIG)
+    finished = await store.recover()
+    if finished:
+        log.warning("finished %d identity hand-overs that a stop had cut short", finished)
 
 
 async def _batch(ctx: PipelineContext, records: list[Record], involved: list[int]) -> Any:

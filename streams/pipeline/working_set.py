@@ -121,13 +121,18 @@ class WorkingSet:
         settings = self.ctx.settings
         topic = settings.migrations_topic
         source = settings.ce_source
-        history = commit.history
+        history = commit.history.get(partition)
+        if history is None:
+            history = commit.history[partition] = {}
+        matrix = commit.matrix.get(partition)
+        if matrix is None:
+            matrix = commit.matrix[partition] = {}
         for migration in effects.migrations:
             self.outbox(partition, migration.to_outbox(topic, source))
             entered = migration.direction == "entered"
             if entered or migration.to_segment is None:
                 cell = f"{migration.from_segment or '-'}|{migration.segment if entered else '-'}"
-                moves = commit.matrix.setdefault(iso(migration.time)[:10], {})
+                moves = matrix.setdefault(iso(migration.time)[:10], {})
                 moves[cell] = moves.get(cell, 0) + 1
             counts = history.get(hour := int(migration.time // 3600))
             if counts is None:
@@ -192,7 +197,12 @@ class WorkingSet:
         while heap and heap[0][0] < before:
             at, cid = heapq.heappop(heap)
             state = self.states.get(cid)
-            if state is not None and state.open is not None and state.open.at == at:
+            if (
+                state is not None
+                and state.open is not None
+                and state.open.at == at
+                and state.merged_into is None
+            ):
                 self.close(partition, state)
 
     def fire_due(self, partition: int, watermark: Watermark) -> None:
@@ -202,7 +212,7 @@ class WorkingSet:
         while heap and heap[0][0] < before:
             due, cid = heapq.heappop(heap)
             state = self.states.get(cid)
-            if state is not None and state.due == due:
+            if state is not None and state.due == due and state.merged_into is None:
                 logic = self.logic(state)
                 logic.on_timer(due)
                 self._late_timer(due)
@@ -322,6 +332,7 @@ class WorkingSet:
             if due != self.stored_due.get(cid) and cid not in self.unconditional:
                 commit.due.setdefault(self.ctx.home_partition(cid), {})[cid] = due
             self._membership_record(cid, state)
+        commit.origins = self.where
         commit.clocks = {
             p: clock for p, clock in self.clocks.items() if clock != self.loaded_clocks.get(p)
         }

@@ -89,7 +89,11 @@ class CustomerState:
     aliases: list[str] = field(default_factory=list)
     """Ids merged into this profile (their keys redirect here)."""
     merged_into: str | None = None
-    """Set on a merged-away id: a redirect to the surviving profile, with no other data."""
+    """Set on a merged-away id: a redirect to the surviving profile, with no other data (but see
+    ``handing_over``)."""
+    handing_over: bool = False
+    """A merged-away profile claimed by a survivor in another partition (partitioned layout):
+    it redirects like any merged-away id, and keeps its data until the survivor has it."""
     evaluated_at: float | None = None
     """The customer's own time: the latest instant its rules were evaluated at."""
     evaluated_under: str | None = None
@@ -161,6 +165,8 @@ class CustomerState:
             doc["al"] = self.aliases
         if self.merged_into is not None:
             doc["mi"] = self.merged_into
+            if self.handing_over:
+                doc["ho"] = 1
         if self.evaluated_under is not None:
             doc["ev"] = self.evaluated_under
         if self.evaluated_at is not None:
@@ -208,6 +214,7 @@ class CustomerState:
             due=at(doc.get("d")),
             aliases=doc.get("al", []),
             merged_into=doc.get("mi"),
+            handing_over=bool(doc.get("ho")),
             evaluated_under=doc.get("ev"),
             evaluated_at=at(doc.get("ea")),
             open=_open_instant(doc["oi"], at) if "oi" in doc else None,

@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+K = TypeVar("K")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,13 +71,20 @@ class CommitBatch:
     """Input partition -> messages to send (encoded :class:`OutboxEntry`), in order."""
     due: dict[int, dict[str, float | None]] = field(default_factory=dict)
     """Input partition -> customer -> next timer (None removes it)."""
-    matrix: dict[str, dict[str, int]] = field(default_factory=dict)
-    """Day (``YYYY-MM-DD``) -> ``"<from>|<to>"`` -> moves to add (``-`` is no segment)."""
+    matrix: dict[int, dict[str, dict[str, int]]] = field(default_factory=dict)
+    """Input partition (of the migrations) -> day (``YYYY-MM-DD``) -> ``"<from>|<to>"`` -> moves
+    to add (``-`` is no segment)."""
     suppress: dict[str, float] = field(default_factory=dict)
     """Erased customer id -> erasure time (stored under :func:`suppression_key`)."""
-    history: dict[int, dict[str, int]] = field(default_factory=dict)
-    """Hour (epoch seconds // 3600, of the migration's time) -> ``"<segment>|in"`` or
-    ``"<segment>|out"`` -> migrations to add (the size history)."""
+    history: dict[int, dict[int, dict[str, int]]] = field(default_factory=dict)
+    """Input partition (of the migrations) -> hour (epoch seconds // 3600, of the migration's
+    time) -> ``"<segment>|in"`` or ``"<segment>|out"`` -> migrations to add (the size history)."""
+    origins: dict[str, int] = field(default_factory=dict)
+    """Customer -> the input partition whose record or timer changed it (its own home partition
+    except for the other side of a merge and the aliases of an erased profile)."""
+    claims: dict[str, Claim] = field(default_factory=dict)
+    """Merged-away customer -> the claim that hands its profile over to the survivor (used by
+    the partitioned layout when the two live in different partitions; see ``redis_store``)."""
     outbox_lengths: dict[int, int] = field(default_factory=dict)
     """Filled after the commit: each written outbox's length (see ``Store.commit``)."""
 
@@ -95,6 +104,25 @@ class CommitBatch:
 
 
 ANY_VERSION = -1
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Write ``data`` (the merged-away profile, marked as handing over) if still at ``expected``."""
+
+    expected: int
+    data: bytes
+
+
+def counted(by_partition: Mapping[int, Mapping[K, Mapping[str, int]]]) -> dict[K, dict[str, int]]:
+    """Per-partition counts (matrix or history) summed over the partitions."""
+    total: dict[K, dict[str, int]] = {}
+    for counts in by_partition.values():
+        for when, cells in counts.items():
+            into = total.setdefault(when, {})
+            for name, count in cells.items():
+                into[name] = into.get(name, 0) + count
+    return total
 
 
 def suppression_key(customer_id: str) -> str:
@@ -223,6 +251,10 @@ class Store(Protocol):
 
     async def ping(self) -> bool:
         """True when the store answers."""
+        ...
+
+    async def recover(self) -> int:
+        """Finish hand-overs that a crash interrupted; return how many (see ``redis_store``)."""
         ...
 
     async def close(self) -> None:

@@ -12,6 +12,7 @@ from streams.store.base import (
     SizeHistory,
     Snapshot,
     StoredState,
+    counted,
     fold_history,
     suppression_key,
 )
@@ -89,14 +90,16 @@ class MemoryStore:
             if entries:
                 self.outboxes.setdefault(partition, []).extend(entries)
                 lengths[partition] = len(self.outboxes[partition])
-        for day, moves in batch.matrix.items():
+        for day, moves in counted(batch.matrix).items():
             counts = self.moves.setdefault(day, {})
             for move, count in moves.items():
                 counts[move] = counts.get(move, 0) + count
         for cid, when in batch.suppress.items():
             self.suppressed[suppression_key(cid)] = when
         if batch.history:
-            fold_history(self.history_base, self.history_counts, batch.history, self.history_hours)
+            fold_history(
+                self.history_base, self.history_counts, counted(batch.history), self.history_hours
+            )
         for partition, timers in batch.due.items():
             due = self.timers.setdefault(partition, {})
             for cid, at in timers.items():
@@ -176,6 +179,10 @@ class MemoryStore:
     async def ping(self) -> bool:
         """Always reachable."""
         return True
+
+    async def recover(self) -> int:
+        """Nothing is ever half-committed here."""
+        return 0
 
     async def close(self) -> None:
         """Nothing to release."""

@@ -1,32 +1,28 @@
-"""The Redis store: the system of record, written one Lua call per batch.
+"""The Redis store: the system of record, written one Lua call per batch (per key group).
 
-Key layout (``ns`` = ``SEGMENTER_NAMESPACE``; ``{...}`` is a Redis Cluster hash tag):
+The keys and the two layouts are described in :mod:`streams.store.keys`. In the single layout a
+batch is one atomic Lua call. In the partitioned layout it is one Lua call per key group (input
+partition), each atomic with its partition's offsets, so a crash between two of them leaves each
+partition either applied or not, and redelivery applies the rest.
 
-| key | type | holds |
-| --- | --- | --- |
-| ``ns:c:{customer}`` | string | ``<version>:<state JSON>`` (a string: no hash overhead) |
-| ``ns:m:<segment>`` | set | the segment's members |
-| ``ns:sizes`` | hash | segment -> live member count |
-| ``ns:offsets`` | hash | input partition -> last applied offset |
-| ``ns:clocks`` | hash | input partition -> event-time clock (highest event time seen) |
-| ``ns:outbox:<partition>`` | list | messages committed but not yet acknowledged by Kafka |
-| ``ns:due:<partition>`` | sorted set | customer -> next timer (epoch seconds) |
-| ``ns:matrix:<YYYY-MM-DD>`` | hash | ``<from>|<to>`` -> migrations that day (``-``: none) |
-| ``ns:erased`` | hash | digest of an erased id -> erasure time (no id is kept) |
-| ``ns:hist:<hour>`` | hash | ``<segment>|in``/``<segment>|out`` -> migrations that hour |
-| ``ns:hist`` | sorted set | the retained hours (score = member = the hour) |
-| ``ns:hist:base`` | hash | the same counts summed over the hours retention dropped |
-| ``ns:meta:<name>`` | string | the published rule pack, the live RFM boundaries |
-| ``ns:progress:<name>`` | string | backfill progress counters |
+A merge whose two profiles live in different groups is a two-step hand-over:
 
-On Redis Cluster (``SEGMENTER_REDIS_CLUSTER=true``) the namespace itself is the hash tag:
-``{ns}:c:<customer>``, ``{ns}:sizes`` and so on. Every key of a namespace then lives in one slot,
-so the batch commit stays one atomic Lua call; the namespace's data and load sit on the shard
-that owns that slot (docs/scaling.md).
+1. **claim**: the other profile's key becomes a redirect to the survivor that keeps its data
+   (``handing_over``), if its version is still the one the batch read. From then on its own
+   partition re-routes its events to the survivor, and cannot change it;
+2. the survivor's group commits the merged profile, the migrations and, in the same call, a
+   hand-over record: the other group's changes (the bare redirect, leaving its member sets,
+   dropping its timer). The store then applies them there and deletes the record.
+
+A crash after (1) leaves a claim without its merge: the merge's event is redelivered and merges
+the claimed data again (:func:`streams.pipeline.identity.merge`). A crash after (2) leaves a
+record: :meth:`RedisStore.recover` (run when a worker starts) finishes it. Erasures hand over the
+aliases' keys and the erasure records the same way, without a claim (a redirect never changes).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any, cast
@@ -42,9 +38,19 @@ from streams.store.base import (
     ConflictError,
     SizeHistory,
     Snapshot,
+    StateWrite,
     StoredState,
+    fold_history,
     suppression_key,
 )
+from streams.store.groups import commit_plan, needs_claim, split
+from streams.store.keys import Keys
+
+__all__ = ["Keys", "LayoutError", "RedisStore", "stored_state"]
+
+
+class LayoutError(Exception):
+    """The namespace's keys are in another layout than the settings say."""
 
 
 def _lua(name: str) -> str:
@@ -59,83 +65,6 @@ def stored_state(raw: bytes | None) -> StoredState | None:
     return StoredState(int(version), data)
 
 
-class Keys:
-    """Names of every key under one namespace (``cluster``: all in the namespace's slot)."""
-
-    def __init__(self, namespace: str, cluster: bool = False) -> None:
-        self.cluster = cluster
-        self.ns = f"{{{namespace}}}" if cluster else namespace
-        namespace = self.ns
-        self.customer_prefix = f"{namespace}:c:" if cluster else f"{namespace}:c:{{"
-        """What every customer key starts with (for SCAN)."""
-        self._customer_suffix = "" if cluster else "}"
-        self.sizes = f"{namespace}:sizes"
-        self.offsets = f"{namespace}:offsets"
-        self.clocks = f"{namespace}:clocks"
-        self.erased = f"{namespace}:erased"
-
-    def matrix(self, day: str) -> str:
-        """One day's migration matrix."""
-        return f"{self.ns}:matrix:{day}"
-
-    def customer(self, customer_id: str) -> str:
-        """The customer's state (hash-tagged by customer, or by namespace on a cluster)."""
-        return f"{self.customer_prefix}{customer_id}{self._customer_suffix}"
-
-    def customer_id(self, key: str) -> str:
-        """Inverse of :meth:`customer`."""
-        return key[len(self.customer_prefix) : len(key) - len(self._customer_suffix)]
-
-    def meta(self, name: str) -> str:
-        """A named value (the published rules, RFM boundaries)."""
-        return f"{self.ns}:meta:{name}"
-
-    def progress(self, name: str) -> str:
-        """A progress counter."""
-        return f"{self.ns}:progress:{name}"
-
-    def members(self, segment: str) -> str:
-        """A segment's member set."""
-        return f"{self.ns}:m:{segment}"
-
-    def outbox(self, partition: int) -> str:
-        """A partition's outbox list."""
-        return f"{self.ns}:outbox:{partition}"
-
-    def due(self, partition: int) -> str:
-        """A partition's timer sorted set."""
-        return f"{self.ns}:due:{partition}"
-
-    def history_hour(self, hour: int) -> str:
-        """One hour's migration counts per segment and direction."""
-        return f"{self.ns}:hist:{hour}"
-
-    @property
-    def history_index(self) -> str:
-        """The retained hours."""
-        return f"{self.ns}:hist"
-
-    @property
-    def history_base(self) -> str:
-        """Counts of the hours retention dropped."""
-        return f"{self.ns}:hist:base"
-
-
-class _KeyIndex:
-    """Collects keys for KEYS[] and hands out their 1-based positions."""
-
-    def __init__(self) -> None:
-        self.keys: list[str] = []
-        self._pos: dict[str, int] = {}
-
-    def __call__(self, key: str) -> int:
-        pos = self._pos.get(key)
-        if pos is None:
-            self.keys.append(key)
-            pos = self._pos[key] = len(self.keys)
-        return pos
-
-
 class RedisStore:
     """The :class:`~streams.store.base.Store` on Redis."""
 
@@ -145,26 +74,38 @@ class RedisStore:
         namespace: str,
         cluster: bool = False,
         history_hours: int = HISTORY_HOURS,
+        partitions: int = 0,
     ) -> None:
+        """``partitions`` > 0: the partitioned layout, one key group per input partition."""
         self.client = client
-        self.keys = Keys(namespace, cluster)
+        self.keys = Keys(namespace, cluster, partitions)
         self.history_hours = history_hours
         self._commit = client.register_script(_lua("commit.lua"))
+        self._pending: list[tuple[int, str, bytes]] = []
+        """Hand-over records this store committed and has not finished (an error came first)."""
+        self._mget = not isinstance(client, RedisCluster) or cluster or partitions > 0
+        """One MGET per group can read the states (their keys share a slot, or one server)."""
 
     @classmethod
     def from_url(
-        cls, url: str, namespace: str, cluster: bool = False, history_hours: int = HISTORY_HOURS
+        cls,
+        url: str,
+        namespace: str,
+        cluster: bool = False,
+        history_hours: int = HISTORY_HOURS,
+        partitions: int = 0,
     ) -> RedisStore:
         """Connect lazily to ``url``: one server, or (``cluster``) a Redis Cluster it belongs to."""
         if cluster:
             nodes = RedisCluster.from_url(url, decode_responses=False)
-            return cls(cast(aioredis.Redis, nodes), namespace, True, history_hours)
+            return cls(cast(aioredis.Redis, nodes), namespace, True, history_hours, partitions)
         client = aioredis.Redis.from_url(url, decode_responses=False)
-        return cls(client, namespace, False, history_hours)
+        return cls(client, namespace, False, history_hours, partitions)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisStore:
-        """The store ``SEGMENTER_REDIS_URL``, ``_NAMESPACE`` and ``_REDIS_CLUSTER`` describe."""
+        """The store ``SEGMENTER_REDIS_URL``, ``_NAMESPACE``, ``_REDIS_CLUSTER`` and
+        ``_REDIS_LAYOUT`` describe (partitioned: one group per ``SEGMENTER_INPUT_PARTITIONS``)."""
         if not settings.redis_url:
             raise ValueError("SEGMENTER_REDIS_URL is not set")
         return cls.from_url(
@@ -172,6 +113,7 @@ class RedisStore:
             settings.namespace,
             settings.redis_cluster,
             settings.history_retention_hours,
+            settings.input_partitions if settings.redis_layout == "partitioned" else 0,
         )
 
     async def load(
@@ -182,105 +124,170 @@ class RedisStore:
         due_limit: int = 100_000,
     ) -> Snapshot:
         """One pipelined round trip: states, partition offsets and clocks, due timers."""
+        keys = self.keys
         pipe = self.client.pipeline(transaction=False)
         due_parts = list((due_until or {}).items())
         for p, until in due_parts:
-            pipe.zrangebyscore(
-                self.keys.due(p), "-inf", until, start=0, num=due_limit, withscores=True
-            )
+            pipe.zrangebyscore(keys.due(p), "-inf", until, start=0, num=due_limit, withscores=True)
+        # one MGET per group, not a GET each: a pipelined reply costs the client about three
+        # times an element of one array reply
+        by_group: dict[int, list[str]] = {}
+        home = keys.home if keys.partitioned else None
         for cid in customer_ids:
-            pipe.get(self.keys.customer(cid))
-        parts = [str(p) for p in partitions]
-        if parts:
-            pipe.hmget(self.keys.offsets, parts)
-            pipe.hmget(self.keys.clocks, parts)
+            by_group.setdefault(home(cid) if home else 0, []).append(cid)
+        customer_key = keys.customer
+        if self._mget:
+            for ids in by_group.values():
+                # (redis-py's cluster pipeline blocks its ``mget``; the command itself is fine
+                # for keys of one slot)
+                pipe.execute_command("MGET", *[customer_key(cid) for cid in ids])
+        else:
+            for cid in customer_ids:
+                pipe.get(customer_key(cid))
+        parts: dict[int, list[int]] = {}
+        for p in partitions:
+            parts.setdefault(keys.group(p), []).append(p)
+        for group, members in parts.items():
+            fields = [str(p) for p in members]
+            pipe.hmget(keys.offsets_of(group), fields)
+            pipe.hmget(keys.clocks_of(group), fields)
         if customer_ids:
-            pipe.hmget(self.keys.erased, [suppression_key(cid) for cid in customer_ids])
+            pipe.hmget(keys.erased, [suppression_key(cid) for cid in customer_ids])
         replies: list[Any] = await pipe.execute()
         due = [
             (p, member.decode(), float(score))
             for (p, _until), rows in zip(due_parts, replies[: len(due_parts)], strict=True)
             for member, score in rows
         ]
-        del replies[: len(due_parts)]
-        erased = replies.pop() if customer_ids else []
+        at = len(due_parts)
+        states: dict[str, StoredState | None] = {}
+        if self._mget:
+            for ids in by_group.values():
+                for cid, raw in zip(ids, replies[at], strict=True):
+                    states[cid] = stored_state(raw)
+                at += 1
+        else:
+            for cid in customer_ids:
+                states[cid] = stored_state(replies[at])
+                at += 1
+        offsets: dict[int, int] = {}
+        clocks: dict[int, float] = {}
+        for members in parts.values():
+            for p, off, clock in zip(members, replies[at], replies[at + 1], strict=True):
+                if off is not None:
+                    offsets[p] = int(float(off))
+                if clock is not None:
+                    clocks[p] = float(clock)
+            at += 2
+        erased = replies[at] if customer_ids else []
         suppressed = {
             cid: float(when)
             for cid, when in zip(customer_ids, erased, strict=True)
             if when is not None
         }
-        states: dict[str, StoredState | None] = {}
-        for cid, raw in zip(customer_ids, replies, strict=False):
-            states[cid] = stored_state(raw)
-        offsets: dict[int, int] = {}
-        clocks: dict[int, float] = {}
-        if parts:
-            for p, off, clock in zip(partitions, replies[-2], replies[-1], strict=True):
-                if off is not None:
-                    offsets[p] = int(float(off))
-                if clock is not None:
-                    clocks[p] = float(clock)
         return Snapshot(
-            states=states, offsets=offsets, clocks=clocks, suppressed=suppressed, due=due
+            states={cid: states[cid] for cid in customer_ids},
+            offsets=offsets,
+            clocks=clocks,
+            suppressed=suppressed,
+            due=due,
         )
 
     async def commit(self, batch: CommitBatch) -> dict[int, int]:
-        """Run commit.lua once for the whole batch."""
-        index = _KeyIndex()
+        """Run commit.lua once per key group (once in all, single layout); see the module doc."""
         keys = self.keys
-        plan = {
-            "states": [
-                [
-                    index(keys.customer(w.customer_id)),
-                    w.expected,
-                    w.data.decode() if w.data else False,
+        if self._pending:
+            await self._finish(self._pending)
+        local, foreign = split(batch, keys)
+        for customer_id, claim in batch.claims.items():
+            if needs_claim(batch, keys, customer_id):
+                state = CommitBatch()
+                state.states.append(StateWrite(customer_id, claim.expected, claim.data))
+                await self._run(keys.home(customer_id), state)
+        lengths: dict[int, int] = {}
+        handed: list[tuple[int, str, bytes]] = []
+        try:
+            for group in sorted(local):
+                records = [
+                    (uuid.uuid4().hex, self._handover(target, changes))
+                    for target, changes in sorted(foreign.get(group, {}).items())
                 ]
-                for w in batch.states
-            ],
-            "members": [
-                [index(keys.members(m.segment)), m.customer_id, m.delta, m.segment]
-                for m in batch.memberships
-            ],
-            "sizes": index(keys.sizes),
-            "offsets": [index(keys.offsets), [[str(p), o] for p, o in batch.offsets.items()]],
-            "clocks": [index(keys.clocks), [[str(p), c] for p, c in batch.clocks.items()]],
-            "outbox": [
-                [index(keys.outbox(p)), entry.decode()]
-                for p, entries in batch.outbox.items()
-                for entry in entries
-            ],
-            "due": [
-                [index(keys.due(p)), cid, when if when is not None else False]
-                for p, timers in batch.due.items()
-                for cid, when in timers.items()
-            ],
-            "matrix": [
-                [index(keys.matrix(day)), move, count]
-                for day, moves in batch.matrix.items()
-                for move, count in moves.items()
-            ],
-            "suppress": [
-                index(keys.erased),
-                [[suppression_key(cid), when] for cid, when in batch.suppress.items()],
-            ],
-            "history": [
-                [index(keys.history_hour(hour)), hour, list(fields.items())]
-                for hour, fields in batch.history.items()
-            ],
-        }
-        if batch.history:
-            plan["hist"] = [
-                index(keys.history_index),
-                index(keys.history_base),
-                f"{keys.ns}:hist:",
-                self.history_hours,
-            ]
+                lengths.update(await self._run(group, local[group], records))
+                handed.extend((group, name, record) for name, record in records)
+        finally:
+            await self._finish(handed)
+        return lengths
+
+    def _handover(self, target: int, changes: CommitBatch) -> bytes:
+        """A hand-over record: the KEYS and plan that apply ``changes`` in group ``target``."""
+        index, plan = commit_plan(self.keys, target, changes, self.history_hours)
+        return orjson.dumps({"keys": index.keys, "plan": plan})
+
+    async def _run(
+        self, group: int, batch: CommitBatch, handovers: Sequence[tuple[str, bytes]] = ()
+    ) -> dict[int, int]:
+        """One atomic commit.lua call for one group (with its hand-over records)."""
+        index, plan = commit_plan(self.keys, group, batch, self.history_hours)
+        if handovers:
+            key = index(self.keys.handover(group))
+            plan["hset"] = [[key, name, record.decode()] for name, record in handovers]
         reply = await self._commit(keys=index.keys, args=[orjson.dumps(plan)])
         if int(reply[0]) != 1:
             raise ConflictError(reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1]))
-        lengths = [int(n) for n in reply[1:]]
         written = [p for p, entries in batch.outbox.items() if entries]
-        return dict(zip(written, lengths, strict=True))
+        return dict(zip(written, (int(n) for n in reply[1:]), strict=True))
+
+    async def _finish(self, handed: Sequence[tuple[int, str, bytes]]) -> None:
+        """Apply committed hand-over records in their target groups, then forget them. Those
+        not finished when an error interrupts are finished before this store's next commit."""
+        left = list(handed)
+        self._pending = left
+        while left:
+            group, name, record = left[0]
+            found = orjson.loads(record)
+            reply = await self._commit(keys=found["keys"], args=[orjson.dumps(found["plan"])])
+            if int(reply[0]) != 1:
+                raise ConflictError(f"hand-over {name} of group {group}")
+            await self.client.hdel(self.keys.handover(group), name)
+            left.pop(0)
+
+    async def check_layout(self) -> None:
+        """Refuse a namespace that holds data in another layout (or another partition count):
+        raise :class:`LayoutError` naming both and the command that migrates. A namespace with
+        no marker yet gets this layout's."""
+        keys = self.keys
+        mine = keys.layout if not keys.partitioned else f"partitioned:{keys.partitions}"
+        found = await self.meta_get("layout")
+        if found is None:
+            single = Keys(keys.namespace, keys.cluster)
+            partitioned = Keys(keys.namespace, keys.cluster, 1)
+            other = single if keys.partitioned else partitioned
+            raw = await self.client.get(other.meta("layout"))
+            if raw is None and keys.partitioned and await self.client.exists(single.offsets):
+                raw = b"single"
+            if raw is None:
+                await self.meta_set("layout", mine.encode())
+                return
+            found = cast(bytes, raw)
+        if found.decode() != mine:
+            raise LayoutError(
+                f"namespace {keys.namespace!r} is in the {found.decode()} Redis layout, and this"
+                f" process is set up for {mine}: set SEGMENTER_REDIS_LAYOUT (and"
+                " SEGMENTER_INPUT_PARTITIONS) to match, or migrate it with `segmenter redis-layout"
+                f" migrate --to {keys.layout}` while no worker runs"
+            )
+
+    async def recover(self) -> int:
+        """Finish the hand-overs a crash left between their two steps (partitioned layout)."""
+        keys = self.keys
+        if not keys.partitioned:
+            return 0
+        done = 0
+        for group in keys.groups:
+            found = cast(dict[bytes, bytes], await self.client.hgetall(keys.handover(group)))
+            await self._finish([(group, name.decode(), record) for name, record in found.items()])
+            done += len(found)
+        return done
 
     async def outbox(self, partition: int, limit: int) -> list[bytes]:
         """Oldest unsent messages."""
@@ -306,35 +313,55 @@ class RedisStore:
         )  # type: ignore[assignment]
         return [(member.decode(), float(score)) for member, score in rows]
 
+    async def _per_group(self, command: str, *key_args: Any, key: Any) -> list[Any]:
+        """``command`` on every group's key (``key(group)``), in one pipelined round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for group in self.keys.groups:
+            getattr(pipe, command)(key(group), *key_args)
+        return await pipe.execute()
+
     async def matrix(self, day: str) -> dict[str, int]:
-        """Moves of one day."""
-        raw = cast(dict[bytes, bytes], await self.client.hgetall(self.keys.matrix(day)))
-        return {k.decode(): int(v) for k, v in raw.items()}
+        """Moves of one day (summed over the groups)."""
+        total: dict[str, int] = {}
+        for raw in await self._per_group("hgetall", key=lambda g: self.keys.matrix(day, g)):
+            for k, v in cast(dict[bytes, bytes], raw).items():
+                total[k.decode()] = total.get(k.decode(), 0) + int(v)
+        return total
 
     async def common_members(self, a: str, b: str) -> int:
-        """``SINTERCARD`` of the two member sets (Redis 7; exact)."""
+        """``SINTERCARD`` of the two member sets (Redis 7; exact), summed over the groups."""
         keys = self.keys
-        found = await self.client.sintercard(2, [keys.members(a), keys.members(b)])
-        return int(found)
+        pipe = self.client.pipeline(transaction=False)
+        for group in keys.groups:
+            pipe.sintercard(2, [keys.members(a, group), keys.members(b, group)])
+        return sum(int(n) for n in await pipe.execute())
 
     async def history(self) -> SizeHistory:
-        """The retained hours' counts and the base, in one round trip."""
+        """The retained hours' counts and the base (merged over the groups, then folded by the
+        retention of the newest hour, which each group's own folding never contradicts)."""
         keys = self.keys
-        found = cast(list[bytes], await self.client.zrange(keys.history_index, 0, -1))
-        hours = [int(h) for h in found]
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.hgetall(keys.history_base)
+        indexes = await self._per_group("zrange", 0, -1, key=keys.history_index)
+        pipe = self.client.pipeline(transaction=False)
+        hours_of: list[tuple[int, list[int]]] = []
+        for group, found in zip(keys.groups, indexes, strict=True):
+            hours = [int(h) for h in cast(list[bytes], found)]
+            hours_of.append((group, hours))
+            pipe.hgetall(keys.history_base(group))
             for hour in hours:
-                pipe.hgetall(keys.history_hour(hour))
-            raw = await pipe.execute()
-
-        def counts(found: dict[bytes, bytes]) -> dict[str, int]:
-            return {k.decode(): int(v) for k, v in found.items()}
-
-        return SizeHistory(
-            counts(raw[0]),
-            {hour: counts(found) for hour, found in zip(hours, raw[1:], strict=True)},
-        )
+                pipe.hgetall(keys.history_hour(hour, group))
+        raw = iter(await pipe.execute())
+        base: dict[str, int] = {}
+        merged: dict[int, dict[str, int]] = {}
+        for _group, hours in hours_of:
+            for name, count in cast(dict[bytes, bytes], next(raw)).items():
+                base[name.decode()] = base.get(name.decode(), 0) + int(count)
+            for hour in hours:
+                counts = merged.setdefault(hour, {})
+                for name, count in cast(dict[bytes, bytes], next(raw)).items():
+                    counts[name.decode()] = counts.get(name.decode(), 0) + int(count)
+        retained: dict[int, dict[str, int]] = {}
+        fold_history(base, retained, merged, self.history_hours)
+        return SizeHistory(base, retained)
 
     async def get_state(self, customer_id: str) -> StoredState | None:
         """One customer's state."""
@@ -343,31 +370,65 @@ class RedisStore:
         )
 
     async def segment_sizes(self) -> dict[str, int]:
-        """Live counts (segments with members)."""
-        raw = cast(dict[bytes, bytes], await self.client.hgetall(self.keys.sizes))
-        return {k.decode(): int(v) for k, v in raw.items() if int(v) > 0}
+        """Live counts (segments with members), summed over the groups."""
+        total: dict[str, int] = {}
+        for raw in await self._per_group("hgetall", key=self.keys.sizes_of):
+            for k, v in cast(dict[bytes, bytes], raw).items():
+                total[k.decode()] = total.get(k.decode(), 0) + int(v)
+        return {segment: n for segment, n in total.items() if n > 0}
+
+    async def offsets(self) -> dict[int, int]:
+        """Input partition -> last applied offset, for every partition with one."""
+        found: dict[int, int] = {}
+        for raw in await self._per_group("hgetall", key=self.keys.offsets_of):
+            for p, off in cast(dict[bytes, bytes], raw).items():
+                found[int(p)] = int(float(off))
+        return found
 
     async def members(self, segment: str, cursor: int, count: int) -> tuple[int, list[str]]:
-        """SSCAN paging (a cursor of 0 means done)."""
-        following, page = await self.client.sscan(self.keys.members(segment), cursor, count=count)
-        return int(following), sorted(cast(bytes, m).decode() for m in page)
+        """SSCAN paging (a cursor of 0 means done): the groups' sets one after the other, the
+        cursor saying which group and where in it."""
+        groups = len(self.keys.groups)
+        inner, group = divmod(cursor, groups)
+        following, page = await self.client.sscan(
+            self.keys.members(segment, group), inner, count=count
+        )
+        following = int(following)
+        if following == 0:
+            group += 1
+            next_cursor = group if group < groups else 0
+        else:
+            next_cursor = following * groups + group
+        return next_cursor, sorted(cast(bytes, m).decode() for m in page)
 
     async def scan_customers(self, cursor: int, count: int) -> tuple[int, list[str]]:
-        """SCAN over the customer keys (on a cluster, on the node that owns the namespace)."""
+        """SCAN over the customer keys: on a cluster, node after node (the cursor says which
+        node and where in it); in the single layout only the namespace's node."""
         keys = self.keys
-        pattern = f"{keys.customer_prefix}*"
+        pattern = keys.customer_pattern
         if keys.cluster:
-            node = cast(RedisCluster, self.client).get_node_from_key(keys.sizes)
-            if node is None:
-                raise ConnectionError("no cluster node serves this namespace's slot")
+            cluster = cast(RedisCluster, self.client)
+            if keys.partitioned:
+                nodes = sorted(cluster.get_primaries(), key=lambda n: n.name)
+            else:
+                node = cluster.get_node_from_key(keys.sizes)
+                if node is None:
+                    raise ConnectionError("no cluster node serves this namespace's slot")
+                nodes = [node]
+            inner, at = divmod(cursor, len(nodes))
             cursors, found = await self.client.scan(
-                cursor, match=pattern, count=count, target_nodes=node
+                inner, match=pattern, count=count, target_nodes=nodes[at]
             )
-            following = cast(dict[str, int], cursors)[node.name]
+            following = int(cast(dict[str, int], cursors)[nodes[at].name])
+            if following == 0:
+                at += 1
+                next_cursor = at if at < len(nodes) else 0
+            else:
+                next_cursor = following * len(nodes) + at
         else:
-            following, found = await self.client.scan(cursor, match=pattern, count=count)
+            next_cursor, found = await self.client.scan(cursor, match=pattern, count=count)
         ids = [keys.customer_id(k.decode()) for k in cast(list[bytes], found)]
-        return int(following), ids
+        return int(next_cursor), ids
 
     async def meta_get(self, name: str) -> bytes | None:
         """A named value."""

@@ -40,10 +40,15 @@ KEYS = (
     "deliver_per_s",
     "deliver_requests",
     "deliver_cpu_us_per_migration",
+    "cluster_1_events_per_s",
+    "cluster_1_cpu_us_per_event",
+    "cluster_3_events_per_s",
+    "cluster_3_cpu_us_per_event",
+    "cluster_scaling_ratio",
 )
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(200)
 def test_small_bench_reports_every_figure(kafka_bootstrap: str, redis_url: str) -> None:
     env = settings_env(kafka_bootstrap=kafka_bootstrap, redis_url=redis_url, log_level="warning")
     args = [
@@ -51,12 +56,13 @@ def test_small_bench_reports_every_figure(kafka_bootstrap: str, redis_url: str) 
         *("--rate", "200", "--seconds", "2", "--api-rate", "100"),
         *("--workers", "2"),
         "--deliver",
+        "--redis-cluster",
     ]
     done = subprocess.run(
         [sys.executable, "-m", "streams", "bench", "--json", *args],
         env=env,
         capture_output=True,
-        timeout=110,
+        timeout=190,
     )
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     lines = done.stdout.decode().strip().splitlines()
@@ -80,6 +86,10 @@ def test_small_bench_reports_every_figure(kafka_bootstrap: str, redis_url: str) 
     # (h): every migration reached the receiver (it counts distinct ids), in batches of <= 500.
     assert report["deliver_migrations"] == 3000
     assert report["deliver_requests"] >= 3000 / 500
+    # (i): every master of the 3-master cluster holds a share of the partitioned layout's keys
+    assert len(report["cluster_1_key_share"]) == 1
+    shares = report["cluster_3_key_share"]
+    assert len(shares) == 3 and all(share > 0 for share in shares), shares
     # The session's broker and Redis were not started by the bench: no CPU figure for them.
     assert report["live_cpu_broker_pct"] is None
     assert report["live_cpu_redis_pct"] is None

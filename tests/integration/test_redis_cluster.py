@@ -13,11 +13,8 @@ commit spans slots: the cluster refuses it (``CROSSSLOT``), which the last tests
 
 from __future__ import annotations
 
-import random
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -31,6 +28,7 @@ from redis.exceptions import ClusterCrossSlotError, RedisClusterException, Respo
 from streams.engine import parse_rules
 from streams.pipeline.processor import PipelineContext, Record, process_batch
 from streams.settings import Settings
+from streams.stack.cluster import Cluster
 from streams.stack.embedded import StackError, find_redis_server
 from streams.store.base import CommitBatch, StateWrite
 from streams.store.redis_store import Keys, RedisStore
@@ -49,97 +47,6 @@ from tests.integration.harness import (
 
 pytestmark = pytest.mark.integration
 
-SLOTS = 16384
-NODES = 3
-
-
-def _cluster_port() -> int:
-    """A free port whose cluster bus port (+10000, at most 65535) is free too."""
-    for _ in range(200):
-        port = random.randint(20000, 45000)
-        try:
-            for candidate in (port, port + 10000):
-                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-                    sock.bind(("127.0.0.1", candidate))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free port pair for a cluster node")
-
-
-def _start_cluster(
-    binary: Path, directory: Path
-) -> tuple[list[subprocess.Popen[bytes]], list[int]]:
-    """Three empty cluster-mode nodes, slots split evenly, joined with CLUSTER MEET."""
-    procs: list[subprocess.Popen[bytes]] = []
-    ports: list[int] = []
-    while len(ports) < NODES:
-        port = _cluster_port()
-        if port not in ports:
-            ports.append(port)
-    for port in ports:
-        node_dir = directory / str(port)
-        node_dir.mkdir()
-        procs.append(
-            subprocess.Popen(
-                [
-                    str(binary),
-                    "--port",
-                    str(port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    str(node_dir / "nodes.conf"),
-                    "--dir",
-                    str(node_dir),
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ],
-                stdout=(node_dir / "server.log").open("ab"),
-                stderr=subprocess.STDOUT,
-            )
-        )
-    clients = [redis.Redis(port=port, socket_timeout=2) for port in ports]
-    try:
-        deadline = time.monotonic() + 10
-        for proc, client, port in zip(procs, clients, ports, strict=True):
-            while True:
-                if proc.poll() is not None:
-                    tail = (directory / str(port) / "server.log").read_text(errors="replace")
-                    raise RuntimeError(f"{binary} exited with {proc.returncode}: {tail[-300:]}")
-                try:
-                    if client.info("cluster").get("cluster_enabled") != 1:
-                        raise RuntimeError(f"{binary} does not run in cluster mode")
-                    break
-                except redis.ConnectionError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"{binary} did not start") from None
-                    time.sleep(0.05)
-        share = SLOTS // NODES
-        for n, client in enumerate(clients):
-            last = SLOTS - 1 if n == NODES - 1 else (n + 1) * share - 1
-            client.execute_command("CLUSTER", "ADDSLOTS", *range(n * share, last + 1))
-        for client in clients[1:]:
-            client.execute_command("CLUSTER", "MEET", "127.0.0.1", ports[0])
-        deadline = time.monotonic() + 20
-        while not all(c.cluster("info")["cluster_state"] == "ok" for c in clients):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the cluster did not reach cluster_state:ok")
-            time.sleep(0.1)
-    except Exception:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(timeout=10)
-        raise
-    finally:
-        for client in clients:
-            client.close()
-    return procs, ports
-
 
 @pytest.fixture(scope="module")
 def cluster_ports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[int]]:
@@ -148,27 +55,15 @@ def cluster_ports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[int
         binary = find_redis_server()
     except StackError as exc:
         pytest.skip(f"no Redis server binary to start a cluster with: {exc}")
+    cluster = Cluster(binary, tmp_path_factory.mktemp("cluster"))
     try:
-        procs, ports = _start_cluster(binary, tmp_path_factory.mktemp("cluster"))
+        cluster.start()
     except (RuntimeError, OSError, redis.RedisError) as exc:
         pytest.skip(f"{binary} cannot run a 3-node Redis Cluster here: {exc}")
     try:
-        # every node must know all three before a cluster client maps the slots
-        deadline = time.monotonic() + 20
-        probe = redis.Redis(port=ports[0])
-        while len(probe.cluster("nodes")) < NODES and time.monotonic() < deadline:
-            time.sleep(0.1)
-        probe.close()
-        yield ports
+        yield cluster.ports
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        cluster.stop()
 
 
 @pytest.fixture

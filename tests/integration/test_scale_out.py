@@ -161,6 +161,13 @@ async def in_process(
     for _partition, records in sorted(per_partition.items()):
         for start in range(0, len(records), 250):
             await process_batch(ctx, records[start : start + 250])
+    return outcome(deployment, store)
+
+
+def outcome(
+    deployment: Deployment, store: MemoryStore
+) -> tuple[dict[str, dict[str, Any]], dict[str, set[str]]]:
+    """An in-process run's migrations (ce_id -> body) and final members of each segment."""
     expected: dict[str, dict[str, Any]] = {}
     for raw_entries in store.outboxes.values():
         for raw in raw_entries:
@@ -183,6 +190,38 @@ def comparable(body: dict[str, Any]) -> tuple[Any, ...]:
         trigger["kind"],
         trigger.get("message_id"),
     )
+
+
+async def same_migrations(
+    deployment: Deployment, workers: list[Worker], expected: dict[str, dict[str, Any]]
+) -> None:
+    """Read the migrations until every expected ``ce_id`` is there; deduplicated, they are the
+    expected ones field by field, and every customer's ``sequence`` runs 1..n."""
+
+    def complete(records: list[ConsumerRecord]) -> bool:
+        return len({dict(r.headers)["ce_id"] for r in records}) >= len(expected)
+
+    try:
+        got = await consume_until(
+            deployment.kafka, deployment.migrations, complete, timeout=120, settle=2.0
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{logs(workers)}") from None
+    unique: dict[str, dict[str, Any]] = {}
+    for record in got:
+        ce = dict(record.headers)["ce_id"].decode()
+        body = orjson.loads(record.value)
+        if ce in unique:  # a redelivery: the very same migration again
+            assert comparable(unique[ce]) == comparable(body), ce
+        unique[ce] = body
+    assert set(unique) == set(expected), logs(workers)
+    for ce, body in expected.items():
+        assert comparable(unique[ce]) == comparable(body), ce
+    sequences: dict[str, list[int]] = defaultdict(list)
+    for body in unique.values():
+        sequences[body["customer_id"]].append(body["sequence"])
+    for cid, seen in sequences.items():
+        assert sorted(seen) == list(range(1, len(seen) + 1)), cid
 
 
 async def redis_members(deployment: Deployment, segments: list[str]) -> dict[str, set[str]]:
@@ -227,31 +266,7 @@ async def test_rebalances_lose_and_duplicate_no_migration(deployment: Deployment
                 workers.append(start_worker(deployment, "w2-restarted"))
             await asyncio.sleep(0.6)
 
-        def complete(records: list[ConsumerRecord]) -> bool:
-            return len({dict(r.headers)["ce_id"] for r in records}) >= len(expected)
-
-        try:
-            got = await consume_until(
-                deployment.kafka, deployment.migrations, complete, timeout=120, settle=2.0
-            )
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{logs(workers)}") from None
-
-        unique: dict[str, dict[str, Any]] = {}
-        for record in got:
-            ce = dict(record.headers)["ce_id"].decode()
-            body = orjson.loads(record.value)
-            if ce in unique:  # a redelivery: the very same migration again
-                assert comparable(unique[ce]) == comparable(body), ce
-            unique[ce] = body
-        assert set(unique) == set(expected)
-        for ce, body in expected.items():
-            assert comparable(unique[ce]) == comparable(body), ce
-        sequences: dict[str, list[int]] = defaultdict(list)
-        for body in unique.values():
-            sequences[body["customer_id"]].append(body["sequence"])
-        for cid, seen in sequences.items():
-            assert sorted(seen) == list(range(1, len(seen) + 1)), cid
+        await same_migrations(deployment, workers, expected)
 
         segments = ["big_spender", "buyer", "canadians"]
         assert await redis_members(deployment, segments) == expected_members

@@ -14,6 +14,7 @@
 --   suppress    [key, [[digest, when], ...]]
 --   history     [[hour_key, hour, [[field, count], ...]], ...]   (size history, per hour)
 --   hist        [index_key, base_key, hour_key_prefix, retention_hours]   (with history only)
+--   hset        [[hash_key, field, value], ...]   (hand-over records, partitioned layout)
 -- An expected version of -1 writes whatever the current version is.
 -- Returns {1, len...} on success (each outbox list's length after the push, in the order the
 -- lists first appear in the plan), {0, key} when a state's version moved (nothing is written).
@@ -120,6 +121,11 @@ if #plan.history > 0 then
       redis.call('ZREMRANGEBYSCORE', index, '-inf', cutoff)
     end
   end
+end
+
+-- Hand-over records (partitioned layout): changes to finish in another key group.
+for _, h in ipairs(plan.hset or {}) do
+  redis.call('HSET', KEYS[h[1]], h[2], h[3])
 end
 
 local reply = {1}
