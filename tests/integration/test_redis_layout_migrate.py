@@ -118,8 +118,29 @@ async def _reads(store: Store, customers: list[str]) -> dict[str, object]:
     }
 
 
-def _migrate(redis_url: str, namespace: str, to: str) -> str:
-    env = settings_env(redis_url=redis_url, namespace=namespace, input_partitions=PARTITIONS)
+async def _single_layout_keys(store: RedisStore) -> list[str]:
+    """Keys of the single layout's customers, members, sizes, progress, outboxes, timers."""
+    keys = store.keys
+    patterns = [
+        keys.customer_pattern,
+        keys.members("*"),
+        keys.sizes,
+        keys.offsets,
+        keys.clocks,
+        keys.outbox(0).removesuffix("0") + "*",
+        keys.due(0).removesuffix("0") + "*",
+        keys.history_prefix() + "*",
+    ]
+    return [k.decode() for p in patterns async for k in store.client.scan_iter(match=p)]
+
+
+def _migrate(redis_url: str, namespace: str, to: str, cluster: bool) -> str:
+    env = settings_env(
+        redis_url=redis_url,
+        namespace=namespace,
+        input_partitions=PARTITIONS,
+        redis_cluster=cluster,
+    )
     done = subprocess.run(
         [sys.executable, "-m", "streams", "redis-layout", "migrate", "--to", to],
         env=env,
@@ -130,9 +151,13 @@ def _migrate(redis_url: str, namespace: str, to: str) -> str:
     return done.stdout.decode()
 
 
+@pytest.mark.parametrize("cluster", [False, True], ids=["server", "cluster"])
 async def test_a_namespace_moves_between_layouts_and_keeps_every_read(
-    redis_url: str, namespace: str
+    cluster: bool, request: pytest.FixtureRequest, redis_url: str, namespace: str
 ) -> None:
+    if cluster:
+        ports = request.getfixturevalue("cluster_ports")
+        redis_url = f"redis://127.0.0.1:{ports[0]}/0"
     records = _history()
     half = len(records) // 2
     settings = Settings(clock="event", input_topic="in", idle_settle_s=0)
@@ -140,8 +165,8 @@ async def test_a_namespace_moves_between_layouts_and_keeps_every_read(
 
     memory = MemoryStore()
     await _apply(memory, records[:half], settings)
-    single = RedisStore.from_url(redis_url, namespace)
-    partitioned = RedisStore.from_url(redis_url, namespace, partitions=PARTITIONS)
+    single = RedisStore.from_url(redis_url, namespace, cluster)
+    partitioned = RedisStore.from_url(redis_url, namespace, cluster, partitions=PARTITIONS)
     try:
         await single.check_layout()
         await _apply(single, records[:half], settings)
@@ -153,25 +178,25 @@ async def test_a_namespace_moves_between_layouts_and_keeps_every_read(
 
         with pytest.raises(LayoutError, match="redis-layout migrate --to partitioned"):
             await partitioned.check_layout()
-        shown = _migrate(redis_url, namespace, "partitioned")
+        shown = _migrate(redis_url, namespace, "partitioned", cluster)
         assert "single -> partitioned:8" in shown, shown
         await partitioned.check_layout()
         with pytest.raises(LayoutError, match="--to single"):
             await single.check_layout()
         assert await _reads(partitioned, customers) == expected
-        assert not [k async for k in single.client.scan_iter(match=f"{namespace}:*")]
+        assert await _single_layout_keys(single) == []
 
         await _apply(partitioned, records[half:], settings)
         await _apply(memory, records[half:], settings)
         expected = await _reads(memory, customers)
         assert await _reads(partitioned, customers) == expected
 
-        shown = _migrate(redis_url, namespace, "single")
+        shown = _migrate(redis_url, namespace, "single", cluster)
         assert "partitioned:8 -> single" in shown, shown
         await single.check_layout()
         assert await _reads(single, customers) == expected
-        assert not [k async for k in single.client.scan_iter(match=f"{{{namespace}*")]
-        assert "already in the single layout" in _migrate(redis_url, namespace, "single")
+        assert not [k async for k in single.client.scan_iter(match=f"{{{namespace}:p*")]
+        assert "already in the single layout" in _migrate(redis_url, namespace, "single", cluster)
     finally:
         await single.close()
         await partitioned.close()
