@@ -64,7 +64,8 @@ async def backfill(
         if mine:
             await run_page(mine, emit)
             done += len(mine)
-        if progress is not None and ids:
-            await progress(len(ids))
+            if progress is not None:
+                # this worker's own customers only: the workers' counts add up to the total
+                await progress(len(mine))
         if cursor == 0:
             return done

@@ -6,7 +6,7 @@ the namespace is the hash tag of every key (``{ns}:c:<customer>``), so the whole
 in one slot, on one shard.
 
 ``partitioned`` (``SEGMENTER_REDIS_LAYOUT=partitioned``): one group per input partition, tagged
-``{ns:p<k>}``. A group holds its customers' states (a customer belongs to the partition its id
+``{ns:p<k>}`` (or ``{ns:p<k>.<n>}``: see :func:`group_tags`). A group holds its customers' states (a customer belongs to the partition its id
 routes to), the partition's offset, clock, outbox and timers, and the group's share of the
 member sets, sizes, migration matrix and size history. A batch commits one Lua call per group,
 so each partition stays atomic in its own slot and the groups spread over the cluster's shards.
@@ -29,13 +29,41 @@ under ``{ns}``.
 
 from __future__ import annotations
 
+import functools
+import itertools
 from typing import Literal
+
+from redis.crc import key_slot
 
 from streams.pipeline.routing import partition_for
 
 Layout = Literal["single", "partitioned"]
+SLOTS = 16384
 NAMESPACE_GROUP = -1
 """The group of the namespace-wide keys in the partitioned layout (``{ns}``)."""
+
+
+@functools.lru_cache(maxsize=64)
+def group_tags(namespace: str, partitions: int) -> tuple[str, ...]:
+    """Each group's hash tag, chosen so that group ``k``'s slot lies near the middle of the
+    ``k``-th of ``partitions`` equal slices of the 16384 slots.
+
+    Clusters give each master a contiguous, even share of the slots, so the groups then spread
+    over the masters as evenly as they can (8 groups over 3 masters: 3, 2, 3), where tags hashed
+    at random could leave a master without any. The tag is ``{ns:p<k>}``, or ``{ns:p<k>.<n>}``
+    with the first ``n`` that lands in the window: deterministic, so every process agrees.
+    """
+    width = SLOTS / partitions
+    radius = max(width / 8, 1.0)
+    tags = []
+    for group in range(partitions):
+        center = (group + 0.5) * width
+        for n in itertools.count():
+            inner = f"{namespace}:p{group}" if n == 0 else f"{namespace}:p{group}.{n}"
+            if abs(key_slot(inner.encode()) - center) <= radius:
+                tags.append(f"{{{inner}}}")
+                break
+    return tuple(tags)
 
 
 class Keys:
@@ -57,6 +85,7 @@ class Keys:
         else:
             self.customer_pattern = f"{namespace}:c:{{*"
         """What every customer key matches (for SCAN)."""
+        self._tags = group_tags(namespace, partitions) if self.partitioned else ()
         self.sizes = self.sizes_of(0)
         self.offsets = self.offsets_of(0)
         self.clocks = self.clocks_of(0)
@@ -80,7 +109,7 @@ class Keys:
     def tag(self, group: int) -> str:
         """The prefix of a group's keys."""
         if self.partitioned and group != NAMESPACE_GROUP:
-            return f"{{{self.namespace}:p{group}}}"
+            return self._tags[group]
         return self.ns
 
     def customer(self, customer_id: str) -> str:

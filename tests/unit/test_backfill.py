@@ -126,6 +126,28 @@ async def test_backfill_walks_only_the_partitions_it_owns() -> None:
     assert entered == expected
 
 
+async def test_workers_backfill_progress_adds_up_to_the_customers() -> None:
+    """Two workers owning disjoint partitions: their progress counts sum to the number of
+    stored customers (what ``rules apply`` waits for), neither reaching it alone."""
+    ctx = ctx_with(V1, partitions=8)
+    customers = {f"u{n}": 700.0 for n in range(40)}
+    await seed(ctx, customers)
+    new = ctx.with_rules(parse_rules(V2), None)
+    counted: dict[str, int] = {"a": 0, "b": 0}
+
+    async def run_page(ids, emit):  # type: ignore[no-untyped-def]
+        await refresh_customers(new, ids, emit, now=NOW)
+
+    for worker, partitions in (("a", {0, 1, 2}), ("b", {3, 4, 5, 6, 7})):
+
+        async def progress(count: int, worker: str = worker) -> None:
+            counted[worker] += count
+
+        await backfill(lambda: new, partitions, True, run_page, progress, page=7)
+    assert counted["a"] + counted["b"] == len(customers)
+    assert 0 < counted["a"] < len(customers) and 0 < counted["b"] < len(customers)
+
+
 async def test_published_packs_round_trip() -> None:
     store = MemoryStore()
     assert await rulepack.published(store) is None

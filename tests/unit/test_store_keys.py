@@ -84,3 +84,16 @@ def test_partitioned_layout_has_one_slot_per_partition_holding_its_customers() -
         assert key_slot(keys.customer(customer).encode()) == slots[home], customer
     namespace_wide = {keys.erased, keys.meta("rules"), keys.progress("backfill:v1")}
     assert {key_slot(key.encode()) for key in namespace_wide} == {key_slot(b"seg")}
+
+
+def test_partition_groups_spread_evenly_over_masters_with_even_slot_shares() -> None:
+    """Whatever the namespace, 8 groups over 3 masters holding even, contiguous slot ranges
+    land 3, 2, 3 (tags hashed at random would leave a master empty about one time in eight)."""
+    for namespace in ("seg", "bench-abc123", "t0f3c", "a", "ns.with.dots"):
+        keys = Keys(namespace, cluster=True, partitions=8)
+        slots = [key_slot(keys.sizes_of(group).encode()) for group in range(8)]
+        masters = [min(slot * 3 // 16384, 2) for slot in slots]
+        assert [masters.count(m) for m in range(3)] == [3, 2, 3], (namespace, slots)
+        assert Keys(namespace, partitions=8).customer("u1") == keys.customer("u1")
+    one = Keys("seg", partitions=1)
+    assert key_slot(one.customer("u1").encode()) == key_slot(one.sizes_of(0).encode())
