@@ -6,12 +6,12 @@ the namespace is the hash tag of every key (``{ns}:c:<customer>``), so the whole
 in one slot, on one shard.
 
 ``partitioned`` (``SEGMENTER_REDIS_LAYOUT=partitioned``): one group per input partition, tagged
-``{ns:p<k>}`` (or ``{ns:p<k>.<n>}``: see :func:`group_tags`). A group holds its customers' states (a customer belongs to the partition its id
-routes to), the partition's offset, clock, outbox and timers, and the group's share of the
-member sets, sizes, migration matrix and size history. A batch commits one Lua call per group,
-so each partition stays atomic in its own slot and the groups spread over the cluster's shards.
-Namespace-wide keys (the published rules, models, erasures, hand-overs' bookkeeping aside) stay
-under ``{ns}``.
+``{ns:p<k>}`` (or ``{ns:p<k>.<n>}``: see :func:`group_tags`). A group holds its customers'
+states (a customer belongs to the partition its id routes to), the partition's offset, clock,
+outbox and timers, and the group's share of the member sets, sizes, migration matrix and size
+history. A batch commits one Lua call per group, so each partition stays atomic in its own slot
+and the groups spread over the cluster's shards. Namespace-wide keys (the published rules,
+models, erasure records, progress counters) stay under ``{ns}``.
 
 | single | partitioned (group ``k``) | holds |
 | --- | --- | --- |
