@@ -53,6 +53,18 @@ class Settings(BaseSettings):
     redis_cluster: bool = Field(
         False, description="SEGMENTER_REDIS_URL is a node of a Redis Cluster"
     )
+    retry_attempts: int = Field(
+        8, ge=1, description="tries of a batch or start on Redis/Kafka errors before exit 75"
+    )
+    retry_max_delay_s: float = Field(
+        5.0, gt=0, description="longest wait between two tries (doubling from 0.2 s)"
+    )
+    session_timeout_s: float = Field(
+        10.0,
+        ge=1,
+        description="how long the consumer group waits for a silent worker before moving its"
+        " partitions",
+    )
     redis_layout: Literal["single", "partitioned"] = Field(
         "single",
         description="Redis keys in one group per namespace (single) or one per input partition"

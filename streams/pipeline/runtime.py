@@ -55,7 +55,6 @@ RETRIABLE: tuple[type[BaseException], ...] = (
     OSError,
     asyncio.TimeoutError,
 )
-ATTEMPTS = 8
 EXIT_INFRASTRUCTURE = 75
 EXIT_CONFIG = 78
 """The settings do not fit the namespace (``EX_CONFIG``): a restart would fail the same way."""
@@ -89,15 +88,19 @@ class Runtime:
 
     async def ensure_started(self) -> PipelineContext:
         """Start, retrying infrastructure errors; exit 75 for the supervisor when they persist."""
-        delay = 0.2
-        for attempt in range(1, ATTEMPTS + 1):
+        delay, attempts, longest = (
+            0.2,
+            self.settings.retry_attempts,
+            self.settings.retry_max_delay_s,
+        )
+        for attempt in range(1, attempts + 1):
             try:
                 return await self._start()
             except RETRIABLE as exc:
-                log.warning("cannot start yet (attempt %d/%d): %r", attempt, ATTEMPTS, exc)
+                log.warning("cannot start yet (attempt %d/%d): %r", attempt, attempts, exc)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        log.critical("giving up starting after %d attempts; exiting for the supervisor", ATTEMPTS)
+                delay = min(delay * 2, longest)
+        log.critical("giving up starting after %d attempts; exiting for the supervisor", attempts)
         logging.shutdown()
         os._exit(EXIT_INFRASTRUCTURE)
 
@@ -201,8 +204,12 @@ class Runtime:
         """Run ``work(ctx, *args)`` under the lock, then send the outbox; retry infra errors."""
         ctx = await self.ensure_started()
         assert self.producer is not None
-        delay = 0.2
-        for attempt in range(1, ATTEMPTS + 1):
+        delay, attempts, longest = (
+            0.2,
+            self.settings.retry_attempts,
+            self.settings.retry_max_delay_s,
+        )
+        for attempt in range(1, attempts + 1):
             try:
                 async with self.lock:
                     ctx = self.ctx or ctx
@@ -220,10 +227,10 @@ class Runtime:
                 log.warning("state of %s changed under this batch; applying it again", exc)
             except RETRIABLE as exc:
                 self.flush_all = True
-                log.warning("infrastructure error (attempt %d/%d): %r", attempt, ATTEMPTS, exc)
+                log.warning("infrastructure error (attempt %d/%d): %r", attempt, attempts, exc)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        log.critical("giving up after %d attempts; exiting for the supervisor to restart", ATTEMPTS)
+                delay = min(delay * 2, longest)
+        log.critical("giving up after %d attempts; exiting for the supervisor to restart", attempts)
         logging.shutdown()
         os._exit(EXIT_INFRASTRUCTURE)
 

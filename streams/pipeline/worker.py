@@ -61,7 +61,7 @@ def create_app(settings: Settings, rules: RuleSet) -> tuple[faust.App, Runtime]:
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
         broker_rebalance_timeout=1.0,
-        broker_session_timeout=10.0,
+        broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=1.0,
         broker_commit_every=1000,
         broker_commit_interval=1.0,

@@ -16,6 +16,8 @@ from streams.stack.children import Child, settings_env
 from streams.stack.topics import ensure_topics
 from tests.fixtures import TEST_RULES
 
+TEST_SESSION_TIMEOUT_S = 4.0
+
 
 @dataclass
 class Deployment:
@@ -62,6 +64,8 @@ class Deployment:
             idle_settle_s=self.idle_settle_s,
             http_port=0,
             log_level="warning",
+            # a SIGKILLed worker's partitions move after 4 s instead of 10 (shorter suite)
+            session_timeout_s=TEST_SESSION_TIMEOUT_S,
             **extra,
         )
 
