@@ -32,6 +32,7 @@ log = logging.getLogger("segmenter.worker")
 QUEUE_BATCHES = 8
 """Records the batch loop's queue holds, in batches (``SEGMENTER_BATCH_SIZE``)."""
 EXIT_SOFTWARE = 70
+METADATA_MAX_AGE_MS = 5000
 """Exit code when the batch loop fails other than on infrastructure (a bug): restart me."""
 
 
@@ -62,6 +63,9 @@ def create_app(settings: Settings, rules: RuleSet) -> tuple[faust.App, Runtime]:
         consumer_auto_offset_reset="earliest",
         broker_rebalance_timeout=1.0,
         broker_session_timeout=settings.session_timeout_s,
+        # A group that rejoined while its topics did not exist (a broker restarted empty) sees
+        # them come back at the next metadata refresh: 5 s, not aiokafka's default 5 minutes.
+        consumer_metadata_max_age_ms=METADATA_MAX_AGE_MS,
         broker_heartbeat_interval=1.0,
         broker_commit_every=1000,
         broker_commit_interval=1.0,

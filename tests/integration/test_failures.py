@@ -239,6 +239,9 @@ class BrokerOutage:
                     break
             self.alive_during = worker.alive()
             self.broker.start()  # same port; memory-only, so empty
+            # the worker rejoins its group before the topics exist again (as in production,
+            # where they are recreated by whoever runs the broker): it must notice them later
+            await asyncio.sleep(3)
             await d.create_topics()
             if not worker.alive():
                 assert worker.proc is not None
