@@ -251,31 +251,41 @@ class RedisStore:
             await self.client.hdel(self.keys.handover(group), name)
             left.pop(0)
 
+    @property
+    def layout(self) -> str:
+        """This store's layout marker: ``single`` or ``partitioned:<partitions>``."""
+        keys = self.keys
+        return f"partitioned:{keys.partitions}" if keys.partitioned else "single"
+
+    async def stored_layout(self) -> str | None:
+        """The namespace's layout marker (in either layout's place), or ``single`` for a
+        namespace written before markers existed, or None when it holds nothing."""
+        keys = self.keys
+        single = Keys(keys.namespace, keys.cluster)
+        places = (keys, single, Keys(keys.namespace, keys.cluster, 1))
+        for key in dict.fromkeys(place.meta("layout") for place in places):
+            raw = await self.client.get(key)
+            if raw is not None:
+                return cast(bytes, raw).decode()
+        if await self.client.exists(single.offsets):
+            return "single"
+        return None
+
     async def check_layout(self) -> None:
         """Refuse a namespace that holds data in another layout (or another partition count):
         raise :class:`LayoutError` naming both and the command that migrates. A namespace with
         no marker yet gets this layout's."""
-        keys = self.keys
-        mine = keys.layout if not keys.partitioned else f"partitioned:{keys.partitions}"
-        found = await self.meta_get("layout")
-        if found is None:
-            single = Keys(keys.namespace, keys.cluster)
-            partitioned = Keys(keys.namespace, keys.cluster, 1)
-            other = single if keys.partitioned else partitioned
-            raw = await self.client.get(other.meta("layout"))
-            if raw is None and keys.partitioned and await self.client.exists(single.offsets):
-                raw = b"single"
-            if raw is None:
-                await self.meta_set("layout", mine.encode())
-                return
-            found = cast(bytes, raw)
-        if found.decode() != mine:
+        mine = self.layout
+        found = await self.stored_layout()
+        if found is not None and found != mine:
             raise LayoutError(
-                f"namespace {keys.namespace!r} is in the {found.decode()} Redis layout, and this"
+                f"namespace {self.keys.namespace!r} is in the {found} Redis layout, and this"
                 f" process is set up for {mine}: set SEGMENTER_REDIS_LAYOUT (and"
                 " SEGMENTER_INPUT_PARTITIONS) to match, or migrate it with `segmenter redis-layout"
-                f" migrate --to {keys.layout}` while no worker runs"
+                f" migrate --to {self.keys.layout}` while no worker runs"
             )
+        if await self.meta_get("layout") is None:
+            await self.meta_set("layout", mine.encode())
 
     async def recover(self) -> int:
         """Finish the hand-overs a crash left between their two steps (partitioned layout)."""

@@ -20,24 +20,10 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from streams.settings import Settings
-from streams.store.keys import Keys
-from streams.store.redis_store import LayoutError, RedisStore
+from streams.store.redis_store import RedisStore
 
 PAGE = 1000
 Say = Callable[[str], None]
-
-
-async def current_layout(store: RedisStore) -> str | None:
-    """The namespace's marker (``single`` or ``partitioned:<n>``), or what its keys show, or
-    None when it holds nothing."""
-    keys = store.keys
-    for other in (keys, Keys(keys.namespace, keys.cluster), Keys(keys.namespace, keys.cluster, 1)):
-        raw = await store.client.get(other.meta("layout"))
-        if raw is not None:
-            return cast(bytes, raw).decode()
-    if await store.client.exists(Keys(keys.namespace, keys.cluster).offsets):
-        return "single"
-    return None
 
 
 def _partitions(layout: str) -> int:
@@ -238,19 +224,18 @@ async def _run(settings: Settings, to: str) -> int:
     assert settings.redis_url is not None
     probe = RedisStore.from_settings(settings)
     try:
-        layout = await current_layout(probe)
+        layout = await probe.stored_layout()
         if layout is None:
             print(f"namespace {settings.namespace!r} holds nothing to migrate")
             return 0
         partitions = settings.input_partitions if to == "partitioned" else 0
-        wanted = f"partitioned:{partitions}" if partitions else "single"
+        hours, cluster = settings.history_retention_hours, settings.redis_cluster
+        target = RedisStore(probe.client, settings.namespace, cluster, hours, partitions)
+        wanted = target.layout
         if layout == wanted:
             print(f"namespace {settings.namespace!r} is already in the {layout} layout")
             return 0
-        hours = settings.history_retention_hours
-        cluster = settings.redis_cluster
         source = RedisStore(probe.client, settings.namespace, cluster, hours, _partitions(layout))
-        target = RedisStore(probe.client, settings.namespace, cluster, hours, partitions)
         print(f"migrating namespace {settings.namespace!r}: {layout} -> {wanted}")
         counts = await migrate(source, target, lambda text: print(text, file=sys.stderr))
         print(
@@ -261,9 +246,6 @@ async def _run(settings: Settings, to: str) -> int:
             " workers"
         )
         return 0
-    except LayoutError as exc:
-        print(f"segmenter redis-layout: {exc}", file=sys.stderr)
-        return 1
     finally:
         await probe.close()
 

@@ -32,18 +32,13 @@ import pytest
 import redis
 
 from streams.api.queries import sample_members
-from streams.engine import parse_rules
-from streams.pipeline.processor import PipelineContext, Record, process_batch
 from streams.pipeline.routing import partition_for
-from streams.settings import Settings
 from streams.stack.cluster import Cluster
 from streams.stack.embedded import StackError, find_redis_server
-from streams.store.memory import MemoryStore
 from streams.store.redis_store import RedisStore
-from tests.fixtures import TEST_RULES
 from tests.integration.harness import Deployment, produce, write_rules
 from tests.integration.test_scale_out import (
-    outcome,
+    in_process,
     same_migrations,
     settled_assignment,
     start_worker,
@@ -129,32 +124,6 @@ def phases() -> tuple[list[Item], list[list[Item]], list[str]]:
     for cid in erased:
         chunks[-1].append(_doc("erase", f"e-{cid}", _at(40), {"userId": cid}))
     return first, chunks, erased
-
-
-async def in_process(
-    deployment: Deployment, runs: list[list[Item]]
-) -> tuple[dict[str, dict[str, Any]], dict[str, set[str]]]:
-    """The phases through the processor and the in-memory store, one after the other."""
-    settings = Settings(
-        clock="event",
-        input_topic=deployment.input,
-        migrations_topic=deployment.migrations,
-        dlq_topic=deployment.dlq,
-        memberships_topic=deployment.memberships,
-    )
-    store = MemoryStore()
-    ctx = PipelineContext.create(settings, parse_rules(TEST_RULES), store, PARTITIONS)
-    offsets: dict[int, int] = defaultdict(int)
-    for items in runs:
-        per_partition: dict[int, list[Record]] = defaultdict(list)
-        for key, value in items:
-            p = partition_for(key, PARTITIONS)
-            per_partition[p].append(Record(deployment.input, p, offsets[p], key, value))
-            offsets[p] += 1
-        for _p, records in sorted(per_partition.items()):
-            for start in range(0, len(records), 100):
-                await process_batch(ctx, records[start : start + 100])
-    return outcome(deployment, store)
 
 
 async def _applied(store: RedisStore, count: int, timeout: float = 60.0) -> None:
@@ -250,7 +219,7 @@ async def test_partitioned_cluster_survives_crashes_and_merges_like_one_process(
     deployment = dataclasses.replace(deployment)
     await deployment.create_topics()
     first, chunks, erased = phases()
-    expected, expected_members = await in_process(deployment, [first, *chunks])
+    expected, expected_members = await in_process(deployment, first, *chunks, batch=100)
     merges = [b for b in expected.values() if b["trigger"]["kind"] == "merge"]
     assert len(merges) >= CUSTOMERS // 4  # visitors' segments left for their customers'
     env = {"SEGMENTER_REDIS_CLUSTER": "true", "SEGMENTER_REDIS_LAYOUT": "partitioned"}

@@ -138,10 +138,11 @@ def step_docs(step: int) -> list[dict[str, object]]:
 
 
 async def in_process(
-    deployment: Deployment, items: list[tuple[bytes | None, bytes]]
+    deployment: Deployment, *runs: list[tuple[bytes | None, bytes]], batch: int = 250
 ) -> tuple[dict[str, dict[str, Any]], dict[str, set[str]]]:
-    """The same events through the processor with the in-memory store: the expected migrations
-    (ce_id -> body) and the final members of each segment."""
+    """The same events through the processor with the in-memory store, each run after the one
+    before (partition by partition, ``batch`` records at a time, offsets going on): the
+    expected migrations (ce_id -> body) and the final members of each segment."""
     settings = Settings(
         clock="event",
         input_topic=deployment.input,
@@ -152,15 +153,17 @@ async def in_process(
     )
     store = MemoryStore()
     ctx = PipelineContext.create(settings, parse_rules(TEST_RULES), store, PARTITIONS)
-    per_partition: dict[int, list[Record]] = defaultdict(list)
-    for key, value in items:
-        assert key is not None
-        p = partition_for(key, PARTITIONS)
-        offset = len(per_partition[p])
-        per_partition[p].append(Record(deployment.input, p, offset, key, value))
-    for _partition, records in sorted(per_partition.items()):
-        for start in range(0, len(records), 250):
-            await process_batch(ctx, records[start : start + 250])
+    offsets: dict[int, int] = defaultdict(int)
+    for items in runs:
+        per_partition: dict[int, list[Record]] = defaultdict(list)
+        for key, value in items:
+            assert key is not None
+            p = partition_for(key, PARTITIONS)
+            per_partition[p].append(Record(deployment.input, p, offsets[p], key, value))
+            offsets[p] += 1
+        for _partition, records in sorted(per_partition.items()):
+            for start in range(0, len(records), batch):
+                await process_batch(ctx, records[start : start + batch])
     return outcome(deployment, store)
 
 
