@@ -111,6 +111,7 @@ def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         peer=args.peer,
         deliver=args.deliver,
         cluster=args.redis_cluster,
+        collect=args.collect,
     )
 
 
@@ -361,6 +362,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--redis-cluster",
         action="store_true",
         help="add (i): 2 workers on the partitioned layout over a 1- and a 3-master Redis Cluster",
+    )
+    bench.add_argument(
+        "--collect",
+        action="store_true",
+        help="add (j): the HTTP collector of one `segmenter api` process, batches of 100",
     )
     bench.set_defaults(func=_cmd_bench)
     return parser

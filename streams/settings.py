@@ -49,6 +49,16 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(8080, ge=0, le=65535, description="0 picks a free port")
     api_key: SecretStr | None = None
+    write_keys: SecretStr | None = Field(
+        None,
+        description="comma-separated write keys of the HTTP collector (Segment's tracking API);"
+        " unset: the collector refuses every request",
+    )
+    collector_origins: str = Field(
+        "",
+        description="comma-separated browser origins allowed to post to the collector (CORS);"
+        " * for any; the API's own origin is always allowed",
+    )
     group_id: str = Field("segmenter", description="Kafka consumer group of the workers")
     redis_cluster: bool = Field(
         False, description="SEGMENTER_REDIS_URL is a node of a Redis Cluster"
@@ -136,3 +146,13 @@ class Settings(BaseSettings):
     ce_source: str = Field("urn:segmenter", description="CloudEvents source attribute")
     state_dir: Path = Field(Path(".segmenter"), description="where `up` writes stack.json")
     log_level: str = "info"
+
+    def write_key_list(self) -> tuple[str, ...]:
+        """The collector's write keys (``SEGMENTER_WRITE_KEYS`` split on commas)."""
+        if self.write_keys is None:
+            return ()
+        return tuple(k.strip() for k in self.write_keys.get_secret_value().split(",") if k.strip())
+
+    def collector_origin_list(self) -> tuple[str, ...]:
+        """Origins of ``SEGMENTER_COLLECTOR_ORIGINS``, without trailing slashes."""
+        return tuple(o.strip().rstrip("/") for o in self.collector_origins.split(",") if o.strip())

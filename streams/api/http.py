@@ -13,8 +13,10 @@ Routes (documented in ``docs/api.md`` and ``GET /openapi.json``):
 | ``GET /v1/migrations/matrix?day=YYYY-MM-DD`` | moves between segments on a day |
 | ``GET /v1/rfm/grid`` | a 5x5 recency x frequency grid of a sample of customers |
 | ``GET /healthz``, ``GET /metrics``, ``GET /openapi.json``, ``GET /`` | ops and dashboard |
+| ``POST /v1/batch``, ``/v1/track``... | the Segment-compatible collector (:mod:`.collector`) |
 
-Every ``/v1/`` route needs ``Authorization: Bearer <SEGMENTER_API_KEY>`` when that is set.
+Every ``/v1/`` route needs ``Authorization: Bearer <SEGMENTER_API_KEY>`` when that is set,
+except the collector's, which take a write key.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from aiohttp import web
 
 from streams.api import queries
 from streams.api.analytics import AnalyticsRoutes
+from streams.api.collector import COLLECTOR_PATHS, Collector
+from streams.api.collector_sink import KafkaSink
 from streams.api.customers import customer_view, explain_view
 from streams.api.metrics import CONTENT_TYPE, render
 from streams.api.openapi import openapi_document
@@ -87,7 +91,9 @@ class HttpServer:
     """An aiohttp server bound to ``settings.http_host``/``http_port`` (0 picks a free port).
 
     ``lag``, when given, reports consumer lag per input partition on ``/metrics``; a
-    ``consumer_lag`` mapping attribute on ``metrics`` is read too when present.
+    ``consumer_lag`` mapping attribute on ``metrics`` is read too when present. ``sink``, the
+    producer of ``segmenter api``, makes the collector routes take events (without it they
+    answer 404).
     """
 
     def __init__(
@@ -99,6 +105,7 @@ class HttpServer:
         health: HealthCheck,
         lag: LagProbe | None = None,
         delivery: DeliveryProbe | None = None,
+        sink: KafkaSink | None = None,
     ) -> None:
         self.settings = settings
         self.rules = rules
@@ -109,6 +116,7 @@ class HttpServer:
         self.delivery = delivery
         self.models = ModelReader()
         self.analytics = AnalyticsRoutes(settings, store, lambda: self.rules, self.models)
+        self.collector = Collector(settings, sink)
         self.port = settings.http_port or free_port(settings.http_host)
         self._runner: web.AppRunner | None = None
 
@@ -137,6 +145,7 @@ class HttpServer:
         app.router.add_get("/v1/rfm/grid", self._rfm)
         app.router.add_get("/v1/destinations", self._destinations)
         app.router.add_get("/v1/models", self._models)
+        self.collector.route(app)
         return app
 
     async def start(self) -> None:
@@ -156,7 +165,8 @@ class HttpServer:
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         key = self.settings.api_key
-        if key is not None and request.path.startswith("/v1/"):
+        path = request.path
+        if key is not None and path.startswith("/v1/") and path not in COLLECTOR_PATHS:
             given = request.headers.get("Authorization", "")
             expected = f"Bearer {key.get_secret_value()}"
             if not hmac.compare_digest(given.encode(), expected.encode()):
@@ -241,6 +251,8 @@ class HttpServer:
             status["ok"],
             await self._delivery(),
         )
+        if self.collector.sink is not None:
+            text += self.collector.metrics_text()
         response = web.Response(text=text)
         response.headers["Content-Type"] = CONTENT_TYPE
         return response

@@ -300,6 +300,10 @@ def _op(
 
 def openapi_document() -> dict[str, Any]:
     """OpenAPI 3.1 description of every route."""
+    from streams.api.openapi_collector import SCHEMAS as COLLECTOR_SCHEMAS
+    from streams.api.openapi_collector import SECURITY as COLLECTOR_SECURITY
+    from streams.api.openapi_collector import collector_paths
+
     preview = _op("What a draft segment would do (not activated)", "Preview")
     preview["requestBody"] = {
         "required": True,
@@ -376,7 +380,8 @@ def openapi_document() -> dict[str, Any]:
         "info": {
             "title": "Segmenter API",
             "version": __version__,
-            "description": "Real-time customer segments: lookups, explanations, previews.",
+            "description": "Real-time customer segments: lookups, explanations, previews, and a"
+            " Segment-compatible collector of events.",
         },
         "components": {
             "securitySchemes": {
@@ -384,9 +389,10 @@ def openapi_document() -> dict[str, Any]:
                     "type": "http",
                     "scheme": "bearer",
                     "description": "the value of SEGMENTER_API_KEY (only when it is set)",
-                }
+                },
+                **COLLECTOR_SECURITY,
             },
-            "schemas": SCHEMAS,
+            "schemas": {**SCHEMAS, **COLLECTOR_SCHEMAS},
         },
         "paths": {
             "/v1/customers/{id}": {
@@ -455,5 +461,6 @@ def openapi_document() -> dict[str, Any]:
                     not_found="no such file",
                 )
             },
+            **collector_paths(),
         },
     }

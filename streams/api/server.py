@@ -4,17 +4,22 @@ Lookups for live website content swaps must answer in milliseconds. Served by a 
 would wait behind its batches on the same event loop; this process only reads Redis, follows
 the published rule pack, and scales independently of the workers. ``/metrics`` here carries
 the API's own view (segment sizes); the pipeline's counters are on each worker's ``/metrics``.
+
+With ``SEGMENTER_KAFKA_BOOTSTRAP`` set (or found beside ``segmenter up``) it is also the
+Segment-compatible collector (:mod:`streams.api.collector`), with one producer to the input topic.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
 from typing import Any
 
+from streams.api.collector_sink import KafkaSink
 from streams.api.http import HttpServer
 from streams.deliver.metrics import read_delivery_metrics
 from streams.engine import RuleLoadError, RuleSet, load_rules
@@ -59,8 +64,17 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     async def delivery() -> dict[str, dict[str, float]]:
         return await read_delivery_metrics(store.client, store.keys.ns)
 
-    server = HttpServer(settings, rules, store, Metrics(), health, delivery=delivery)
+    sink = KafkaSink(settings) if settings.kafka_bootstrap else None
+    if sink is not None:
+        await sink.start()
+    else:
+        log.warning("no SEGMENTER_KAFKA_BOOTSTRAP: the collector (/v1/batch...) is off")
+    server = HttpServer(settings, rules, store, Metrics(), health, delivery=delivery, sink=sink)
     await server.start()
+    # Everything loaded so far lives as long as the process: out of the collector's way. Without
+    # this a full collection walks it every second or so under load, a 50-80 ms stall measured
+    # as the collector's p99 (docs/benchmarks.md).
+    gc.freeze()
     print(f"segmenter api: serving {server.url} (rules {rules.version})", flush=True)
     try:
         while not stop.is_set():
@@ -77,6 +91,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                 log.warning("cannot follow the rule pack: %r", exc)
     finally:
         await server.stop()
+        if sink is not None:
+            await sink.stop()
         await store.close()
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from streams.benchmarks.cluster import ClusterRun
+from streams.benchmarks.collect import CollectFigures
 from streams.benchmarks.common import BenchConfig, Throughput, percentile
 from streams.benchmarks.delivery import DeliveryFigures
 from streams.benchmarks.live import LiveReport
@@ -139,6 +140,42 @@ CLUSTER_ROWS = (
 """The table's rows of (i), shown when the run had ``--redis-cluster``."""
 
 
+def collect_results(found: CollectFigures) -> dict[str, Any]:
+    """(j): the collector's accepted events/s and CPU per event, and its request latency at half
+    that rate."""
+    return {
+        "collect_events": found.events,
+        "collect_events_per_s": _round(found.events_per_s, 1),
+        "collect_cpu_us_per_event": _round(found.cpu_us_per_event, 1),
+        "collect_errors": found.errors,
+        "collect_latency_rate": _round(found.latency_rate, 1),
+        "collect_latency_samples": len(found.latencies),
+        "collect_p50_ms": _round(found.p50_ms),
+        "collect_p99_ms": _round(found.p99_ms),
+        **{
+            f"collect_cpu_{role}_pct": _round(found.cpu_pct.get(role), 1)
+            for role in ("api", "broker", "bench")
+        },
+    }
+
+
+def _collect_rows() -> list[Row]:
+    """The table's rows of (j), shown when the run had ``--collect``."""
+    return [
+        Row(
+            "(j) collector, batches of 100",
+            "collect_events_per_s",
+            "events/s",
+            ">= 20000",
+            lambda v: v >= 20_000,
+        ),
+        Row("    CPU per event", "collect_cpu_us_per_event", "us"),
+        Row("    latency rate (half)", "collect_latency_rate", "events/s"),
+        Row("    request p50", "collect_p50_ms", "ms"),
+        Row("    request p99", "collect_p99_ms", "ms", "<= 20 ms", lambda v: v <= 20),
+    ]
+
+
 def to_json(figures: dict[str, Any]) -> str:
     """The one JSON object of ``--json`` (missing figures are ``null``)."""
     return orjson.dumps(figures).decode()
@@ -214,6 +251,8 @@ def table(figures: dict[str, Any], cfg: BenchConfig) -> str:
         rows += [Row(label, key, unit) for label, key, unit in DELIVERY_ROWS]
     if "cluster_scaling_ratio" in figures:
         rows += [Row(label, key, unit) for label, key, unit in CLUSTER_ROWS]
+    if "collect_events_per_s" in figures:
+        rows += _collect_rows()
     for row in rows:
         value = figures.get(row.key)
         verdict = "" if row.ok is None else "n/a"

@@ -26,11 +26,11 @@ almost an hour, and a worker must not treat them as too late to count (in the pr
 clock the allowance only decides that; timers follow the wall clock)."""
 
 
-def start_worker(infra: Infra, command: str = "worker") -> tuple[Child, int]:
-    """Start ``segmenter worker`` (or ``api``) on the run's topics and namespace; return it and
-    its HTTP port."""
+def start_worker(infra: Infra, command: str = "worker", **extra: object) -> tuple[Child, int]:
+    """Start ``segmenter worker`` (or ``api``) on the run's topics and namespace (``extra``
+    settings on top); return it and its HTTP port."""
     port = free_port()
-    env = settings_env(
+    values: dict[str, object] = dict(
         kafka_bootstrap=infra.bootstrap,
         redis_url=infra.redis_url,
         rules=infra.settings.rules.resolve(),
@@ -49,7 +49,8 @@ def start_worker(infra: Infra, command: str = "worker") -> tuple[Child, int]:
         api_key=None,
         log_level="warning",
     )
-    return Child([command], env).start(), port
+    values.update(extra)
+    return Child([command], settings_env(**values)).start(), port
 
 
 def side_worker_env(infra: Infra, prefix: str, namespace: str, **extra: object) -> dict[str, str]:
