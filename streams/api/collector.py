@@ -20,6 +20,7 @@ What happens to the events themselves is :mod:`streams.api.tracking`.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -39,8 +40,9 @@ from streams.api.tracking import (
     ROUTES,
     SHORT_ROUTES,
     BodyError,
+    Collected,
+    Request,
     body_write_key,
-    collect,
     parse_body,
 )
 from streams.settings import Settings
@@ -53,6 +55,8 @@ COLLECTOR_PATHS = frozenset(f"/v1/{name}" for name in ALL_ROUTES)
 """Paths that take a write key instead of ``SEGMENTER_API_KEY``."""
 ALLOWED_HEADERS = "Authorization, Content-Type, Content-Encoding, X-Retry-Count"
 RETRY_AFTER_S = "5"
+SLICE = 25
+"""Events checked and produced between two yields to the event loop."""
 
 
 def _answer(
@@ -187,11 +191,11 @@ class Collector:
         if not authorized and not self._known(body_write_key(doc)):
             return self._unauthorized()
         try:
-            found = collect(doc, route, datetime.now(UTC), self.settings.max_event_bytes)
+            body = Request.of(doc, route, datetime.now(UTC), self.settings.max_event_bytes)
         except BodyError as exc:
             return _refusal(400, exc.code, exc.message)
         try:
-            await sink.send(found.accepted)
+            found = await self._produce(sink, body)
         except SinkUnavailable as exc:
             log.warning("collector: %s", exc)
             return _refusal(503, "unavailable", str(exc))
@@ -211,6 +215,22 @@ class Collector:
             accepted=accepted,
             errors=[r.as_json() for r in found.rejected],
         )
+
+    @staticmethod
+    async def _produce(sink: KafkaSink, body: Request) -> Collected:
+        """Check and produce the request's events a slice at a time, yielding to the event
+        loop between slices (so acknowledgements and other requests are not held up behind
+        a large batch), and wait for the broker's acknowledgements of all of them."""
+        found = Collected()
+        acks: list[asyncio.Future[None]] = []
+        for start in range(0, len(body.events), SLICE):
+            part = body.collect(start, start + SLICE)
+            found.accepted += part.accepted
+            found.rejected += part.rejected
+            acks += await sink.add(part.accepted)
+            await asyncio.sleep(0)
+        await sink.confirm(acks)
+        return found
 
     def _unauthorized(self) -> web.Response:
         return _refusal(

@@ -4,14 +4,15 @@
 keeps serving lookups, the collector answers 503 (clients retry), and the producer is started
 again in the background until it connects.
 
-Requests share per-partition record batches (:class:`_Partition`): while a partition's batch is
-at the broker, the events of every request for that partition fill the next one, which is sent
-as soon as the broker acknowledged the previous. Batches so grow with the load, an idle
-collector sends at once, and each event costs an append to a batch (aiokafka's ``send`` makes
-a future per message: a fifth of the collector's CPU, measured with py-spy). A request waits
-for the acknowledgement of every batch that holds one of its events. Events of a request are
-appended in order and a partition's batches are sent one after the other, so order per
-partition, and so per key, is kept.
+Requests share per-partition record batches, sent in rounds (group commit): a round takes the
+oldest filling batch of every partition, hands them all to the producer at once (one produce
+request carries them), and ends when the broker acknowledged them all. While a round is at the
+broker, the events of every request fill the next round's batches. Batches so grow with the
+load, an idle collector sends at once, and each event costs an append to a batch (aiokafka's
+``send`` makes a future per message: a fifth of the collector's CPU, measured with py-spy).
+A request waits for the acknowledgement of every batch that holds one of its events. Events of
+a request are appended in order and a partition's batches go one round after the other, so
+order per partition, and so per key, is kept.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -53,14 +53,6 @@ def _settled(future: asyncio.Future[None]) -> None:
         future.exception()
 
 
-@dataclass
-class _Partition:
-    """One partition's batches: filling ones in order, and whether a sender loop runs."""
-
-    filling: deque[tuple[BatchBuilder, asyncio.Future[None]]] = field(default_factory=deque)
-    sending: bool = False
-
-
 class KafkaSink:
     """Produces prepared events to the input topic and waits until every in-sync replica has
     them."""
@@ -71,8 +63,8 @@ class KafkaSink:
         self.producer: AIOKafkaProducer | None = None
         self.last_error: str | None = None
         self._connecting: asyncio.Task[None] | None = None
-        self._partitions: dict[int, _Partition] = {}
-        self._senders: set[asyncio.Task[None]] = set()
+        self._filling: dict[int, deque[tuple[BatchBuilder, asyncio.Future[None]]]] = {}
+        self._rounds: asyncio.Task[None] | None = None
 
     @property
     def ready(self) -> bool:
@@ -123,8 +115,8 @@ class KafkaSink:
             self._connecting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._connecting
-        if self._senders:
-            await asyncio.wait(self._senders, timeout=ACK_TIMEOUT_S)
+        if self._rounds is not None and not self._rounds.done():
+            await asyncio.wait([self._rounds], timeout=ACK_TIMEOUT_S)
         if self.producer is not None:
             producer, self.producer = self.producer, None
             await producer.stop()
@@ -138,11 +130,11 @@ class KafkaSink:
     def _append(self, producer: AIOKafkaProducer, partition: int, event: Prepared) -> Any:
         """Add ``event`` to the partition's last filling batch (a new one when full); return
         that batch's acknowledgement."""
-        state = self._partitions.get(partition)
-        if state is None:
-            state = self._partitions[partition] = _Partition()
-        if state.filling:
-            builder, acked = state.filling[-1]
+        filling = self._filling.get(partition)
+        if filling is None:
+            filling = self._filling[partition] = deque()
+        if filling:
+            builder, acked = filling[-1]
             added = builder.append(timestamp=None, key=event.key, value=event.value, headers=[])
             if added is not None:
                 return acked
@@ -151,51 +143,65 @@ class KafkaSink:
             raise SinkUnavailable(f"an event of {len(event.value)} bytes fits no batch")
         acked = asyncio.get_running_loop().create_future()
         acked.add_done_callback(_settled)
-        state.filling.append((builder, acked))
-        if not state.sending:
-            state.sending = True
-            task = asyncio.create_task(self._send_partition(producer, partition, state))
-            self._senders.add(task)
-            task.add_done_callback(self._senders.discard)
+        filling.append((builder, acked))
+        if self._rounds is None or self._rounds.done():
+            self._rounds = asyncio.create_task(self._send_rounds(producer))
         return acked
 
-    async def _send_partition(
-        self, producer: AIOKafkaProducer, partition: int, state: _Partition
-    ) -> None:
-        """Send the partition's batches one at a time, each once the previous is acknowledged."""
-        try:
-            while state.filling:
-                builder, acked = state.filling.popleft()
+    async def _send_rounds(self, producer: AIOKafkaProducer) -> None:
+        """Send rounds until nothing is filling: each round, every partition's oldest batch."""
+        while True:
+            batches = [(p, queue.popleft()) for p, queue in self._filling.items() if queue]
+            if not batches:
+                return
+            sent: list[tuple[asyncio.Future[Any], asyncio.Future[None]]] = []
+            for partition, (builder, acked) in batches:
                 try:
                     delivered = await producer.send_batch(builder, self.topic, partition=partition)
+                except KafkaError as exc:
+                    acked.set_exception(SinkUnavailable(f"Kafka did not take the events: {exc!r}"))
+                else:
+                    sent.append((delivered, acked))
+            for delivered, acked in sent:
+                try:
                     await delivered
                 except KafkaError as exc:
                     acked.set_exception(SinkUnavailable(f"Kafka did not take the events: {exc!r}"))
                 else:
                     acked.set_result(None)
-        finally:
-            state.sending = False
 
-    async def send(self, events: Sequence[Prepared]) -> None:
-        """Produce ``events`` in order; return once the broker acknowledged all of them."""
+    async def add(self, events: Sequence[Prepared]) -> list[asyncio.Future[None]]:
+        """Put ``events`` in order into the batches of the coming rounds; return the
+        acknowledgements to wait for (:meth:`confirm`)."""
         producer = self.producer
         if producer is None:
             raise SinkUnavailable(self.last_error or "the collector is connecting to Kafka")
         if not events:
-            return
+            return []
         try:
             count = await self._partition_count(producer)
         except KafkaError as exc:
             raise SinkUnavailable(f"no metadata for {self.topic}: {exc!r}") from exc
-        waits = {
-            id(f): f
-            for f in (self._append(producer, partition_for(e.key, count), e) for e in events)
-        }
-        done, pending = await asyncio.wait(waits.values(), timeout=ACK_TIMEOUT_S)
+        waits: dict[int, asyncio.Future[None]] = {}
+        for event in events:
+            acked = self._append(producer, partition_for(event.key, count), event)
+            waits[id(acked)] = acked
+        return list(waits.values())
+
+    @staticmethod
+    async def confirm(acks: Sequence[asyncio.Future[None]]) -> None:
+        """Return once every acknowledgement in ``acks`` came (a :class:`SinkUnavailable`
+        when one failed, or when they took longer than :data:`ACK_TIMEOUT_S`)."""
+        if not acks:
+            return
+        done, pending = await asyncio.wait(set(acks), timeout=ACK_TIMEOUT_S)
         if pending:
-            late = f"Kafka did not confirm the events in {ACK_TIMEOUT_S:g}s"
-            raise SinkUnavailable(late)
+            raise SinkUnavailable(f"Kafka did not confirm the events in {ACK_TIMEOUT_S:g}s")
         for future in done:
             failure = future.exception()
             if failure is not None:
                 raise SinkUnavailable(str(failure))
+
+    async def send(self, events: Sequence[Prepared]) -> None:
+        """Produce ``events`` in order; return once the broker acknowledged all of them."""
+        await self.confirm(await self.add(events))

@@ -161,13 +161,26 @@ def _message_id(event: object) -> str | None:
     return found if isinstance(found, str) else None
 
 
-def collect(doc: dict[str, Any], route: str, received: datetime, max_event_bytes: int) -> Collected:
-    """The records of one request's body ``doc`` posted to ``route`` (a key of :data:`ROUTES`).
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A request's events and what applies to all of them."""
 
-    A :class:`BodyError` when the request as a whole is refused.
-    """
-    kind = ROUTES[route]
-    if kind is None:
+    events: list[Any]
+    arrival: Arrival
+    sent_at: object = None
+    context: object = None
+    max_event_bytes: int = 32 * 1024
+
+    @classmethod
+    def of(
+        cls, doc: dict[str, Any], route: str, received: datetime, max_event_bytes: int
+    ) -> Request:
+        """The request of body ``doc`` posted to ``route`` (a key of :data:`ROUTES`) at
+        ``received``; a :class:`BodyError` when it is refused as a whole."""
+        kind = ROUTES[route]
+        arrival = Arrival.at(received)
+        if kind is not None:
+            return cls([{**doc, "type": kind}], arrival, max_event_bytes=max_event_bytes)
         events = doc.get("batch")
         if not isinstance(events, list):
             raise BodyError("invalid_batch", "expected 'batch': a list of events")
@@ -176,27 +189,37 @@ def collect(doc: dict[str, Any], route: str, received: datetime, max_event_bytes
                 "payload_too_large",
                 f"expected at most {MAX_BATCH_EVENTS} events in a batch, found {len(events)}",
             )
-        sent_at, context = doc.get("sentAt"), doc.get("context")
-    else:
-        events = [{**doc, "type": kind}]
-        sent_at, context = None, None
-    arrival = Arrival.at(received)
-    found = Collected()
-    for index, event in enumerate(events):
-        if not isinstance(event, dict):
-            kind_name = type(event).__name__
-            found.rejected.append(
-                Rejection(index, None, "json", f"expected a JSON object, found {kind_name}")
-            )
-            continue
-        prepared = prepare(stamped(event, arrival, sent_at, context), max_event_bytes)
-        if isinstance(prepared, DecodeFailure):
-            found.rejected.append(
-                Rejection(index, _message_id(event), prepared.kind, prepared.message)
-            )
-        else:
-            found.accepted.append(prepared)
-    return found
+        return cls(events, arrival, doc.get("sentAt"), doc.get("context"), max_event_bytes)
+
+    def collect(self, start: int = 0, stop: int | None = None) -> Collected:
+        """The records of events ``start`` to ``stop`` (all by default), in order."""
+        found = Collected()
+        stop = len(self.events) if stop is None else min(stop, len(self.events))
+        for index in range(start, stop):
+            event = self.events[index]
+            if not isinstance(event, dict):
+                kind_name = type(event).__name__
+                found.rejected.append(
+                    Rejection(index, None, "json", f"expected a JSON object, found {kind_name}")
+                )
+                continue
+            stamp = stamped(event, self.arrival, self.sent_at, self.context)
+            prepared = prepare(stamp, self.max_event_bytes)
+            if isinstance(prepared, DecodeFailure):
+                found.rejected.append(
+                    Rejection(index, _message_id(event), prepared.kind, prepared.message)
+                )
+            else:
+                found.accepted.append(prepared)
+        return found
+
+
+def collect(doc: dict[str, Any], route: str, received: datetime, max_event_bytes: int) -> Collected:
+    """The records of one request's body ``doc`` posted to ``route`` (a key of :data:`ROUTES`).
+
+    A :class:`BodyError` when the request as a whole is refused.
+    """
+    return Request.of(doc, route, received, max_event_bytes).collect()
 
 
 def body_write_key(doc: dict[str, Any]) -> str | None:
