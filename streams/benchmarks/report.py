@@ -275,4 +275,11 @@ def table(figures: dict[str, Any], cfg: BenchConfig) -> str:
     ]
     if shares:
         lines.append("CPU while the live load ran, % of one core: " + ", ".join(shares))
+    collect = [
+        f"{role} {figures[f'collect_cpu_{role}_pct']:.1f}"
+        for role in ("api", "broker", "bench")
+        if figures.get(f"collect_cpu_{role}_pct") is not None
+    ]
+    if collect:
+        lines.append("CPU during (j)'s latency phase, % of one core: " + ", ".join(collect))
     return "\n".join(lines)

@@ -45,6 +45,12 @@ KEYS = (
     "cluster_3_events_per_s",
     "cluster_3_cpu_us_per_event",
     "cluster_scaling_ratio",
+    "collect_events_per_s",
+    "collect_cpu_us_per_event",
+    "collect_latency_rate",
+    "collect_p50_ms",
+    "collect_p99_ms",
+    "collect_cpu_api_pct",
 )
 
 
@@ -57,6 +63,7 @@ def test_small_bench_reports_every_figure(kafka_bootstrap: str, redis_url: str) 
         *("--workers", "2"),
         "--deliver",
         "--redis-cluster",
+        "--collect",
     ]
     done = subprocess.run(
         [sys.executable, "-m", "streams", "bench", "--json", *args],
@@ -90,6 +97,11 @@ def test_small_bench_reports_every_figure(kafka_bootstrap: str, redis_url: str) 
     assert len(report["cluster_1_key_share"]) == 1
     shares = report["cluster_3_key_share"]
     assert len(shares) == 3 and all(share > 0 for share in shares), shares
+    # (j): every batch of the throughput phase was accepted, and the latency phase answered
+    assert report["collect_events"] == 3000 - 8 * 100  # the 8 warm-up batches are not counted
+    assert report["collect_errors"] == 0
+    assert report["collect_latency_samples"] > 0
+    assert report["collect_p50_ms"] <= report["collect_p99_ms"]
     # The session's broker and Redis were not started by the bench: no CPU figure for them.
     assert report["live_cpu_broker_pct"] is None
     assert report["live_cpu_redis_pct"] is None
