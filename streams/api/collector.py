@@ -176,7 +176,8 @@ class Collector:
             return _refusal(
                 404,
                 "not_collecting",
-                "this process does not collect events: send them to `segmenter api`",
+                "this process does not collect events: send them to a `segmenter api` that has"
+                " SEGMENTER_KAFKA_BOOTSTRAP",
             )
         if not self.keys:
             unset = "the collector has no write keys: set SEGMENTER_WRITE_KEYS"
