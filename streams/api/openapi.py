@@ -300,6 +300,10 @@ def _op(
 
 def openapi_document() -> dict[str, Any]:
     """OpenAPI 3.1 description of every route."""
+    from streams.api.openapi_visitor import SCHEMAS as VISITOR_SCHEMAS
+    from streams.api.openapi_visitor import SECURITY as VISITOR_SECURITY
+    from streams.api.openapi_visitor import visitor_paths
+
     preview = _op("What a draft segment would do (not activated)", "Preview")
     preview["requestBody"] = {
         "required": True,
@@ -384,9 +388,10 @@ def openapi_document() -> dict[str, Any]:
                     "type": "http",
                     "scheme": "bearer",
                     "description": "the value of SEGMENTER_API_KEY (only when it is set)",
-                }
+                },
+                **VISITOR_SECURITY,
             },
-            "schemas": SCHEMAS,
+            "schemas": {**SCHEMAS, **VISITOR_SCHEMAS},
         },
         "paths": {
             "/v1/customers/{id}": {
@@ -447,7 +452,7 @@ def openapi_document() -> dict[str, Any]:
             "/report": {"get": _op("The MIDAS report page", None, auth=False, media="text/html")},
             "/static/{name}": {
                 "get": _op(
-                    "Dashboard assets",
+                    "Dashboard assets and segmenter.js",
                     None,
                     path=["name"],
                     auth=False,
@@ -455,5 +460,6 @@ def openapi_document() -> dict[str, Any]:
                     not_found="no such file",
                 )
             },
+            **visitor_paths(),
         },
     }
