@@ -70,7 +70,7 @@ class Settings(BaseSettings):
         600.0, ge=0, description="how long they are kept after the visitor's last stream closed"
     )
     visitor_max_connections: int = Field(
-        20_000, ge=1, description="open visitor streams per API process (more get 503)"
+        10_000, ge=1, description="open visitor streams per API process (more get 503)"
     )
     group_id: str = Field("segmenter", description="Kafka consumer group of the workers")
     redis_cluster: bool = Field(

@@ -53,8 +53,12 @@ class MigrationFeed:
         while not stop.is_set():
             try:
                 await self._consume(stop)
+            except asyncio.CancelledError:
+                raise
             except (KafkaError, OSError) as exc:
                 log.warning("visitor feed: %r; starting again in %gs", exc, RETRY_S)
+            except Exception:  # a bug must not end the streams' feed for good
+                log.exception("visitor feed failed; starting again in %gs", RETRY_S)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), RETRY_S)
 
@@ -99,7 +103,7 @@ class MigrationFeed:
         start from their end, later ones from their beginning."""
         topic = self.settings.migrations_topic
         while not stop.is_set():
-            await consumer.force_metadata_update()
+            await consumer.topics()  # refreshes the cluster metadata
             found = consumer.partitions_for_topic(topic) or set()
             if found:
                 break
