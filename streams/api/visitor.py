@@ -15,6 +15,7 @@ other customer, and not the id of a profile it was merged into. A page's origin 
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import UTC, datetime
 from importlib import resources
@@ -23,7 +24,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from streams.api.visitor_hub import VisitorHub, VisitorStream, published_segments, resolve_state
+from streams.api.visitor_hub import StateReader, VisitorHub, VisitorStream, published_segments
 from streams.api.visitor_tokens import (
     MAX_CUSTOMER_ID_CHARS,
     TokenError,
@@ -33,6 +34,8 @@ from streams.api.visitor_tokens import (
 )
 from streams.settings import Settings
 from streams.store.base import Store
+
+log = logging.getLogger("segmenter.visitor")
 
 RETRY_MS = 3000
 """The reconnection delay the stream asks EventSource for."""
@@ -64,8 +67,8 @@ class VisitorRoutes:
 
     def __init__(self, settings: Settings, store: Store, hub: VisitorHub | None) -> None:
         self.settings = settings
-        self.store = store
         self.hub = hub
+        self.reader = hub.reader if hub is not None else StateReader(store)
 
     def route(self, app: web.Application) -> None:
         """Add the routes to ``app``."""
@@ -153,7 +156,7 @@ class VisitorRoutes:
         if refused is not None:
             return refused
         assert grant is not None
-        state = await resolve_state(self.store, grant.customer_id)
+        state = await self.reader.resolved(grant.customer_id)
         body = {
             "segments": published_segments(state),
             "sequence": state.sequence if state is not None else 0,
@@ -184,6 +187,7 @@ class VisitorRoutes:
         try:
             await hub.open(stream, _resume_point(request))
         except Exception as exc:  # Redis unreachable: the browser retries
+            log.warning("cannot open a visitor stream: %r", exc)
             error = {"error": f"cannot read the visitor's segments now: {type(exc).__name__}"}
             return _json(error, 503, {"Retry-After": "2", **cors})
         try:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections import deque
@@ -45,8 +46,11 @@ MAX_HOPS = 64
 """Redirects followed at most (as the pipeline does)."""
 MAX_QUEUED_FRAMES = 1000
 """A stream whose reader falls this far behind is closed (it reconnects and resumes)."""
-SWEEP_CONCURRENCY = 16
+REDIS_READS = 32
+"""Redis reads of the visitor routes at once (redis-py's pool holds 100 connections)."""
 HEARTBEAT = b": keep-alive\n\n"
+HEARTBEAT_PARTS = 15
+"""The streams get their heartbeats in this many turns per interval."""
 MERGE_MARK = b'"kind":"merge"'
 ERASURE_MARK = b'"kind":"erasure"'
 
@@ -80,20 +84,33 @@ def published_segments(state: CustomerState | None) -> list[str]:
     return sorted(opened.members if opened is not None else state.members)
 
 
-async def load_state(store: Store, customer: str) -> CustomerState | None:
-    """A customer's stored state (a redirect for a merged-away id), or None."""
-    stored = await store.get_state(customer)
-    return CustomerState.from_json(stored.data) if stored is not None else None
+class StateReader:
+    """Customer states read from the store, at most :data:`REDIS_READS` at a time."""
 
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.gate = asyncio.Semaphore(REDIS_READS)
 
-async def resolve_state(store: Store, customer: str) -> CustomerState | None:
-    """The state of ``customer``, or of the profile it was merged into (through the chain)."""
-    for _ in range(MAX_HOPS):
-        state = await load_state(store, customer)
-        if state is None or state.merged_into is None:
-            return state
-        customer = state.merged_into
-    return None
+    async def raw(self, customer: str) -> bytes | None:
+        """A customer's stored JSON, or None."""
+        async with self.gate:
+            stored = await self.store.get_state(customer)
+        return stored.data if stored is not None else None
+
+    async def state(self, customer: str) -> CustomerState | None:
+        """A customer's stored state (a redirect for a merged-away id), or None."""
+        data = await self.raw(customer)
+        return CustomerState.from_json(data) if data is not None else None
+
+    async def resolved(self, customer: str) -> CustomerState | None:
+        """The state of ``customer``, or of the profile it was merged into (through the
+        chain)."""
+        for _ in range(MAX_HOPS):
+            state = await self.state(customer)
+            if state is None or state.merged_into is None:
+                return state
+            customer = state.merged_into
+        return None
 
 
 @dataclass(eq=False, slots=True)
@@ -110,6 +127,8 @@ class VisitorStream:
     closed: bool = False
     abort: Callable[[], None] | None = None
     """Closes the connection under a reader that stopped reading."""
+    part: int = 0
+    """Its turn for heartbeats (see :meth:`VisitorHub.heartbeat`)."""
 
     def send(self, frame: bytes) -> None:
         """Queue a frame for the writer."""
@@ -166,7 +185,7 @@ class VisitorHub:
 
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
-        self.store = store
+        self.reader = StateReader(store)
         self.streams: dict[str, set[VisitorStream]] = {}
         self.recent: dict[str, deque[Move]] = {}
         """Followed customers (now, or recently) -> their latest migrations."""
@@ -177,6 +196,7 @@ class VisitorHub:
         self.ready = asyncio.Event()
         """Set by the feed once it reads from the end of every partition."""
         self._tasks: set[asyncio.Task[None]] = set()
+        self._turns = itertools.count()
         self._merging: set[str] = set()
         """Customers whose merge is being followed (one check for a merge's migrations)."""
 
@@ -185,6 +205,7 @@ class VisitorHub:
     async def open(self, stream: VisitorStream, resume: int | None) -> None:
         """Register ``stream`` and queue what its visitor lacks (see the module docstring)."""
         stream.following, stream.last = stream.token_customer, None
+        stream.part = next(self._turns) % HEARTBEAT_PARTS
         self._register(stream)
         self.count += 1
         try:
@@ -223,7 +244,7 @@ class VisitorHub:
     async def _followed_state(self, stream: VisitorStream) -> CustomerState | None:
         """The state of the customer ``stream`` follows, moving it along redirects."""
         for _ in range(MAX_HOPS):
-            state = await load_state(self.store, stream.following)
+            state = await self.reader.state(stream.following)
             if state is None or state.merged_into is None or stream.closed:
                 return state
             self._unregister(stream)
@@ -293,7 +314,7 @@ class VisitorHub:
     async def _merged(self, customer: str) -> None:
         """A merge concerned ``customer``: move the streams of every id now redirecting."""
         try:
-            state = await load_state(self.store, customer)
+            state = await self.reader.state(customer)
         finally:
             self._merging.discard(customer)
         if state is None:
@@ -332,12 +353,14 @@ class VisitorHub:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def heartbeat(self) -> None:
-        """A comment frame to every stream (keeps proxies from closing idle ones) and the
+    def heartbeat(self, part: int | None = None) -> None:
+        """A comment frame to the streams of one part of :data:`HEARTBEAT_PARTS` (all without
+        ``part``): it keeps proxies from closing idle streams and finds the dead ones; spread
+        over the interval, it never stalls the migrations behind thousands of writes. Then the
         expiry of the recent migrations of customers no longer followed."""
         for followers in self.streams.values():
             for stream in followers:
-                if stream.last is not None:
+                if stream.last is not None and (part is None or stream.part == part):
                     stream.send(HEARTBEAT)
         self.expire(time.monotonic())
 
@@ -353,26 +376,29 @@ class VisitorHub:
             self.recent.pop(customer, None)
 
     async def sweep(self) -> None:
-        """Check every followed customer for a merge (one that moved no membership)."""
-        followed = list(self.streams)
-        gate = asyncio.Semaphore(SWEEP_CONCURRENCY)
+        """Check every followed customer for a merge (one that moved no membership), a few
+        at a time."""
 
         async def check(customer: str) -> None:
-            async with gate:
-                stored = await self.store.get_state(customer)
-            if stored is not None and b'"mi":' in stored.data:
+            data = await self.reader.raw(customer)
+            if data is not None and b'"mi":' in data:
                 await self._refollow(customer)
 
-        await asyncio.gather(*(check(c) for c in followed))
+        followed = list(self.streams)
+        for start in range(0, len(followed), REDIS_READS):
+            await asyncio.gather(*(check(c) for c in followed[start : start + REDIS_READS]))
 
     async def upkeep(self, stop: asyncio.Event) -> None:
-        """Heartbeats every ``visitor_heartbeat_s``; the merge sweep every MERGE_SWEEP_S."""
-        every = self.settings.visitor_heartbeat_s
+        """Heartbeats, one part every ``visitor_heartbeat_s / HEARTBEAT_PARTS``, so that each
+        stream has one every ``visitor_heartbeat_s``; the merge sweep every MERGE_SWEEP_S."""
+        tick = self.settings.visitor_heartbeat_s / HEARTBEAT_PARTS
         next_sweep = time.monotonic() + MERGE_SWEEP_S
-        while not stop.is_set():
+        for count in itertools.count():
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), every)
-            self.heartbeat()
+                await asyncio.wait_for(stop.wait(), tick)
+            if stop.is_set():
+                return
+            self.heartbeat(count % HEARTBEAT_PARTS)
             if time.monotonic() >= next_sweep:
                 next_sweep = time.monotonic() + MERGE_SWEEP_S
                 self._spawn(self.sweep())
