@@ -6,10 +6,11 @@ the published rule pack, and scales independently of the workers. ``/metrics`` h
 the API's own view (segment sizes, visitor streams); the pipeline's counters are on each
 worker's ``/metrics``.
 
-With ``SEGMENTER_KAFKA_BOOTSTRAP`` set (or found beside ``segmenter up``) it also reads the
-migrations topic once (:mod:`streams.api.visitor_feed`) and fans each migration out to the open
-visitor streams (:mod:`streams.api.visitor_hub`). Each stream holds a file descriptor: the
-process raises its soft ``RLIMIT_NOFILE`` to the hard limit at start.
+With ``SEGMENTER_VISITOR_SECRET`` and ``SEGMENTER_KAFKA_BOOTSTRAP`` set (or found beside
+``segmenter up``) it also reads the migrations topic once (:mod:`streams.api.visitor_feed`)
+and fans each migration out to the open visitor streams (:mod:`streams.api.visitor_hub`). Each
+stream holds a file descriptor: the process raises its soft ``RLIMIT_NOFILE`` to the hard limit
+at start.
 """
 
 from __future__ import annotations
@@ -70,10 +71,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 
     hub = VisitorHub(settings, store)
     background: list[asyncio.Task[None]] = []
-    if settings.kafka_bootstrap:
+    if settings.kafka_bootstrap and settings.visitor_secret is not None:
         background.append(asyncio.create_task(MigrationFeed(settings, hub).run(stop)))
         background.append(asyncio.create_task(hub.upkeep(stop)))
-    else:
+    elif settings.visitor_secret is not None:
         log.warning("no SEGMENTER_KAFKA_BOOTSTRAP: visitor streams are off")
     visitors = hub if background else None
     server = HttpServer(
@@ -124,7 +125,7 @@ def run_api(settings: Settings) -> int:
         return 2
 
     files = raise_file_limit()
-    if files < settings.visitor_max_connections + 100:
+    if settings.visitor_secret is not None and files < settings.visitor_max_connections + 100:
         log.warning(
             "open-file limit %d is below SEGMENTER_VISITOR_MAX_CONNECTIONS (%d) + 100: raise"
             " `ulimit -n`",

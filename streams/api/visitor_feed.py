@@ -8,7 +8,8 @@ the hub's recent migrations or with a snapshot.
 
 The topic may not exist yet (a worker creates it): the feed waits for it. Partitions added
 later are picked up (read from their beginning) within :data:`REFRESH_S`. Broker errors restart
-the consumer after a pause; streams stay open meanwhile and receive what follows.
+the consumer after a pause, from where it was; streams stay open meanwhile and receive the
+migrations of the pause late rather than never.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import contextlib
 import logging
 import time
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from streams.api.visitor_hub import VisitorHub
@@ -47,6 +48,8 @@ class MigrationFeed:
         self.settings = settings
         self.hub = hub
         self.records = 0
+        self.positions: dict[int, int] = {}
+        """Partition -> the next offset to read (kept over restarts of the consumer)."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, restarting the consumer after errors."""
@@ -73,34 +76,36 @@ class MigrationFeed:
         )
         await consumer.start()
         try:
-            assigned = await self._assign(consumer, stop, set())
-            if not assigned:
+            if not await self._assign(consumer, stop):
                 return
             self.hub.ready.set()
             refresh_at = time.monotonic() + REFRESH_S
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=500, max_records=5000)
-                for records in batch.values():
-                    self.records += len(records)
-                    for record in records:
-                        if record.key is not None and record.value is not None:
-                            self.hub.feed(
-                                record.key.decode(errors="replace"),
-                                record.value,
-                                _ce_time(record.headers),
-                            )
+                for tp, records in batch.items():
+                    self._feed(records)
+                    self.positions[tp.partition] = records[-1].offset + 1
                 if time.monotonic() >= refresh_at:
                     refresh_at = time.monotonic() + REFRESH_S
-                    assigned = await self._assign(consumer, stop, assigned)
+                    await self._assign(consumer, stop)
         finally:
             self.hub.ready.clear()
             await consumer.stop()
 
-    async def _assign(
-        self, consumer: AIOKafkaConsumer, stop: asyncio.Event, assigned: set[int]
-    ) -> set[int]:
-        """Assign every partition of the topic (waiting for it to exist): the ones there at the
-        start from their end, later ones from their beginning."""
+    def _feed(self, records: list[ConsumerRecord]) -> None:
+        self.records += len(records)
+        for record in records:
+            if record.key is not None and record.value is not None:
+                self.hub.feed(
+                    record.key.decode(errors="replace"), record.value, _ce_time(record.headers)
+                )
+
+    async def _assign(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> bool:
+        """Assign every partition of the topic (waiting for it to exist); False when stopped.
+
+        A partition read before (by this feed, also before a restart of the consumer) goes on
+        at the next offset; at the very start every partition is read from its end; one added
+        later from its beginning."""
         topic = self.settings.migrations_topic
         while not stop.is_set():
             await consumer.topics()  # refreshes the cluster metadata
@@ -111,19 +116,19 @@ class MigrationFeed:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), RETRY_S)
         else:
-            return set()
-        if found == assigned:
-            return assigned
+            return False
         every = [TopicPartition(topic, p) for p in sorted(found)]
-        added = [tp for tp in every if tp.partition not in assigned]
-        kept = {tp: await consumer.position(tp) for tp in every if tp.partition in assigned}
-        consumer.assign(every)  # a new assignment: the kept partitions go on where they were
-        for tp, offset in kept.items():
-            consumer.seek(tp, offset)
-        if assigned:
-            await consumer.seek_to_beginning(*added)
-        else:
-            await consumer.seek_to_end(*added)
-        for tp in added:
-            await consumer.position(tp)  # resolve now: nothing produced after this is missed
-        return set(found)
+        if set(consumer.assignment()) == set(every):
+            return True
+        consumer.assign(every)
+        started = bool(self.positions)
+        for tp in every:
+            if tp.partition in self.positions:
+                consumer.seek(tp, self.positions[tp.partition])
+            elif started:
+                await consumer.seek_to_beginning(tp)
+            else:
+                await consumer.seek_to_end(tp)
+        for tp in every:  # resolve now: nothing produced after this is missed
+            self.positions[tp.partition] = await consumer.position(tp)
+        return True
