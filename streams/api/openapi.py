@@ -300,10 +300,21 @@ def _op(
 
 def openapi_document() -> dict[str, Any]:
     """OpenAPI 3.1 description of every route."""
-    from streams.api.openapi_visitor import SCHEMAS as VISITOR_SCHEMAS
-    from streams.api.openapi_visitor import SECURITY as VISITOR_SECURITY
-    from streams.api.openapi_visitor import visitor_paths
+    from streams.api import openapi_visitor  # it builds on this module's helpers
 
+    doc = _core_document()
+    components = doc["components"]
+    components["schemas"] = {**components["schemas"], **openapi_visitor.SCHEMAS}
+    components["securitySchemes"] = {
+        **components["securitySchemes"],
+        **openapi_visitor.SECURITY,
+    }
+    doc["paths"].update(openapi_visitor.visitor_paths())
+    return doc
+
+
+def _core_document() -> dict[str, Any]:
+    """The document without the visitor routes."""
     preview = _op("What a draft segment would do (not activated)", "Preview")
     preview["requestBody"] = {
         "required": True,
@@ -388,10 +399,9 @@ def openapi_document() -> dict[str, Any]:
                     "type": "http",
                     "scheme": "bearer",
                     "description": "the value of SEGMENTER_API_KEY (only when it is set)",
-                },
-                **VISITOR_SECURITY,
+                }
             },
-            "schemas": {**SCHEMAS, **VISITOR_SCHEMAS},
+            "schemas": SCHEMAS,
         },
         "paths": {
             "/v1/customers/{id}": {
@@ -460,6 +470,5 @@ def openapi_document() -> dict[str, Any]:
                     not_found="no such file",
                 )
             },
-            **visitor_paths(),
         },
     }
