@@ -3,6 +3,7 @@ page and ``segmenter.js``, against states the real processor wrote to a MemorySt
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -28,6 +29,8 @@ SECRET = "visitor-secret-for-tests"
 API_KEY = "api-key"
 SITE = "https://shop.example"
 JS_LIMIT = 5 * 1024
+READ_TIMEOUT_S = 20.0
+"""Longest wait for the next bytes of a stream (generous: a loaded machine)."""
 
 
 async def healthy() -> dict[str, Any]:
@@ -168,7 +171,7 @@ async def test_cors_follows_the_allow_list(client: TestClient) -> None:  # type:
 async def read_events(response: Any, count: int) -> list[tuple[str, int, dict[str, Any]]]:
     text = ""
     while len(parse_sse(text)) < count:
-        chunk = await response.content.readany()
+        chunk = await asyncio.wait_for(response.content.readany(), READ_TIMEOUT_S)
         assert chunk, f"stream ended after {text!r}"
         text += chunk.decode()
     return parse_sse(text)
@@ -198,6 +201,10 @@ async def test_the_stream_over_http(shop: Shop, client: TestClient) -> None:  # 
     events = await read_events(resumed, len(shop.of("a")) - before)
     assert received(events) == moves(shop.of("a")[before:])  # no snapshot: the missed ones
     resumed.close()
+    by_query = await client.get(f"/v1/visitor/stream?token={token}&last_event_id={before}")
+    events = await read_events(by_query, len(shop.of("a")) - before)
+    assert received(events) == moves(shop.of("a")[before:])
+    by_query.close()
 
 
 async def test_the_stream_needs_a_hub_and_a_secret(shop: Shop) -> None:
