@@ -276,9 +276,15 @@ async def test_an_anonymous_visitor_keeps_receiving_after_a_merge(site: Site) ->
 BANNER_JS = """JSON.stringify({
   connected: document.body.dataset.connected,
   segments: document.body.dataset.segments,
+  moves: Number(document.body.dataset.moves),
   banner: !document.querySelector('[data-segment="new_customer"]').hidden,
   fallback: !document.querySelector('[data-segment-not]').hidden,
+  same: window.sameDocument === true,
+  snapshots: [...document.querySelectorAll('#log div')]
+    .filter(row => row.textContent.includes('snapshot #')).length,
 })"""
+RECONNECT_JS = """document.body.dataset.connected = '0'; Segmenter.close();
+Segmenter.connect(new URLSearchParams(location.search).get('token')); 1"""
 
 
 async def page_state(browser: Browser, check: Any) -> dict[str, Any]:
@@ -292,7 +298,7 @@ async def test_the_demo_page_swaps_its_banner_live(site: Site, tmp_path: Path) -
     try:
         state = await page_state(browser, lambda s: s["connected"] == "1")
         assert not state["banner"] and state["fallback"]
-        loads = await browser.evaluate("performance.getEntriesByType('navigation').length")
+        await browser.evaluate("window.sameDocument = true; 1")  # a reload would forget it
         sent = subprocess.run(
             [sys.executable, "-m", "streams", "send", orjson.dumps(order(visitor)).decode()],
             env=site.env,
@@ -300,10 +306,19 @@ async def test_the_demo_page_swaps_its_banner_live(site: Site, tmp_path: Path) -
             timeout=60,
         )
         assert sent.returncode == 0, sent.stderr.decode()
-        state = await page_state(browser, lambda s: s["banner"])
-        assert not state["fallback"]
-        assert fold(await site.reference(visitor, 2)) == state["segments"].split()
-        assert "new_customer" in state["segments"].split()
-        assert await browser.evaluate("performance.getEntriesByType('navigation').length") == loads
+        first = await site.reference(visitor, 2)
+        state = await page_state(browser, lambda s: s["segments"].split() == fold(first))
+        assert state["banner"] and not state["fallback"] and state["same"]
+        assert "new_customer" in fold(first)
+
+        # segmenter.js reconnects from the last id it saw: nothing again, then what follows
+        await browser.evaluate(RECONNECT_JS)
+        before = (await page_state(browser, lambda s: s["connected"] == "1"))["moves"]
+        await site.send(order(visitor))
+        later = await site.reference(visitor, 1, after=first[-1]["sequence"])
+        state = await page_state(browser, lambda s: s["segments"].split() == fold(first + later))
+        assert not state["banner"] and state["fallback"] and state["same"]
+        assert state["moves"] == before + len(later)
+        assert state["snapshots"] == 1  # the first connection's only
     finally:
         await browser.close()
