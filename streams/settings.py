@@ -49,6 +49,29 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(8080, ge=0, le=65535, description="0 picks a free port")
     api_key: SecretStr | None = None
+    visitor_secret: SecretStr | None = Field(
+        None,
+        description="HMAC key of the browser tokens of /v1/visitor/* (unset: those routes are"
+        " off, except under `up`, which makes one for its processes)",
+    )
+    visitor_origins: str = Field(
+        "",
+        description="comma-separated origins (scheme://host[:port]) whose pages may call"
+        " /v1/visitor/* cross-origin; `*` allows any",
+    )
+    visitor_token_ttl_s: int = Field(3600, ge=60, description="lifetime of a visitor token")
+    visitor_heartbeat_s: float = Field(
+        15.0, gt=0, description="comment line sent on an idle visitor stream this often"
+    )
+    visitor_resume_depth: int = Field(
+        32, ge=0, description="recent migrations kept per followed visitor for Last-Event-ID"
+    )
+    visitor_resume_s: float = Field(
+        600.0, ge=0, description="how long they are kept after the visitor's last stream closed"
+    )
+    visitor_max_connections: int = Field(
+        10_000, ge=1, description="open visitor streams per API process (more get 503)"
+    )
     group_id: str = Field("segmenter", description="Kafka consumer group of the workers")
     redis_cluster: bool = Field(
         False, description="SEGMENTER_REDIS_URL is a node of a Redis Cluster"
@@ -136,3 +159,10 @@ class Settings(BaseSettings):
     ce_source: str = Field("urn:segmenter", description="CloudEvents source attribute")
     state_dir: Path = Field(Path(".segmenter"), description="where `up` writes stack.json")
     log_level: str = "info"
+
+    @property
+    def visitor_origin_set(self) -> frozenset[str]:
+        """``visitor_origins`` as a set (trailing slashes dropped, empty items ignored)."""
+        return frozenset(
+            o.strip().rstrip("/") for o in self.visitor_origins.split(",") if o.strip()
+        )

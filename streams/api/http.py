@@ -13,8 +13,10 @@ Routes (documented in ``docs/api.md`` and ``GET /openapi.json``):
 | ``GET /v1/migrations/matrix?day=YYYY-MM-DD`` | moves between segments on a day |
 | ``GET /v1/rfm/grid`` | a 5x5 recency x frequency grid of a sample of customers |
 | ``GET /healthz``, ``GET /metrics``, ``GET /openapi.json``, ``GET /`` | ops and dashboard |
+| ``/v1/visitor/...``, ``GET /demo`` | browsers' own tokens (:mod:`streams.api.visitor`) |
 
-Every ``/v1/`` route needs ``Authorization: Bearer <SEGMENTER_API_KEY>`` when that is set.
+Every ``/v1/`` route needs ``Authorization: Bearer <SEGMENTER_API_KEY>`` when that is set,
+except those with credentials of their own (``OWN_CREDENTIALS``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from streams.api.customers import customer_view, explain_view
 from streams.api.metrics import CONTENT_TYPE, render
 from streams.api.openapi import openapi_document
 from streams.api.preview import DraftError, run_preview
+from streams.api.visitor import OWN_CREDENTIALS, VisitorRoutes
+from streams.api.visitor_hub import VisitorHub
 from streams.engine import RuleSet
 from streams.models.published import ModelReader
 from streams.pipeline.metrics import Metrics
@@ -66,6 +70,7 @@ STATIC = {
     "report.js": "application/javascript",
     "charts.js": "application/javascript",
     "app.css": "text/css",
+    "segmenter.js": "application/javascript",
 }
 DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 RFM_SAMPLE = 5000
@@ -87,7 +92,9 @@ class HttpServer:
     """An aiohttp server bound to ``settings.http_host``/``http_port`` (0 picks a free port).
 
     ``lag``, when given, reports consumer lag per input partition on ``/metrics``; a
-    ``consumer_lag`` mapping attribute on ``metrics`` is read too when present.
+    ``consumer_lag`` mapping attribute on ``metrics`` is read too when present. ``visitors``,
+    the fan-out hub of ``segmenter api``, serves the live visitor streams (without it they
+    answer 503).
     """
 
     def __init__(
@@ -99,6 +106,7 @@ class HttpServer:
         health: HealthCheck,
         lag: LagProbe | None = None,
         delivery: DeliveryProbe | None = None,
+        visitors: VisitorHub | None = None,
     ) -> None:
         self.settings = settings
         self.rules = rules
@@ -109,6 +117,8 @@ class HttpServer:
         self.delivery = delivery
         self.models = ModelReader()
         self.analytics = AnalyticsRoutes(settings, store, lambda: self.rules, self.models)
+        self.visitors = visitors
+        self.visitor_routes = VisitorRoutes(settings, store, visitors)
         self.port = settings.http_port or free_port(settings.http_host)
         self._runner: web.AppRunner | None = None
 
@@ -137,6 +147,7 @@ class HttpServer:
         app.router.add_get("/v1/rfm/grid", self._rfm)
         app.router.add_get("/v1/destinations", self._destinations)
         app.router.add_get("/v1/models", self._models)
+        self.visitor_routes.route(app)
         return app
 
     async def start(self) -> None:
@@ -156,7 +167,8 @@ class HttpServer:
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         key = self.settings.api_key
-        if key is not None and request.path.startswith("/v1/"):
+        path = request.path
+        if key is not None and path.startswith("/v1/") and path not in OWN_CREDENTIALS:
             given = request.headers.get("Authorization", "")
             expected = f"Bearer {key.get_secret_value()}"
             if not hmac.compare_digest(given.encode(), expected.encode()):
@@ -241,6 +253,8 @@ class HttpServer:
             status["ok"],
             await self._delivery(),
         )
+        if self.visitors is not None:
+            text += self.visitors.metrics_text()
         response = web.Response(text=text)
         response.headers["Content-Type"] = CONTENT_TYPE
         return response

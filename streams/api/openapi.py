@@ -300,6 +300,21 @@ def _op(
 
 def openapi_document() -> dict[str, Any]:
     """OpenAPI 3.1 description of every route."""
+    from streams.api import openapi_visitor  # it builds on this module's helpers
+
+    doc = _core_document()
+    components = doc["components"]
+    components["schemas"] = {**components["schemas"], **openapi_visitor.SCHEMAS}
+    components["securitySchemes"] = {
+        **components["securitySchemes"],
+        **openapi_visitor.SECURITY,
+    }
+    doc["paths"].update(openapi_visitor.visitor_paths())
+    return doc
+
+
+def _core_document() -> dict[str, Any]:
+    """The document without the visitor routes."""
     preview = _op("What a draft segment would do (not activated)", "Preview")
     preview["requestBody"] = {
         "required": True,
@@ -447,7 +462,7 @@ def openapi_document() -> dict[str, Any]:
             "/report": {"get": _op("The MIDAS report page", None, auth=False, media="text/html")},
             "/static/{name}": {
                 "get": _op(
-                    "Dashboard assets",
+                    "Dashboard assets and segmenter.js",
                     None,
                     path=["name"],
                     auth=False,

@@ -26,9 +26,9 @@ almost an hour, and a worker must not treat them as too late to count (in the pr
 clock the allowance only decides that; timers follow the wall clock)."""
 
 
-def start_worker(infra: Infra, command: str = "worker") -> tuple[Child, int]:
-    """Start ``segmenter worker`` (or ``api``) on the run's topics and namespace; return it and
-    its HTTP port."""
+def start_worker(infra: Infra, command: str = "worker", **extra: object) -> tuple[Child, int]:
+    """Start ``segmenter worker`` (or ``api``) on the run's topics and namespace, with ``extra``
+    settings; return it and its HTTP port."""
     port = free_port()
     env = settings_env(
         kafka_bootstrap=infra.bootstrap,
@@ -48,6 +48,7 @@ def start_worker(infra: Infra, command: str = "worker") -> tuple[Child, int]:
         http_port=port,
         api_key=None,
         log_level="warning",
+        **extra,
     )
     return Child([command], env).start(), port
 

@@ -45,6 +45,11 @@ KEYS = (
     "cluster_3_events_per_s",
     "cluster_3_cpu_us_per_event",
     "cluster_scaling_ratio",
+    "visitor_p50_ms",
+    "visitor_p99_ms",
+    "visitor_api_kb_per_stream",
+    "visitor_api_mb_per_1000",
+    "visitor_api_cpu_pct",
 )
 
 
@@ -57,6 +62,7 @@ def test_small_bench_reports_every_figure(kafka_bootstrap: str, redis_url: str) 
         *("--workers", "2"),
         "--deliver",
         "--redis-cluster",
+        *("--visitors", "300"),
     ]
     done = subprocess.run(
         [sys.executable, "-m", "streams", "bench", "--json", *args],
@@ -90,6 +96,10 @@ def test_small_bench_reports_every_figure(kafka_bootstrap: str, redis_url: str) 
     assert len(report["cluster_1_key_share"]) == 1
     shares = report["cluster_3_key_share"]
     assert len(shares) == 3 and all(share > 0 for share in shares), shares
+    # (j): every stream opened, and every sampled visitor's stream got its segment change
+    assert report["visitors"] == report["visitor_streams"] == 300
+    assert report["visitor_samples"] == report["visitor_sent"] == 300
+    assert report["visitor_p50_ms"] <= report["visitor_p99_ms"]
     # The session's broker and Redis were not started by the bench: no CPU figure for them.
     assert report["live_cpu_broker_pct"] is None
     assert report["live_cpu_redis_pct"] is None
