@@ -18,8 +18,11 @@ In one run, on the same broker, Redis and synthetic events:
    receiver (:mod:`streams.benchmarks.delivery`);
 8. with ``--redis-cluster``, (i): two workers on the partitioned Redis layout over a local
    1-master and then 3-master Redis Cluster (:mod:`streams.benchmarks.cluster`);
-9. with ``--collect``, (j): the Segment-compatible HTTP collector of one ``segmenter api``
-   process, batches of 100 events (:mod:`streams.benchmarks.collect`).
+9. with ``--visitors N``, (j): N open visitor streams on the API process, the latency from an
+   event to its stream event, and the API's memory and CPU per 1,000 streams
+   (:mod:`streams.benchmarks.visitors`);
+10. with ``--collect``, (k): the Segment-compatible HTTP collector of one ``segmenter api``
+    process, batches of 100 events (:mod:`streams.benchmarks.collect`).
 
 The run uses its own topics, Redis namespace and consumer group; embedded servers are started
 unless ``SEGMENTER_KAFKA_BOOTSTRAP`` / ``SEGMENTER_REDIS_URL`` are set, and on configured servers
@@ -29,6 +32,7 @@ everything the run created is deleted at the end. The bench reports; it never fa
 from __future__ import annotations
 
 import asyncio
+import secrets
 import sys
 
 from aiokafka.errors import KafkaError
@@ -51,8 +55,10 @@ from streams.benchmarks.report import (
     results,
     table,
     to_json,
+    visitor_results,
 )
 from streams.benchmarks.segmenter import run_segmenter, start_worker, wait_http
+from streams.benchmarks.visitors import VisitorReport, run_visitors
 from streams.settings import Settings
 from streams.stack.children import Child
 from streams.stack.embedded import StackError
@@ -75,6 +81,17 @@ def _roles(infra: Infra, workers: list[Child], api: Child) -> dict[str, list[int
     if infra.redis_server is not None and infra.redis_server.proc is not None:
         roles["redis"] = [infra.redis_server.proc.pid]
     return roles
+
+
+def _visitors(
+    infra: Infra, cfg: BenchConfig, api: Child, port: int, secret: bytes
+) -> VisitorReport | None:
+    """(j) on the running API process, when asked for."""
+    if cfg.visitors <= 0 or api.proc is None:
+        return None
+    return asyncio.run(
+        run_visitors(infra, port, api.proc.pid, secret, cfg.visitors, cfg.visitor_rate, cfg.seconds)
+    )
 
 
 def _measure(
@@ -100,11 +117,18 @@ def _measure(
         memory = asyncio.run(measure_memory(infra, cfg.seed))
         for child, port in workers:
             asyncio.run(wait_http(port, child))
-        api, api_port = start_worker(infra, "api")
+        secret = secrets.token_urlsafe(24)
+        api, api_port = start_worker(
+            infra,
+            "api",
+            visitor_secret=secret,
+            visitor_max_connections=max(cfg.visitors + 100, 10_000),
+        )
         children.append(api)
         asyncio.run(wait_http(api_port, api))
         roles = _roles(infra, pool, api)
         live = asyncio.run(run_live(infra, cfg, api_port, memory.sample_ids, roles))
+        visitors = _visitors(infra, cfg, api, api_port, secret.encode())
         for child in pool:
             if not child.alive():
                 raise BenchError(f"a worker stopped: {child.log_tail(5)!r}")
@@ -112,6 +136,8 @@ def _measure(
         for child in reversed(children):
             child.stop()
     figures = results(cfg, ceiling, segmenter, memory, live)
+    if visitors is not None:
+        figures.update(visitor_results(visitors))
     if peer:
         say("(g) peer: the same events again, to two fresh topics")
         again = synthetic(cfg.events, cfg.customers, cfg.seed)
@@ -141,12 +167,13 @@ def run_bench(
     deliver: bool = False,
     cluster: bool = False,
     collect: bool = False,
+    visitors: int = 0,
 ) -> int:
     """Run every phase; print the table (or one JSON object); 0 unless infrastructure failed.
 
     ``peer`` adds (g), which needs Quix Streams (``pip install -e '.[bench]'``): 2 without it.
     """
-    if events < 1 or customers < 1 or rate <= 0 or seconds <= 0 or api_rate <= 0 or workers < 1:
+    if min(events, customers, workers) < 1 or min(rate, seconds, api_rate) <= 0 or visitors < 0:
         print(
             "segmenter bench: sizes, rates, durations and workers must be positive",
             file=sys.stderr,
@@ -165,6 +192,7 @@ def run_bench(
         seconds=seconds,
         api_rate=api_rate,
         workers=workers,
+        visitors=visitors,
     )
     infra = Infra(settings)
     figures: dict[str, object] | None = None

@@ -111,6 +111,7 @@ def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         peer=args.peer,
         deliver=args.deliver,
         cluster=args.redis_cluster,
+        visitors=args.visitors,
         collect=args.collect,
     )
 
@@ -364,9 +365,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="add (i): 2 workers on the partitioned layout over a 1- and a 3-master Redis Cluster",
     )
     bench.add_argument(
+        "--visitors",
+        type=int,
+        nargs="?",
+        const=10_000,
+        default=0,
+        metavar="N",
+        help="add (j): N open visitor streams (default 10000), events for a sample at 200/s",
+    )
+    bench.add_argument(
         "--collect",
         action="store_true",
-        help="add (j): the HTTP collector of one `segmenter api` process, batches of 100",
+        help="add (k): the HTTP collector of one `segmenter api` process, batches of 100",
     )
     bench.set_defaults(func=_cmd_bench)
     return parser

@@ -59,6 +59,29 @@ class Settings(BaseSettings):
         description="comma-separated browser origins allowed to post to the collector (CORS);"
         " * for any; the API's own origin is always allowed",
     )
+    visitor_secret: SecretStr | None = Field(
+        None,
+        description="HMAC key of the browser tokens of /v1/visitor/* (unset: those routes are"
+        " off, except under `up`, which makes one for its processes)",
+    )
+    visitor_origins: str = Field(
+        "",
+        description="comma-separated origins (scheme://host[:port]) whose pages may call"
+        " /v1/visitor/* cross-origin; `*` allows any",
+    )
+    visitor_token_ttl_s: int = Field(3600, ge=60, description="lifetime of a visitor token")
+    visitor_heartbeat_s: float = Field(
+        15.0, gt=0, description="comment line sent on an idle visitor stream this often"
+    )
+    visitor_resume_depth: int = Field(
+        32, ge=0, description="recent migrations kept per followed visitor for Last-Event-ID"
+    )
+    visitor_resume_s: float = Field(
+        600.0, ge=0, description="how long they are kept after the visitor's last stream closed"
+    )
+    visitor_max_connections: int = Field(
+        10_000, ge=1, description="open visitor streams per API process (more get 503)"
+    )
     group_id: str = Field("segmenter", description="Kafka consumer group of the workers")
     redis_cluster: bool = Field(
         False, description="SEGMENTER_REDIS_URL is a node of a Redis Cluster"
@@ -151,8 +174,19 @@ class Settings(BaseSettings):
         """The collector's write keys (``SEGMENTER_WRITE_KEYS`` split on commas)."""
         if self.write_keys is None:
             return ()
-        return tuple(k.strip() for k in self.write_keys.get_secret_value().split(",") if k.strip())
+        return _items(self.write_keys.get_secret_value())
 
-    def collector_origin_list(self) -> tuple[str, ...]:
-        """Origins of ``SEGMENTER_COLLECTOR_ORIGINS``, without trailing slashes."""
-        return tuple(o.strip().rstrip("/") for o in self.collector_origins.split(",") if o.strip())
+    @property
+    def collector_origin_set(self) -> frozenset[str]:
+        """``collector_origins`` as a set (trailing slashes dropped, empty items ignored)."""
+        return frozenset(o.rstrip("/") for o in _items(self.collector_origins))
+
+    @property
+    def visitor_origin_set(self) -> frozenset[str]:
+        """``visitor_origins`` as a set (trailing slashes dropped, empty items ignored)."""
+        return frozenset(o.rstrip("/") for o in _items(self.visitor_origins))
+
+
+def _items(text: str) -> tuple[str, ...]:
+    """The non-empty items of a comma-separated setting, stripped."""
+    return tuple(item.strip() for item in text.split(",") if item.strip())

@@ -34,6 +34,7 @@ import orjson
 from aiohttp import web
 
 from streams.api.collector_sink import KafkaSink, SinkUnavailable
+from streams.api.cors import cors_headers
 from streams.api.metrics import Exposition
 from streams.api.tracking import (
     MAX_BODY_BYTES,
@@ -98,7 +99,7 @@ class Collector:
         self.settings = settings
         self.sink = sink
         self.keys = tuple(key.encode() for key in settings.write_key_list())
-        self.origins = frozenset(settings.collector_origin_list())
+        self.origins = settings.collector_origin_set
         self.requests: Counter[int] = Counter()
         self.events: Counter[str] = Counter()
 
@@ -110,9 +111,9 @@ class Collector:
 
     def _post_handler(self, route: str) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handle(request: web.Request) -> web.Response:
-            origin = request.headers.get("Origin")
-            cors = self._cors(request, origin)
+            cors = cors_headers(request, self.origins)
             if cors is None:
+                origin = request.headers.get("Origin")
                 refused = f"origin {origin} is not in SEGMENTER_COLLECTOR_ORIGINS"
                 response = _refusal(403, "origin_not_allowed", refused)
             else:
@@ -123,18 +124,8 @@ class Collector:
 
         return handle
 
-    def _cors(self, request: web.Request, origin: str | None) -> dict[str, str] | None:
-        """The CORS headers for ``origin`` (none without one), or None when it is refused."""
-        if origin is None:
-            return {}
-        own = f"{request.scheme}://{request.host}"
-        if origin != own and origin not in self.origins and "*" not in self.origins:
-            return None
-        return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
-
     async def _preflight(self, request: web.Request) -> web.Response:
-        origin = request.headers.get("Origin")
-        cors = self._cors(request, origin)
+        cors = cors_headers(request, self.origins)
         if not cors:
             return web.Response(status=403, text="origin not allowed")
         cors.update(

@@ -14,9 +14,10 @@ Routes (documented in ``docs/api.md`` and ``GET /openapi.json``):
 | ``GET /v1/rfm/grid`` | a 5x5 recency x frequency grid of a sample of customers |
 | ``GET /healthz``, ``GET /metrics``, ``GET /openapi.json``, ``GET /`` | ops and dashboard |
 | ``POST /v1/batch``, ``/v1/track``... | the Segment-compatible collector (:mod:`.collector`) |
+| ``/v1/visitor/...``, ``GET /demo`` | browsers' own tokens (:mod:`streams.api.visitor`) |
 
 Every ``/v1/`` route needs ``Authorization: Bearer <SEGMENTER_API_KEY>`` when that is set,
-except the collector's, which take a write key.
+except those with credentials of their own (``OWN_CREDENTIALS``, the collector's write keys).
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ from streams.api.customers import customer_view, explain_view
 from streams.api.metrics import CONTENT_TYPE, render
 from streams.api.openapi import openapi_document
 from streams.api.preview import DraftError, run_preview
+from streams.api.visitor import OWN_CREDENTIALS as VISITOR_CREDENTIALS
+from streams.api.visitor import VisitorRoutes
+from streams.api.visitor_hub import VisitorHub
 from streams.engine import RuleSet
 from streams.models.published import ModelReader
 from streams.pipeline.metrics import Metrics
@@ -70,9 +74,12 @@ STATIC = {
     "report.js": "application/javascript",
     "charts.js": "application/javascript",
     "app.css": "text/css",
+    "segmenter.js": "application/javascript",
 }
 DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 RFM_SAMPLE = 5000
+OWN_CREDENTIALS = VISITOR_CREDENTIALS | COLLECTOR_PATHS
+"""Routes under /v1/ that take credentials of their own instead of the API key."""
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -93,7 +100,8 @@ class HttpServer:
     ``lag``, when given, reports consumer lag per input partition on ``/metrics``; a
     ``consumer_lag`` mapping attribute on ``metrics`` is read too when present. ``sink``, the
     producer of ``segmenter api``, makes the collector routes take events (without it they
-    answer 404).
+    answer 404). ``visitors``, the fan-out hub of ``segmenter api``, serves the live visitor
+    streams (without it they answer 503).
     """
 
     def __init__(
@@ -106,6 +114,7 @@ class HttpServer:
         lag: LagProbe | None = None,
         delivery: DeliveryProbe | None = None,
         sink: KafkaSink | None = None,
+        visitors: VisitorHub | None = None,
     ) -> None:
         self.settings = settings
         self.rules = rules
@@ -117,6 +126,8 @@ class HttpServer:
         self.models = ModelReader()
         self.analytics = AnalyticsRoutes(settings, store, lambda: self.rules, self.models)
         self.collector = Collector(settings, sink)
+        self.visitors = visitors
+        self.visitor_routes = VisitorRoutes(settings, store, visitors)
         self.port = settings.http_port or free_port(settings.http_host)
         self._runner: web.AppRunner | None = None
 
@@ -146,6 +157,7 @@ class HttpServer:
         app.router.add_get("/v1/destinations", self._destinations)
         app.router.add_get("/v1/models", self._models)
         self.collector.route(app)
+        self.visitor_routes.route(app)
         return app
 
     async def start(self) -> None:
@@ -166,7 +178,7 @@ class HttpServer:
     ) -> web.StreamResponse:
         key = self.settings.api_key
         path = request.path
-        if key is not None and path.startswith("/v1/") and path not in COLLECTOR_PATHS:
+        if key is not None and path.startswith("/v1/") and path not in OWN_CREDENTIALS:
             given = request.headers.get("Authorization", "")
             expected = f"Bearer {key.get_secret_value()}"
             if not hmac.compare_digest(given.encode(), expected.encode()):
@@ -253,6 +265,8 @@ class HttpServer:
         )
         if self.collector.sink is not None:
             text += self.collector.metrics_text()
+        if self.visitors is not None:
+            text += self.visitors.metrics_text()
         response = web.Response(text=text)
         response.headers["Content-Type"] = CONTENT_TYPE
         return response

@@ -300,10 +300,27 @@ def _op(
 
 def openapi_document() -> dict[str, Any]:
     """OpenAPI 3.1 description of every route."""
-    from streams.api.openapi_collector import SCHEMAS as COLLECTOR_SCHEMAS
-    from streams.api.openapi_collector import SECURITY as COLLECTOR_SECURITY
-    from streams.api.openapi_collector import collector_paths
+    from streams.api import openapi_collector, openapi_visitor  # they build on this module
 
+    doc = _core_document()
+    components = doc["components"]
+    components["schemas"] = {
+        **components["schemas"],
+        **openapi_visitor.SCHEMAS,
+        **openapi_collector.SCHEMAS,
+    }
+    components["securitySchemes"] = {
+        **components["securitySchemes"],
+        **openapi_visitor.SECURITY,
+        **openapi_collector.SECURITY,
+    }
+    doc["paths"].update(openapi_visitor.visitor_paths())
+    doc["paths"].update(openapi_collector.collector_paths())
+    return doc
+
+
+def _core_document() -> dict[str, Any]:
+    """The document without the visitor routes."""
     preview = _op("What a draft segment would do (not activated)", "Preview")
     preview["requestBody"] = {
         "required": True,
@@ -390,9 +407,8 @@ def openapi_document() -> dict[str, Any]:
                     "scheme": "bearer",
                     "description": "the value of SEGMENTER_API_KEY (only when it is set)",
                 },
-                **COLLECTOR_SECURITY,
             },
-            "schemas": {**SCHEMAS, **COLLECTOR_SCHEMAS},
+            "schemas": SCHEMAS,
         },
         "paths": {
             "/v1/customers/{id}": {
@@ -453,7 +469,7 @@ def openapi_document() -> dict[str, Any]:
             "/report": {"get": _op("The MIDAS report page", None, auth=False, media="text/html")},
             "/static/{name}": {
                 "get": _op(
-                    "Dashboard assets",
+                    "Dashboard assets and segmenter.js",
                     None,
                     path=["name"],
                     auth=False,
@@ -461,6 +477,5 @@ def openapi_document() -> dict[str, Any]:
                     not_found="no such file",
                 )
             },
-            **collector_paths(),
         },
     }

@@ -1,4 +1,4 @@
-"""(j) ``segmenter bench --collect``: the HTTP collector of one ``segmenter api`` process.
+"""(k) ``segmenter bench --collect``: the HTTP collector of one ``segmenter api`` process.
 
 One ``segmenter api`` child (write key :data:`WRITE_KEY`) produces to a fresh 8-partition topic
 that nothing reads, so no worker competes for the CPU. The bench process is the client, over
@@ -49,7 +49,7 @@ CONCURRENCY = 8
 
 @dataclass
 class CollectFigures:
-    """What (j) measured."""
+    """What (k) measured."""
 
     events: int = 0
     events_per_s: float = 0.0
@@ -160,13 +160,13 @@ async def _measure(
         figures.events_per_s = figures.events / max(elapsed, 1e-6)
         figures.cpu_us_per_event = per_event_us(meter.used()["api"], figures.events)
         say(
-            f"(j) collector: {figures.events} events in {elapsed:.1f}s = "
+            f"(k) collector: {figures.events} events in {elapsed:.1f}s = "
             f"{figures.events_per_s:.0f} events/s ({figures.errors} failed requests)"
         )
         if figures.events_per_s <= 0:
             raise BenchError("the collector accepted no event")
         half = figures.events_per_s / 2 / BATCH
-        say(f"(j) collector latency: {half * BATCH:.0f} events/s for {cfg.seconds:g}s")
+        say(f"(k) collector latency: {half * BATCH:.0f} events/s for {cfg.seconds:g}s")
         meter = CpuMeter(roles)
         meter.start()
         await _latency(session, url, bodies, half, cfg.seconds, figures)
@@ -175,7 +175,7 @@ async def _measure(
 
 
 def run_collect(infra: Infra, cfg: BenchConfig) -> CollectFigures:
-    """Start the collector's API process, measure (j), stop it."""
+    """Start the collector's API process, measure (k), stop it."""
     topic = f"{infra.prefix}.collect.events"
     asyncio.run(ensure_topics(infra.bootstrap, {topic: PARTITIONS}))
     messages = synthetic(cfg.events, cfg.customers, cfg.seed + 2)

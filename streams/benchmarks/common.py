@@ -100,6 +100,9 @@ class BenchConfig:
     timer_customers: int = 200
     timer_delay_s: float = 2.0
     seed: int = 7
+    visitors: int = 0
+    """Open visitor streams of (j); 0 leaves (j) out."""
+    visitor_rate: float = 200.0
 
 
 @dataclass

@@ -37,7 +37,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.benchmarks.common import PARTITIONS, BenchConfig, BenchError, Infra, open_loop, say
 from streams.benchmarks.cpu import CpuMeter
-from streams.benchmarks.load import Message, producer
+from streams.benchmarks.load import Message, producer, send_paced
 from streams.events.models import iso
 from streams.generate.personas import Generator
 
@@ -200,21 +200,9 @@ async def _produce(
 ) -> None:
     """Send events of new customers at the fixed rate for ``cfg.seconds``."""
     events = new_customer_events(int(cfg.rate * cfg.seconds), cfg.seed + 1, f"lat{infra.run}-")
-    topic = infra.input_topic
-    futures: list[asyncio.Future[Any]] = []
-    start = time.monotonic()
-    while (elapsed := time.monotonic() - start) < cfg.seconds:
-        for _ in range(min(int(cfg.rate * elapsed), len(events)) - live.sent):
-            mid, (key, value) = events[live.sent]
-            live.sent_at[mid] = time.monotonic()
-            futures.append(await client.send(topic, value=value, key=key))
-            live.sent += 1
-        await asyncio.sleep(_TICK_S)
-    live.send_seconds = time.monotonic() - start
-    results = await asyncio.gather(*futures, return_exceptions=True)
-    errors = [r for r in results if isinstance(r, BaseException)]
-    if errors:
-        raise BenchError(f"{len(errors)} events could not be produced: {errors[0]!r}")
+    live.sent, live.send_seconds = await send_paced(
+        client, infra.input_topic, events, cfg.rate, live.sent_at, cfg.seconds
+    )
 
 
 async def _drain(live: LiveReport, reader: asyncio.Task[None], last_due: float) -> None:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from streams.benchmarks.common import Progress, say
+from streams.benchmarks.common import BenchError, Progress, say
 from streams.generate.personas import Generator, customer_key
 
 Message = tuple[bytes, bytes]
@@ -73,3 +75,38 @@ async def preproduce(bootstrap: str, topics: Sequence[str], messages: Sequence[M
     finally:
         await client.stop()
     say(f"{total} events produced to {len(topics)} topics")
+
+
+PACE_TICK_S = 0.002
+
+
+async def send_paced(
+    client: AIOKafkaProducer,
+    topic: str,
+    messages: Sequence[tuple[str, Message]],
+    rate: float,
+    sent_at: dict[str, float],
+    seconds: float | None = None,
+) -> tuple[int, float]:
+    """Send ``(tag, message)`` pairs at ``rate`` per second (until all are sent, or for at most
+    ``seconds``), noting each tag's send time (monotonic) in ``sent_at``; the count sent and the
+    seconds it took. Raises :class:`BenchError` when some could not be produced."""
+    futures: list[asyncio.Future[Any]] = []
+    start = time.monotonic()
+    sent = 0
+    while sent < len(messages):
+        elapsed = time.monotonic() - start
+        if seconds is not None and elapsed >= seconds:
+            break
+        for _ in range(min(int(rate * elapsed), len(messages)) - sent):
+            tag, (key, value) = messages[sent]
+            sent_at[tag] = time.monotonic()
+            futures.append(await client.send(topic, value=value, key=key))
+            sent += 1
+        await asyncio.sleep(PACE_TICK_S)
+    took = time.monotonic() - start
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        raise BenchError(f"{len(errors)} events could not be produced: {errors[0]!r}")
+    return sent, took

@@ -14,7 +14,9 @@ from streams.benchmarks.common import BenchConfig, Throughput, percentile
 from streams.benchmarks.delivery import DeliveryFigures
 from streams.benchmarks.live import LiveReport
 from streams.benchmarks.memory import MemoryReport
+from streams.benchmarks.visitors import VisitorReport
 
+MB = 1024 * 1024
 LIVE_ROLES = ("workers", "broker", "redis", "api", "bench")
 """The processes whose CPU share during the live phase is reported (``live_cpu_<role>_pct``)."""
 
@@ -140,8 +142,42 @@ CLUSTER_ROWS = (
 """The table's rows of (i), shown when the run had ``--redis-cluster``."""
 
 
+def visitor_results(found: VisitorReport) -> dict[str, Any]:
+    """(j): streams opened, latency from event to stream event, the API's memory and CPU."""
+    per_stream = found.bytes_per_stream
+    return {
+        "visitors": found.visitors,
+        "visitor_streams": found.opened,
+        "visitor_open_s": _round(found.open_seconds, 1),
+        "visitor_sent": found.sent,
+        "visitor_rate": _round(found.sent / found.send_seconds if found.send_seconds else None, 1),
+        "visitor_samples": len(found.latencies),
+        "visitor_p50_ms": _round(percentile(found.latencies, 50)),
+        "visitor_p99_ms": _round(percentile(found.latencies, 99)),
+        "visitor_max_ms": _round(max(found.latencies, default=None)),
+        "visitor_api_kb_per_stream": _round(None if per_stream is None else per_stream / 1024),
+        "visitor_api_mb_per_1000": _round(None if per_stream is None else per_stream * 1000 / MB),
+        "visitor_api_rss_mb": _round(None if found.rss_open is None else found.rss_open / MB, 1),
+        "visitor_api_idle_cpu_pct": _round(found.idle_cpu_pct, 1),
+        "visitor_api_cpu_pct": _round(found.load_cpu_pct, 1),
+        "visitor_api_cpu_pct_per_1000": _round(found.per_thousand(found.load_cpu_pct), 3),
+    }
+
+
+def _visitor_rows() -> list[Row]:
+    return [
+        Row("(j) visitor streams open", "visitor_streams", ""),
+        Row("    event to stream p50", "visitor_p50_ms", "ms"),
+        Row("    event to stream p99", "visitor_p99_ms", "ms", "<= 250 ms", lambda v: v <= 250),
+        Row("    API memory per 1,000", "visitor_api_mb_per_1000", "MB"),
+        Row("    API CPU, streams idle", "visitor_api_idle_cpu_pct", "% core"),
+        Row("    API CPU under load", "visitor_api_cpu_pct", "% core"),
+        Row("    ... per 1,000 streams", "visitor_api_cpu_pct_per_1000", "% core"),
+    ]
+
+
 def collect_results(found: CollectFigures) -> dict[str, Any]:
-    """(j): the collector's accepted events/s and CPU per event, and its request latency at half
+    """(k): the collector's accepted events/s and CPU per event, and its request latency at half
     that rate."""
     return {
         "collect_events": found.events,
@@ -160,10 +196,10 @@ def collect_results(found: CollectFigures) -> dict[str, Any]:
 
 
 def _collect_rows() -> list[Row]:
-    """The table's rows of (j), shown when the run had ``--collect``."""
+    """The table's rows of (k), shown when the run had ``--collect``."""
     return [
         Row(
-            "(j) collector, batches of 100",
+            "(k) collector, batches of 100",
             "collect_events_per_s",
             "events/s",
             ">= 20000",
@@ -251,6 +287,8 @@ def table(figures: dict[str, Any], cfg: BenchConfig) -> str:
         rows += [Row(label, key, unit) for label, key, unit in DELIVERY_ROWS]
     if "cluster_scaling_ratio" in figures:
         rows += [Row(label, key, unit) for label, key, unit in CLUSTER_ROWS]
+    if "visitor_streams" in figures:
+        rows += _visitor_rows()
     if "collect_events_per_s" in figures:
         rows += _collect_rows()
     for row in rows:
@@ -281,5 +319,5 @@ def table(figures: dict[str, Any], cfg: BenchConfig) -> str:
         if figures.get(f"collect_cpu_{role}_pct") is not None
     ]
     if collect:
-        lines.append("CPU during (j)'s latency phase, % of one core: " + ", ".join(collect))
+        lines.append("CPU during (k)'s latency phase, % of one core: " + ", ".join(collect))
     return "\n".join(lines)

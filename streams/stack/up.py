@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -33,6 +34,7 @@ from types import FrameType
 from typing import Any
 
 import orjson
+from pydantic import SecretStr
 
 from streams.settings import Settings
 from streams.stack.embedded import EmbeddedBroker, EmbeddedRedis, StackError, free_port
@@ -361,7 +363,18 @@ def child_env(settings: Settings, infra: Infrastructure, http_port: int) -> dict
             "PYTHONUNBUFFERED": "1",
         }
     )
+    if settings.visitor_secret is not None:
+        env["SEGMENTER_VISITOR_SECRET"] = settings.visitor_secret.get_secret_value()
     return env
+
+
+def with_visitor_secret(settings: Settings) -> Settings:
+    """``settings`` with a random visitor-token key when none is set: the stack's processes
+    share it, and its tokens end with the stack (set ``SEGMENTER_VISITOR_SECRET`` to keep
+    them valid over restarts)."""
+    if settings.visitor_secret is not None:
+        return settings
+    return settings.model_copy(update={"visitor_secret": SecretStr(secrets.token_urlsafe(32))})
 
 
 def banner(
@@ -386,6 +399,7 @@ def banner(
         f"  redis:     {infra.redis_url}\n"
         f"  http:      {http_url}/  (dashboard) · {http_url}/v1/segments\n"
         f"  collect:   {http_url}/v1/batch  (Segment's tracking API; {collect})\n"
+        f"  demo:      {http_url}/demo?customer=<id>  (live content swap)\n"
         f"{deliver}"
         "Ctrl-C to stop."
     )
@@ -433,6 +447,7 @@ def run_up(settings: Settings, generate_rate: float | None, customers: int) -> i
     try:
         if generate_rate is not None and generate_rate <= 0:
             raise StackError("--generate RATE must be positive")
+        settings = with_visitor_secret(settings)
         port = pick_http_port(settings)
         destinations = configured_destinations(settings)
         infra.start(settings, stop)

@@ -14,9 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import itertools
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -29,6 +27,8 @@ import aiohttp
 import orjson
 import pytest
 
+from tests.e2e.browser import Browser, open_page
+
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,32 +38,6 @@ STACK_DIR: list[Path] = []
 """The running stack's working directory (where `segmenter` commands find it; it also holds
 ``model.json``, a model document the test publishes with `segmenter model publish`)."""
 PAGE_TIMEOUT_S = 90.0
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--hide-scrollbars",
-    "--window-size=1400,1300",
-    "--remote-debugging-address=127.0.0.1",
-    "--remote-debugging-port=0",
-]
-
-
-def chromium_binary() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    reason = "chromium is not installed (apt-get install chromium chromium-driver)"
-    if os.environ.get("CI"):
-        pytest.fail(f"dashboard e2e test cannot run under CI: {reason}")
-    pytest.skip(reason)
 
 
 @pytest.fixture
@@ -120,71 +94,6 @@ def stack(tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
-class Browser:
-    """Headless Chromium with one page, driven over the DevTools protocol."""
-
-    def __init__(self, binary: str, profile: Path) -> None:
-        self.profile = profile
-        self.proc = subprocess.Popen(
-            [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
-            stdout=subprocess.DEVNULL,
-            stderr=(profile.parent / "chromium.log").open("wb"),
-            start_new_session=True,
-        )
-        self.ids = itertools.count(1)
-        self.session: aiohttp.ClientSession | None = None
-        self.ws: aiohttp.ClientWebSocketResponse | None = None
-
-    async def connect(self, timeout: float = 30.0) -> None:
-        """Find the DevTools port (``DevToolsActivePort``) and attach to the page target."""
-        port_file = self.profile / "DevToolsActivePort"
-        deadline = time.monotonic() + timeout
-        while not port_file.exists() or not port_file.read_text().strip():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                log = (self.profile.parent / "chromium.log").read_text(errors="replace")
-                raise AssertionError(f"chromium did not start:\n{log[-2000:]}")
-            await asyncio.sleep(0.1)
-        port = port_file.read_text().split()[0]
-        self.session = aiohttp.ClientSession()
-        async with self.session.get(f"http://127.0.0.1:{port}/json/list") as response:
-            targets = await response.json(content_type=None)
-        page = next(t for t in targets if t.get("type") == "page")
-        self.ws = await self.session.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0)
-
-    async def call(self, method: str, **params: Any) -> dict[str, Any]:
-        """One CDP command; its result."""
-        assert self.ws is not None
-        mid = next(self.ids)
-        await self.ws.send_str(
-            orjson.dumps({"id": mid, "method": method, "params": params}).decode()
-        )
-        while True:
-            message = orjson.loads((await self.ws.receive(timeout=60)).data)
-            if message.get("id") == mid:
-                if "error" in message:
-                    raise AssertionError(f"{method}: {message['error']}")
-                return dict(message.get("result", {}))
-
-    async def evaluate(self, expression: str) -> Any:
-        """The value of a JavaScript expression in the page."""
-        result = await self.call("Runtime.evaluate", expression=expression, returnByValue=True)
-        return result.get("result", {}).get("value")
-
-    async def close(self) -> None:
-        if self.ws is not None:
-            await self.ws.close()
-        if self.session is not None:
-            await self.session.close()
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-
-
 STATE_JS = """JSON.stringify({
   ready: document.body.dataset.ready,
   lines: document.querySelectorAll('#sizes path.series').length,
@@ -216,15 +125,7 @@ REPORT_JS = """JSON.stringify({
 
 
 async def wait_for(browser: Browser, check: Any, timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    state: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        raw = await browser.evaluate(STATE_JS)
-        state = orjson.loads(raw) if raw else {}
-        if state and check(state):
-            return state
-        await asyncio.sleep(1.0)
-    raise AssertionError(f"dashboard did not get there in {timeout:g}s: {state}")
+    return await browser.wait_json(STATE_JS, check, timeout, what="dashboard")
 
 
 async def first_member(url: str) -> str:
@@ -237,14 +138,8 @@ async def first_member(url: str) -> str:
 
 
 async def test_dashboard_renders_live_data(stack: str, tmp_path: Path) -> None:
-    binary = chromium_binary()
-    profile = tmp_path / "chromium-profile"
-    profile.mkdir()
-    browser = Browser(binary, profile)
+    browser = await open_page(tmp_path, f"{stack}/")
     try:
-        await browser.connect()
-        await browser.call("Page.enable")
-        await browser.call("Page.navigate", url=f"{stack}/")
 
         def charts_drawn(s: dict[str, Any]) -> bool:
             has_sizes = any(v not in ("0", "") for v in s["sizes"])

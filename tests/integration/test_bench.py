@@ -45,6 +45,11 @@ KEYS = (
     "cluster_3_events_per_s",
     "cluster_3_cpu_us_per_event",
     "cluster_scaling_ratio",
+    "visitor_p50_ms",
+    "visitor_p99_ms",
+    "visitor_api_kb_per_stream",
+    "visitor_api_mb_per_1000",
+    "visitor_api_cpu_pct",
     "collect_events_per_s",
     "collect_cpu_us_per_event",
     "collect_latency_rate",
@@ -63,6 +68,7 @@ def test_small_bench_reports_every_figure(kafka_bootstrap: str, redis_url: str) 
         *("--workers", "2"),
         "--deliver",
         "--redis-cluster",
+        *("--visitors", "300"),
         "--collect",
     ]
     done = subprocess.run(
@@ -97,7 +103,11 @@ def test_small_bench_reports_every_figure(kafka_bootstrap: str, redis_url: str) 
     assert len(report["cluster_1_key_share"]) == 1
     shares = report["cluster_3_key_share"]
     assert len(shares) == 3 and all(share > 0 for share in shares), shares
-    # (j): every batch of the throughput phase was accepted, and the latency phase answered
+    # (j): every stream opened, and every sampled visitor's stream got its segment change
+    assert report["visitors"] == report["visitor_streams"] == 300
+    assert report["visitor_samples"] == report["visitor_sent"] == 300
+    assert report["visitor_p50_ms"] <= report["visitor_p99_ms"]
+    # (k): every batch of the throughput phase was accepted, and the latency phase answered
     assert report["collect_events"] == 3000 - 8 * 100  # the 8 warm-up batches are not counted
     assert report["collect_errors"] == 0
     assert report["collect_latency_samples"] > 0

@@ -222,5 +222,5 @@ def test_basic_user_and_settings_lists() -> None:
         assert basic_user(header) is None
     s = Settings(write_keys=" a, b ,,", collector_origins="https://shop.example/, *")
     assert s.write_key_list() == ("a", "b")
-    assert s.collector_origin_list() == ("https://shop.example", "*")
+    assert s.collector_origin_set == {"https://shop.example", "*"}
     assert Settings().write_key_list() == ()
