@@ -8,8 +8,11 @@ test rule pack. Then:
   at test time from ``tests/e2e/segment_node``) each send identify, track, page and alias calls
   for customers of their own;
 - a raw batch is posted twice, as a client retrying it would (same ``messageId``s);
-- every customer's segments, orders and revenue, read through ``GET /v1/customers/{id}``,
-  must equal a plain-Python reference computed from the calls.
+- in headless Chromium, a click on ``/demo`` sends a track call with ``Segmenter.track`` (the
+  write key in the body, as analytics.js sends it), and the visitor's stream brings the move
+  back to the same page;
+- every customer's segments, orders and revenue, read through ``GET /v1/customers/{id}`` (and
+  the page's segments), must equal a plain-Python reference computed from the calls.
 
 Without ``npm`` (or without the registry) the Node part is skipped with the reason, except
 under CI (``CI`` set), where it fails.
@@ -34,14 +37,17 @@ from typing import Any
 import orjson
 import pytest
 
+from streams.api.visitor_tokens import issue
 from streams.stack.children import Child
 from streams.stack.embedded import free_port
+from tests.e2e.browser import open_page
 from tests.integration.harness import Deployment, write_rules
 
 pytestmark = pytest.mark.e2e
 
 NODE_CLIENT = Path(__file__).resolve().parent / "segment_node"
 WRITE_KEY = "e2e-write-key"
+VISITOR_SECRET = "e2e-visitor-secret"
 READY_TIMEOUT_S = 60.0
 SETTLE_TIMEOUT_S = 90.0
 
@@ -76,7 +82,7 @@ def stack(
     rules = write_rules(tmp_path_factory.mktemp("rules"))
     deployment = Deployment(kafka_bootstrap, redis_url, prefix, rules)
     asyncio.run(deployment.create_topics())
-    env = deployment.env()
+    env = deployment.env(visitor_secret=VISITOR_SECRET)
     env["SEGMENTER_CLOCK"] = "processing"  # live HTTP traffic: the wall clock
     worker = Child(["worker"], env).start()
     port = free_port()
@@ -281,3 +287,43 @@ def test_a_retried_batch_changes_nothing(stack: Stack) -> None:
         with urllib.request.urlopen(request, timeout=15) as response:
             assert orjson.loads(response.read()) == {"success": True}
     wait_for(stack, reference(calls + calls))
+
+
+PAGE_JS = """JSON.stringify({
+  connected: document.body.dataset.connected,
+  segments: document.body.dataset.segments,
+  button: document.getElementById('buy') !== null,
+  same: window.sameDocument === true,
+})"""
+
+
+async def test_a_click_on_the_demo_page_moves_the_visitor(stack: Stack, tmp_path: Path) -> None:
+    visitor = f"web-{uuid.uuid4().hex[:8]}"
+    token = issue(VISITOR_SECRET.encode(), visitor, int(time.time()), 600)
+    calls = [
+        {
+            "call": "track",
+            "userId": visitor,
+            "event": "Order Completed",
+            "properties": {"revenue": 40},
+        }
+    ]  # what the button sends
+    expected = reference(calls)
+    browser = await open_page(tmp_path, f"{stack.url}/demo?token={token}&writeKey={WRITE_KEY}")
+    try:
+        ready = await browser.wait_json(
+            PAGE_JS, lambda s: s["connected"] == "1" and s["button"], SETTLE_TIMEOUT_S, every=0.25
+        )
+        assert ready["segments"] == ""  # a new visitor: in no segment yet
+        await browser.evaluate("window.sameDocument = true; document.getElementById('buy').click()")
+        moved = await browser.wait_json(
+            PAGE_JS,
+            lambda s: set(s["segments"].split()) == expected[visitor]["segments"],
+            SETTLE_TIMEOUT_S,
+            every=0.25,
+            what="the demo page",
+        )
+        assert moved["same"]  # the stream brought it, not a reload
+    finally:
+        await browser.close()
+    wait_for(stack, expected)
