@@ -20,7 +20,9 @@ In one run, on the same broker, Redis and synthetic events:
    1-master and then 3-master Redis Cluster (:mod:`streams.benchmarks.cluster`);
 9. with ``--visitors N``, (j): N open visitor streams on the API process, the latency from an
    event to its stream event, and the API's memory and CPU per 1,000 streams
-   (:mod:`streams.benchmarks.visitors`).
+   (:mod:`streams.benchmarks.visitors`);
+10. with ``--collect``, (k): the Segment-compatible HTTP collector of one ``segmenter api``
+    process, batches of 100 events (:mod:`streams.benchmarks.collect`).
 
 The run uses its own topics, Redis namespace and consumer group; embedded servers are started
 unless ``SEGMENTER_KAFKA_BOOTSTRAP`` / ``SEGMENTER_REDIS_URL`` are set, and on configured servers
@@ -38,6 +40,7 @@ from redis.exceptions import RedisError
 
 from streams.benchmarks.ceiling import run_ceiling
 from streams.benchmarks.cluster import cluster_topics, run_cluster
+from streams.benchmarks.collect import run_collect
 from streams.benchmarks.common import BenchConfig, BenchError, Infra, cleanup, delete_run, say
 from streams.benchmarks.delivery import run_delivery
 from streams.benchmarks.live import run_live
@@ -46,6 +49,7 @@ from streams.benchmarks.memory import measure_memory
 from streams.benchmarks.peer import cleanup_peer, peer_available, run_peer
 from streams.benchmarks.report import (
     cluster_results,
+    collect_results,
     delivery_results,
     peer_results,
     results,
@@ -91,7 +95,7 @@ def _visitors(
 
 
 def _measure(
-    infra: Infra, cfg: BenchConfig, peer: bool, deliver: bool, cluster: bool
+    infra: Infra, cfg: BenchConfig, peer: bool, deliver: bool, cluster: bool, collect: bool
 ) -> dict[str, object]:
     """Every phase, in order; the worker child is stopped whatever happens."""
     asyncio.run(ensure_topics(infra.bootstrap, infra.topics))
@@ -145,6 +149,8 @@ def _measure(
     if cluster:
         again = synthetic(cfg.events, cfg.customers, cfg.seed)
         figures.update(cluster_results(run_cluster(infra, again, _timeout(cfg.events))))
+    if collect:
+        figures.update(collect_results(run_collect(infra, cfg)))
     return figures
 
 
@@ -160,6 +166,7 @@ def run_bench(
     peer: bool = False,
     deliver: bool = False,
     cluster: bool = False,
+    collect: bool = False,
     visitors: int = 0,
 ) -> int:
     """Run every phase; print the table (or one JSON object); 0 unless infrastructure failed.
@@ -192,7 +199,7 @@ def run_bench(
     try:
         infra.start()
         say(f"broker {infra.bootstrap}, Redis {infra.redis_url}, run {infra.run}")
-        figures = _measure(infra, cfg, peer, deliver, cluster)
+        figures = _measure(infra, cfg, peer, deliver, cluster, collect)
     except (BenchError, StackError, KafkaError, RedisError, OSError, TimeoutError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else repr(exc)
         print(f"segmenter bench: {message}", file=sys.stderr)

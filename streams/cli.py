@@ -112,6 +112,7 @@ def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         deliver=args.deliver,
         cluster=args.redis_cluster,
         visitors=args.visitors,
+        collect=args.collect,
     )
 
 
@@ -371,6 +372,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         metavar="N",
         help="add (j): N open visitor streams (default 10000), events for a sample at 200/s",
+    )
+    bench.add_argument(
+        "--collect",
+        action="store_true",
+        help="add (k): the HTTP collector of one `segmenter api` process, batches of 100",
     )
     bench.set_defaults(func=_cmd_bench)
     return parser

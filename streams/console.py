@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streams.events.decode import DecodeFailure, decode
+from streams.events.decode import DecodeFailure
+from streams.events.intake import prepare
 from streams.pipeline.migrations import structured
 from streams.settings import Settings
 from streams.stack.discovery import with_running_stack
@@ -36,16 +35,6 @@ def _bootstrap(settings: Settings, command: str) -> Settings | None:
     return settings
 
 
-def completed(event: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
-    """The event with ``messageId`` and ``timestamp`` filled in when missing (as SDKs do)."""
-    out = dict(event)
-    out.setdefault("messageId", str(uuid.uuid4()))
-    if "timestamp" not in out:
-        stamp = (now or datetime.now(UTC)).isoformat(timespec="milliseconds")
-        out["timestamp"] = stamp.replace("+00:00", "Z")
-    return out
-
-
 def parse_events(texts: Iterable[str], max_bytes: int) -> Iterator[tuple[bytes, bytes] | str]:
     """Each non-blank text as (key, value) ready to send, or an error message."""
     for number, text in enumerate(texts, 1):
@@ -59,12 +48,11 @@ def parse_events(texts: Iterable[str], max_bytes: int) -> Iterator[tuple[bytes, 
         if not isinstance(raw, dict):
             yield f"event {number}: expected a JSON object"
             continue
-        value = orjson.dumps(completed(raw))
-        event = decode(value, max_bytes)
-        if isinstance(event, DecodeFailure):
-            yield f"event {number}: {event.message}"
+        prepared = prepare(raw, max_bytes)
+        if isinstance(prepared, DecodeFailure):
+            yield f"event {number}: {prepared.message}"
             continue
-        yield event.customer_id.encode(), value
+        yield prepared.key, prepared.value
 
 
 async def _send(settings: Settings, events: list[tuple[bytes, bytes]]) -> None:

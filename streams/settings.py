@@ -49,6 +49,16 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(8080, ge=0, le=65535, description="0 picks a free port")
     api_key: SecretStr | None = None
+    write_keys: SecretStr | None = Field(
+        None,
+        description="comma-separated write keys of the HTTP collector (Segment's tracking API);"
+        " unset: the collector refuses every request",
+    )
+    collector_origins: str = Field(
+        "",
+        description="comma-separated browser origins allowed to post to the collector (CORS);"
+        " * for any; the API's own origin is always allowed",
+    )
     visitor_secret: SecretStr | None = Field(
         None,
         description="HMAC key of the browser tokens of /v1/visitor/* (unset: those routes are"
@@ -160,9 +170,23 @@ class Settings(BaseSettings):
     state_dir: Path = Field(Path(".segmenter"), description="where `up` writes stack.json")
     log_level: str = "info"
 
+    def write_key_list(self) -> tuple[str, ...]:
+        """The collector's write keys (``SEGMENTER_WRITE_KEYS`` split on commas)."""
+        if self.write_keys is None:
+            return ()
+        return _items(self.write_keys.get_secret_value())
+
+    @property
+    def collector_origin_set(self) -> frozenset[str]:
+        """``collector_origins`` as a set (trailing slashes dropped, empty items ignored)."""
+        return frozenset(o.rstrip("/") for o in _items(self.collector_origins))
+
     @property
     def visitor_origin_set(self) -> frozenset[str]:
         """``visitor_origins`` as a set (trailing slashes dropped, empty items ignored)."""
-        return frozenset(
-            o.strip().rstrip("/") for o in self.visitor_origins.split(",") if o.strip()
-        )
+        return frozenset(o.rstrip("/") for o in _items(self.visitor_origins))
+
+
+def _items(text: str) -> tuple[str, ...]:
+    """The non-empty items of a comma-separated setting, stripped."""
+    return tuple(item.strip() for item in text.split(",") if item.strip())

@@ -189,6 +189,20 @@ def asyncapi_document() -> dict[str, Any]:
                 "summary": "The workers consume input events.",
                 "messages": [{"$ref": "#/channels/events/messages/segmentEvent"}],
             },
+            "sendCollectedEvents": {
+                "action": "send",
+                "channel": {"$ref": "#/channels/events"},
+                "summary": "The HTTP collector of `segmenter api` (Segment's tracking API) produces"
+                " each event it accepts, acknowledged by all in-sync replicas before it answers"
+                " 200.",
+                "description": (
+                    "It sets `receivedAt`; when the client sent `sentAt`, it keeps the client's"
+                    " `timestamp` as `originalTimestamp` and sets `timestamp` to `receivedAt -"
+                    " (sentAt - originalTimestamp)`. It drops `writeKey`, `integrations` and"
+                    " `_metadata` and keeps `context` (docs/events.md)."
+                ),
+                "messages": [{"$ref": "#/channels/events/messages/segmentEvent"}],
+            },
             "sendMigrations": {
                 "action": "send",
                 "channel": {"$ref": "#/channels/migrations"},

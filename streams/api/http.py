@@ -13,10 +13,11 @@ Routes (documented in ``docs/api.md`` and ``GET /openapi.json``):
 | ``GET /v1/migrations/matrix?day=YYYY-MM-DD`` | moves between segments on a day |
 | ``GET /v1/rfm/grid`` | a 5x5 recency x frequency grid of a sample of customers |
 | ``GET /healthz``, ``GET /metrics``, ``GET /openapi.json``, ``GET /`` | ops and dashboard |
+| ``POST /v1/batch``, ``/v1/track``... | the Segment-compatible collector (:mod:`.collector`) |
 | ``/v1/visitor/...``, ``GET /demo`` | browsers' own tokens (:mod:`streams.api.visitor`) |
 
 Every ``/v1/`` route needs ``Authorization: Bearer <SEGMENTER_API_KEY>`` when that is set,
-except those with credentials of their own (``OWN_CREDENTIALS``).
+except those with credentials of their own (``OWN_CREDENTIALS``, the collector's write keys).
 """
 
 from __future__ import annotations
@@ -35,11 +36,14 @@ from aiohttp import web
 
 from streams.api import queries
 from streams.api.analytics import AnalyticsRoutes
+from streams.api.collector import COLLECTOR_PATHS, Collector
+from streams.api.collector_sink import KafkaSink
 from streams.api.customers import customer_view, explain_view
 from streams.api.metrics import CONTENT_TYPE, render
 from streams.api.openapi import openapi_document
 from streams.api.preview import DraftError, run_preview
-from streams.api.visitor import OWN_CREDENTIALS, VisitorRoutes
+from streams.api.visitor import OWN_CREDENTIALS as VISITOR_CREDENTIALS
+from streams.api.visitor import VisitorRoutes
 from streams.api.visitor_hub import VisitorHub
 from streams.engine import RuleSet
 from streams.models.published import ModelReader
@@ -74,6 +78,8 @@ STATIC = {
 }
 DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 RFM_SAMPLE = 5000
+OWN_CREDENTIALS = VISITOR_CREDENTIALS | COLLECTOR_PATHS
+"""Routes under /v1/ that take credentials of their own instead of the API key."""
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -92,9 +98,10 @@ class HttpServer:
     """An aiohttp server bound to ``settings.http_host``/``http_port`` (0 picks a free port).
 
     ``lag``, when given, reports consumer lag per input partition on ``/metrics``; a
-    ``consumer_lag`` mapping attribute on ``metrics`` is read too when present. ``visitors``,
-    the fan-out hub of ``segmenter api``, serves the live visitor streams (without it they
-    answer 503).
+    ``consumer_lag`` mapping attribute on ``metrics`` is read too when present. ``sink``, the
+    producer of ``segmenter api``, makes the collector routes take events (without it they
+    answer 404). ``visitors``, the fan-out hub of ``segmenter api``, serves the live visitor
+    streams (without it they answer 503).
     """
 
     def __init__(
@@ -106,6 +113,7 @@ class HttpServer:
         health: HealthCheck,
         lag: LagProbe | None = None,
         delivery: DeliveryProbe | None = None,
+        sink: KafkaSink | None = None,
         visitors: VisitorHub | None = None,
     ) -> None:
         self.settings = settings
@@ -117,6 +125,7 @@ class HttpServer:
         self.delivery = delivery
         self.models = ModelReader()
         self.analytics = AnalyticsRoutes(settings, store, lambda: self.rules, self.models)
+        self.collector = Collector(settings, sink)
         self.visitors = visitors
         self.visitor_routes = VisitorRoutes(settings, store, visitors)
         self.port = settings.http_port or free_port(settings.http_host)
@@ -147,6 +156,7 @@ class HttpServer:
         app.router.add_get("/v1/rfm/grid", self._rfm)
         app.router.add_get("/v1/destinations", self._destinations)
         app.router.add_get("/v1/models", self._models)
+        self.collector.route(app)
         self.visitor_routes.route(app)
         return app
 
@@ -253,6 +263,8 @@ class HttpServer:
             status["ok"],
             await self._delivery(),
         )
+        if self.collector.sink is not None:
+            text += self.collector.metrics_text()
         if self.visitors is not None:
             text += self.visitors.metrics_text()
         response = web.Response(text=text)

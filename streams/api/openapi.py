@@ -300,16 +300,22 @@ def _op(
 
 def openapi_document() -> dict[str, Any]:
     """OpenAPI 3.1 description of every route."""
-    from streams.api import openapi_visitor  # it builds on this module's helpers
+    from streams.api import openapi_collector, openapi_visitor  # they build on this module
 
     doc = _core_document()
     components = doc["components"]
-    components["schemas"] = {**components["schemas"], **openapi_visitor.SCHEMAS}
+    components["schemas"] = {
+        **components["schemas"],
+        **openapi_visitor.SCHEMAS,
+        **openapi_collector.SCHEMAS,
+    }
     components["securitySchemes"] = {
         **components["securitySchemes"],
         **openapi_visitor.SECURITY,
+        **openapi_collector.SECURITY,
     }
     doc["paths"].update(openapi_visitor.visitor_paths())
+    doc["paths"].update(openapi_collector.collector_paths())
     return doc
 
 
@@ -391,7 +397,8 @@ def _core_document() -> dict[str, Any]:
         "info": {
             "title": "Segmenter API",
             "version": __version__,
-            "description": "Real-time customer segments: lookups, explanations, previews.",
+            "description": "Real-time customer segments: lookups, explanations, previews, and a"
+            " Segment-compatible collector of events.",
         },
         "components": {
             "securitySchemes": {
@@ -399,7 +406,7 @@ def _core_document() -> dict[str, Any]:
                     "type": "http",
                     "scheme": "bearer",
                     "description": "the value of SEGMENTER_API_KEY (only when it is set)",
-                }
+                },
             },
             "schemas": SCHEMAS,
         },

@@ -3,8 +3,11 @@
 Lookups for live website content swaps must answer in milliseconds. Served by a worker they
 would wait behind its batches on the same event loop; this process only reads Redis, follows
 the published rule pack, and scales independently of the workers. ``/metrics`` here carries
-the API's own view (segment sizes, visitor streams); the pipeline's counters are on each
-worker's ``/metrics``.
+the API's own view (segment sizes, visitor streams, the collector); the pipeline's counters are
+on each worker's ``/metrics``.
+
+With ``SEGMENTER_KAFKA_BOOTSTRAP`` set (or found beside ``segmenter up``) it is also the
+Segment-compatible collector (:mod:`streams.api.collector`), with one producer to the input topic.
 
 With ``SEGMENTER_VISITOR_SECRET`` and ``SEGMENTER_KAFKA_BOOTSTRAP`` set (or found beside
 ``segmenter up``) it also reads the migrations topic once (:mod:`streams.api.visitor_feed`)
@@ -17,12 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import resource
 import signal
 import sys
 from typing import Any
 
+from streams.api.collector_sink import KafkaSink
 from streams.api.http import HttpServer
 from streams.api.visitor_feed import MigrationFeed
 from streams.api.visitor_hub import VisitorHub
@@ -69,6 +74,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     async def delivery() -> dict[str, dict[str, float]]:
         return await read_delivery_metrics(store.client, store.keys.ns)
 
+    sink = await _collector_sink(settings)
     hub = VisitorHub(settings, store)
     background: list[asyncio.Task[None]] = []
     if settings.kafka_bootstrap and settings.visitor_secret is not None:
@@ -78,9 +84,13 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         log.warning("no SEGMENTER_KAFKA_BOOTSTRAP: visitor streams are off")
     visitors = hub if background else None
     server = HttpServer(
-        settings, rules, store, Metrics(), health, delivery=delivery, visitors=visitors
+        settings, rules, store, Metrics(), health, delivery=delivery, sink=sink, visitors=visitors
     )
     await server.start()
+    # Everything loaded so far lives as long as the process: out of the collector's way. Without
+    # this a full collection walks it every second or so under load, a 50-80 ms stall measured
+    # as the collector's p99 (docs/benchmarks.md).
+    gc.freeze()
     print(f"segmenter api: serving {server.url} (rules {rules.version})", flush=True)
     try:
         while not stop.is_set():
@@ -101,7 +111,19 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
+        if sink is not None:
+            await sink.stop()
         await store.close()
+
+
+async def _collector_sink(settings: Settings) -> KafkaSink | None:
+    """The collector's producer, connecting (None without a broker: the collector is off)."""
+    if not settings.kafka_bootstrap:
+        log.warning("no SEGMENTER_KAFKA_BOOTSTRAP: the collector (/v1/batch...) is off")
+        return None
+    sink = KafkaSink(settings)
+    await sink.start()
+    return sink
 
 
 def raise_file_limit() -> int:

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from streams.api.cors import cors_headers
 from streams.api.visitor_hub import StateReader, VisitorHub, VisitorStream, published_segments
 from streams.api.visitor_tokens import (
     MAX_CUSTOMER_ID_CHARS,
@@ -84,15 +85,7 @@ class VisitorRoutes:
     def _cors(self, request: web.Request) -> dict[str, str] | None:
         """CORS headers for the request's origin; None when a page of that origin may not read
         the answer (no ``Origin``, or the API's own, needs none)."""
-        origin = request.headers.get("Origin")
-        if origin is None or origin == f"{request.scheme}://{request.host}":
-            return {}
-        allowed = self.settings.visitor_origin_set
-        if "*" in allowed:
-            return {"Access-Control-Allow-Origin": "*"}
-        if origin.rstrip("/") in allowed:
-            return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
-        return None
+        return cors_headers(request, self.settings.visitor_origin_set)
 
     def _refused(self, request: web.Request) -> tuple[VisitorToken | None, web.Response | None]:
         """The request's grant, or the answer refusing it (403 origin, 401 token, 503 off)."""

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
@@ -52,6 +53,30 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     ordered = sorted(values)
     rank = max(1, math.ceil(q / 100.0 * len(ordered)))
     return float(ordered[min(rank, len(ordered)) - 1])
+
+
+OPEN_LOOP_TICK_S = 0.002
+
+
+async def open_loop(
+    rate: float, seconds: float, request: Callable[[int], Awaitable[None]], drain_s: float
+) -> float:
+    """Start ``request(n)`` on schedule, ``rate`` per second for ``seconds``, whether or not
+    earlier ones have finished (open loop); wait up to ``drain_s`` for those still running.
+    Return the seconds from the start to the end of the wait."""
+    tasks: set[asyncio.Task[None]] = set()
+    start = time.monotonic()
+    issued = 0
+    while (elapsed := time.monotonic() - start) < seconds:
+        for _ in range(int(rate * elapsed) - issued):
+            task = asyncio.ensure_future(request(issued))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            issued += 1
+        await asyncio.sleep(OPEN_LOOP_TICK_S)
+    if tasks:
+        await asyncio.wait(tasks, timeout=drain_s)
+    return time.monotonic() - start
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streams.benchmarks.common import PARTITIONS, BenchConfig, BenchError, Infra, say
+from streams.benchmarks.common import PARTITIONS, BenchConfig, BenchError, Infra, open_loop, say
 from streams.benchmarks.cpu import CpuMeter
 from streams.benchmarks.load import Message, producer, send_paced
 from streams.events.models import iso
@@ -169,19 +169,11 @@ async def _api_load(port: int, ids: list[str], cfg: BenchConfig, live: LiveRepor
     connector = aiohttp.TCPConnector(limit=64)
     timeout = aiohttp.ClientTimeout(total=10)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        tasks: set[asyncio.Task[None]] = set()
-        start = time.monotonic()
-        issued = 0
-        while (elapsed := time.monotonic() - start) < cfg.seconds:
-            for _ in range(int(cfg.api_rate * elapsed) - issued):
-                task = asyncio.create_task(_lookup(session, urls[issued % len(urls)], live))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-                issued += 1
-            await asyncio.sleep(_TICK_S)
-        if tasks:
-            await asyncio.wait(tasks, timeout=15)
-        live.api_seconds = time.monotonic() - start
+
+        async def lookup(n: int) -> None:
+            await _lookup(session, urls[n % len(urls)], live)
+
+        live.api_seconds = await open_loop(cfg.api_rate, cfg.seconds, lookup, 15)
 
 
 async def _arm_timers(

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from streams.benchmarks.cluster import ClusterRun
+from streams.benchmarks.collect import CollectFigures
 from streams.benchmarks.common import BenchConfig, Throughput, percentile
 from streams.benchmarks.delivery import DeliveryFigures
 from streams.benchmarks.live import LiveReport
@@ -175,6 +176,42 @@ def _visitor_rows() -> list[Row]:
     ]
 
 
+def collect_results(found: CollectFigures) -> dict[str, Any]:
+    """(k): the collector's accepted events/s and CPU per event, and its request latency at half
+    that rate."""
+    return {
+        "collect_events": found.events,
+        "collect_events_per_s": _round(found.events_per_s, 1),
+        "collect_cpu_us_per_event": _round(found.cpu_us_per_event, 1),
+        "collect_errors": found.errors,
+        "collect_latency_rate": _round(found.latency_rate, 1),
+        "collect_latency_samples": len(found.latencies),
+        "collect_p50_ms": _round(found.p50_ms),
+        "collect_p99_ms": _round(found.p99_ms),
+        **{
+            f"collect_cpu_{role}_pct": _round(found.cpu_pct.get(role), 1)
+            for role in ("api", "broker", "bench")
+        },
+    }
+
+
+def _collect_rows() -> list[Row]:
+    """The table's rows of (k), shown when the run had ``--collect``."""
+    return [
+        Row(
+            "(k) collector, batches of 100",
+            "collect_events_per_s",
+            "events/s",
+            ">= 20000",
+            lambda v: v >= 20_000,
+        ),
+        Row("    CPU per event", "collect_cpu_us_per_event", "us"),
+        Row("    latency rate (half)", "collect_latency_rate", "events/s"),
+        Row("    request p50", "collect_p50_ms", "ms"),
+        Row("    request p99", "collect_p99_ms", "ms", "<= 20 ms", lambda v: v <= 20),
+    ]
+
+
 def to_json(figures: dict[str, Any]) -> str:
     """The one JSON object of ``--json`` (missing figures are ``null``)."""
     return orjson.dumps(figures).decode()
@@ -252,6 +289,8 @@ def table(figures: dict[str, Any], cfg: BenchConfig) -> str:
         rows += [Row(label, key, unit) for label, key, unit in CLUSTER_ROWS]
     if "visitor_streams" in figures:
         rows += _visitor_rows()
+    if "collect_events_per_s" in figures:
+        rows += _collect_rows()
     for row in rows:
         value = figures.get(row.key)
         verdict = "" if row.ok is None else "n/a"
@@ -274,4 +313,11 @@ def table(figures: dict[str, Any], cfg: BenchConfig) -> str:
     ]
     if shares:
         lines.append("CPU while the live load ran, % of one core: " + ", ".join(shares))
+    collect = [
+        f"{role} {figures[f'collect_cpu_{role}_pct']:.1f}"
+        for role in ("api", "broker", "bench")
+        if figures.get(f"collect_cpu_{role}_pct") is not None
+    ]
+    if collect:
+        lines.append("CPU during (k)'s latency phase, % of one core: " + ", ".join(collect))
     return "\n".join(lines)

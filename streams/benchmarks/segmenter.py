@@ -27,10 +27,10 @@ clock the allowance only decides that; timers follow the wall clock)."""
 
 
 def start_worker(infra: Infra, command: str = "worker", **extra: object) -> tuple[Child, int]:
-    """Start ``segmenter worker`` (or ``api``) on the run's topics and namespace, with ``extra``
-    settings; return it and its HTTP port."""
+    """Start ``segmenter worker`` (or ``api``) on the run's topics and namespace (``extra``
+    settings on top); return it and its HTTP port."""
     port = free_port()
-    env = settings_env(
+    values: dict[str, object] = dict(
         kafka_bootstrap=infra.bootstrap,
         redis_url=infra.redis_url,
         rules=infra.settings.rules.resolve(),
@@ -48,9 +48,9 @@ def start_worker(infra: Infra, command: str = "worker", **extra: object) -> tupl
         http_port=port,
         api_key=None,
         log_level="warning",
-        **extra,
     )
-    return Child([command], env).start(), port
+    values.update(extra)
+    return Child([command], settings_env(**values)).start(), port
 
 
 def side_worker_env(infra: Infra, prefix: str, namespace: str, **extra: object) -> dict[str, str]:

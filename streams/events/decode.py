@@ -7,7 +7,7 @@ pipeline sends failures to the DLQ unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 from pydantic import ValidationError
@@ -59,18 +59,17 @@ def _schema_message(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def decode(raw: bytes | None, max_bytes: int) -> BaseEvent | DecodeFailure:
-    """Decode one message value into an event, or say why not."""
-    if raw is None:
-        return DecodeFailure("json", "expected a JSON object, found an empty message")
+def _shape_failure(raw: bytes, max_bytes: int) -> DecodeFailure | None:
+    """Why ``raw`` is refused before parsing (too large, nested too deep), or None."""
     if len(raw) > max_bytes:
         return DecodeFailure("oversize", f"expected at most {max_bytes} bytes, found {len(raw)}")
     if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH and not _depth_ok(raw, MAX_DEPTH):
         return DecodeFailure("nesting", f"expected JSON nested at most {MAX_DEPTH} levels deep")
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        return DecodeFailure("json", f"expected valid JSON: {exc}")
+    return None
+
+
+def _validated(data: object) -> BaseEvent | DecodeFailure:
+    """A parsed JSON value as an event, or why not."""
     if not isinstance(data, dict):
         return DecodeFailure("json", f"expected a JSON object, found {type(data).__name__}")
     kind = data.get("type")
@@ -82,3 +81,26 @@ def decode(raw: bytes | None, max_bytes: int) -> BaseEvent | DecodeFailure:
         return EVENT_ADAPTER.validate_python(data)
     except ValidationError as exc:
         return DecodeFailure("schema", _schema_message(exc))
+
+
+def decode(raw: bytes | None, max_bytes: int) -> BaseEvent | DecodeFailure:
+    """Decode one message value into an event, or say why not."""
+    if raw is None:
+        return DecodeFailure("json", "expected a JSON object, found an empty message")
+    refused = _shape_failure(raw, max_bytes)
+    if refused is not None:
+        return refused
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return DecodeFailure("json", f"expected valid JSON: {exc}")
+    return _validated(data)
+
+
+def check_encoded(data: dict[str, Any], raw: bytes, max_bytes: int) -> BaseEvent | DecodeFailure:
+    """What :func:`decode` would say of ``raw``, the JSON encoding of ``data``, without parsing
+    it again (producers that built ``data`` themselves check what they are about to send)."""
+    refused = _shape_failure(raw, max_bytes)
+    if refused is not None:
+        return refused
+    return _validated(data)

@@ -387,11 +387,18 @@ def banner(
         if destinations
         else ""
     )
+    keys = len(settings.write_key_list())
+    collect = (
+        f"{keys} write key{'s' if keys > 1 else ''} from SEGMENTER_WRITE_KEYS"
+        if keys
+        else "off until SEGMENTER_WRITE_KEYS is set"
+    )
     return (
         "segmenter is up\n"
         f"  kafka:     {infra.kafka_bootstrap}   (topics {topics})\n"
         f"  redis:     {infra.redis_url}\n"
         f"  http:      {http_url}/  (dashboard) · {http_url}/v1/segments\n"
+        f"  collect:   {http_url}/v1/batch  (Segment's tracking API; {collect})\n"
         f"  demo:      {http_url}/demo?customer=<id>  (live content swap)\n"
         f"{deliver}"
         "Ctrl-C to stop."

@@ -50,6 +50,12 @@ KEYS = (
     "visitor_api_kb_per_stream",
     "visitor_api_mb_per_1000",
     "visitor_api_cpu_pct",
+    "collect_events_per_s",
+    "collect_cpu_us_per_event",
+    "collect_latency_rate",
+    "collect_p50_ms",
+    "collect_p99_ms",
+    "collect_cpu_api_pct",
 )
 
 
@@ -63,6 +69,7 @@ def test_small_bench_reports_every_figure(kafka_bootstrap: str, redis_url: str) 
         "--deliver",
         "--redis-cluster",
         *("--visitors", "300"),
+        "--collect",
     ]
     done = subprocess.run(
         [sys.executable, "-m", "streams", "bench", "--json", *args],
@@ -100,6 +107,11 @@ def test_small_bench_reports_every_figure(kafka_bootstrap: str, redis_url: str) 
     assert report["visitors"] == report["visitor_streams"] == 300
     assert report["visitor_samples"] == report["visitor_sent"] == 300
     assert report["visitor_p50_ms"] <= report["visitor_p99_ms"]
+    # (k): every batch of the throughput phase was accepted, and the latency phase answered
+    assert report["collect_events"] == 3000 - 8 * 100  # the 8 warm-up batches are not counted
+    assert report["collect_errors"] == 0
+    assert report["collect_latency_samples"] > 0
+    assert report["collect_p50_ms"] <= report["collect_p99_ms"]
     # The session's broker and Redis were not started by the bench: no CPU figure for them.
     assert report["live_cpu_broker_pct"] is None
     assert report["live_cpu_redis_pct"] is None

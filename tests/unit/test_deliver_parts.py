@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams.console import TailFilter, completed, parse_events, readable
+from streams.console import TailFilter, parse_events, readable
 from streams.deliver.config import (
     DestinationLoadError,
     Retry,
@@ -23,6 +23,7 @@ from streams.deliver.identifiers import normalize_email, normalize_phone, sha256
 from streams.deliver.pacing import Backoff, RateLimit, retry_after_seconds
 from streams.deliver.records import Record, Selector
 from streams.deliver.signing import sign, verify
+from streams.events.intake import completed
 
 KINDS = {"big_spender": "value", "buyer": "value", "canadians": "demographic"}
 

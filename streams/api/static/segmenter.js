@@ -4,6 +4,8 @@
  *   Segmenter.on('entered', fn)         // also 'exited', 'snapshot', 'change', 'open', 'error'
  *   <div data-segment="vip" hidden>...  // shown while the visitor is in vip (any id of a list)
  *   <div data-segment-not="vip">...     // shown while the visitor is in none of them
+ *   Segmenter.writeKey = 'wk'; Segmenter.userId = id;  // (or anonymousId), then:
+ *   Segmenter.track('Order Completed', {revenue: 40})  // Segment's track call, to /v1/track
  *
  * The stream is GET /v1/visitor/stream?token= on the host this script came from (or
  * connect(token, {base: 'https://...'})). The browser resumes a dropped stream with
@@ -113,6 +115,20 @@
     tries = 0;
     open();
     return S;
+  };
+
+  /* Segment's track call through the collector (docs/events.md), as analytics.js sends it:
+   * the write key in the body and a text/plain body, so no CORS preflight. A Promise of the
+   * collector's answer ({success: true} once the event is in Kafka). */
+  S.track = function (event, properties) {
+    var now = new Date().toISOString();
+    var body = { writeKey: S.writeKey, event: event, properties: properties || {},
+      timestamp: now, sentAt: now };
+    body[S.userId ? 'userId' : 'anonymousId'] = S.userId || S.anonymousId;
+    if (w.crypto && crypto.randomUUID) body.messageId = crypto.randomUUID();
+    return fetch(base() + '/v1/track', { method: 'POST', body: JSON.stringify(body),
+      keepalive: true, headers: { 'Content-Type': 'text/plain' } })
+      .then(function (r) { return r.json(); });
   };
 
   S.close = function () {
