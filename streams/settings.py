@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -169,6 +169,14 @@ class Settings(BaseSettings):
     ce_source: str = Field("urn:segmenter", description="CloudEvents source attribute")
     state_dir: Path = Field(Path(".segmenter"), description="where `up` writes stack.json")
     log_level: str = "info"
+
+    @field_validator("api_key", "write_keys", "visitor_secret", mode="before")
+    @classmethod
+    def _empty_secret_is_unset(cls, value: object) -> object:
+        """An empty secret (``SEGMENTER_API_KEY=`` in a compose file or .env) means unset."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
 
     def write_key_list(self) -> tuple[str, ...]:
         """The collector's write keys (``SEGMENTER_WRITE_KEYS`` split on commas)."""

@@ -221,3 +221,26 @@ def test_compose_file_passes_docker_compose_config(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_an_api_process_serves_streams_and_the_collector(compose: dict[str, Any]) -> None:
+    """``segmenter api`` beside the workers, its secrets passed through from the environment
+    (unset: the feature is off), on a host port of its own and with room for many streams."""
+    from streams.settings import Settings
+
+    api = compose["services"]["api"]
+    assert command_text(api) == "segmenter api"
+    env = api["environment"]
+    assert env["SEGMENTER_KAFKA_BOOTSTRAP"] == "kafka:9092"
+    assert env["SEGMENTER_REDIS_URL"] == "redis://redis:6379/0"
+    known = {f"SEGMENTER_{name.upper()}" for name in Settings.model_fields}
+    assert set(env) <= known
+    for secret in ("SEGMENTER_WRITE_KEYS", "SEGMENTER_VISITOR_SECRET", "SEGMENTER_API_KEY"):
+        assert env[secret] is None, secret  # passed through from the shell or .env, never baked in
+    worker_ports = {
+        port.split(":")[0]
+        for name in worker_names(compose)
+        for port in compose["services"][name]["ports"]
+    }
+    assert {port.split(":")[0] for port in api["ports"]}.isdisjoint(worker_ports)
+    assert api["ulimits"]["nofile"]["soft"] > Settings().visitor_max_connections

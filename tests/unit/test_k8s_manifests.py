@@ -161,3 +161,34 @@ def test_kustomize_builds_the_manifests() -> None:
         for doc in yaml.safe_load_all(path.read_text())
         if doc
     )
+
+
+def test_the_api_deployment_serves_lookups_streams_and_the_collector(
+    objects: list[dict[str, Any]],
+) -> None:
+    """``segmenter api`` runs beside the workers with real settings, the shared secrets and a
+    Service of its own (the browsers' visitor streams and the collector go there)."""
+    deployment = one(objects, "Deployment", "segmenter-api")
+    pod = deployment["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    assert container["args"] == ["segmenter", "api"]
+    assert (
+        deployment["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    )
+    env = {e["name"]: e for e in container["env"]}
+    assert set(env) <= KNOWN_ENV
+    for name in ("SEGMENTER_API_KEY", "SEGMENTER_VISITOR_SECRET", "SEGMENTER_WRITE_KEYS"):
+        ref = env[name]["valueFrom"]["secretKeyRef"]
+        assert ref["key"] in one(objects, "Secret", ref["name"])["stringData"], name
+    worker_env = {e["name"]: e for e in worker_container(objects)["env"]}
+    # tokens minted by a worker must verify on an API process: one secret for both
+    assert worker_env["SEGMENTER_VISITOR_SECRET"] == env["SEGMENTER_VISITOR_SECRET"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    service = one(objects, "Service", "segmenter-api")
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert not service["spec"]["selector"].items() <= worker_labels(objects).items()
+
+
+def worker_labels(objects: list[dict[str, Any]]) -> dict[str, str]:
+    deployment = one(objects, "Deployment", "segmenter-worker")
+    return dict(deployment["spec"]["template"]["metadata"]["labels"])

@@ -282,3 +282,15 @@ async def test_a_redis_url_with_acl_but_no_tls_stays_plain() -> None:
     assert not issubclass(pool.connection_class, SSLConnection)
     assert pool.connection_kwargs["username"] == "seguser"
     await store.close()
+
+
+def test_an_empty_secret_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``SEGMENTER_API_KEY=`` (an empty line in .env or a compose passthrough) turns the key
+    off instead of requiring an empty bearer token; the same for the other secrets."""
+    for name in ("SEGMENTER_API_KEY", "SEGMENTER_WRITE_KEYS", "SEGMENTER_VISITOR_SECRET"):
+        monkeypatch.setenv(name, " ")
+    settings = Settings()
+    assert (settings.api_key, settings.write_keys, settings.visitor_secret) == (None, None, None)
+    assert settings.write_key_list() == ()
+    monkeypatch.setenv("SEGMENTER_API_KEY", "k1")
+    assert Settings().api_key == SecretStr("k1")
