@@ -35,6 +35,8 @@ class MemoryStore:
         self.suppressed: dict[str, float] = {}
         self.meta: dict[str, bytes] = {}
         self.counters: dict[str, int] = {}
+        self.runs: dict[str, tuple[dict[str, int], dict[str, bytes]]] = {}
+        """Import run -> (checkpoint, memberships before it)."""
 
     async def load(
         self,
@@ -100,6 +102,15 @@ class MemoryStore:
             fold_history(
                 self.history_base, self.history_counts, counted(batch.history), self.history_hours
             )
+        if batch.run:
+            progress, before = self.runs.setdefault(batch.run, ({}, {}))
+            for fields in batch.progress.values():
+                for name, position in fields.items():
+                    progress[name] = max(position, progress.get(name, position))
+            for cid, value in batch.before.items():
+                before.setdefault(cid, value)
+            for cid in batch.announced:
+                before.pop(cid, None)
         for partition, timers in batch.due.items():
             due = self.timers.setdefault(partition, {})
             for cid, at in timers.items():
