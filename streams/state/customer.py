@@ -75,6 +75,9 @@ class CustomerState:
     events: int = 0
     orders: int = 0
     revenue: float = 0.0
+    first_revenue: float | None = None
+    """The value of the first ``Order Completed`` (Gamma-Gamma reads repeat orders only); None
+    in states written before it was kept."""
     named: dict[str, list[float]] = field(default_factory=dict)
     """Event name -> ``[count, first_ts, last_ts]`` over the customer's lifetime."""
     series: dict[str, SeriesState] = field(default_factory=dict)
@@ -134,6 +137,8 @@ class CustomerState:
         if self.orders:
             doc["o"] = self.orders
             doc["rv"] = self.revenue
+            if self.first_revenue is not None:
+                doc["fr"] = self.first_revenue
         if self.named:
             doc["n"] = (
                 self.named
@@ -205,6 +210,7 @@ class CustomerState:
             events=doc.get("e", 0),
             orders=doc.get("o", 0),
             revenue=doc.get("rv", 0.0),
+            first_revenue=doc.get("fr"),
             named=named,
             series=_series(doc, at),
             members=members,

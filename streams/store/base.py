@@ -225,6 +225,10 @@ class Store(Protocol):
         """One customer's stored state."""
         ...
 
+    async def clocks(self) -> dict[int, float]:
+        """Input partition -> event-time clock (the latest event time applied there)."""
+        ...
+
     async def segment_sizes(self) -> dict[str, int]:
         """Segment id -> live member count."""
         ...

@@ -27,7 +27,7 @@ class MemoryStore:
         self.history_counts: dict[int, dict[str, int]] = {}
         self.states: dict[str, StoredState] = {}
         self.offsets: dict[int, int] = {}
-        self.clocks: dict[int, float] = {}
+        self.clocks_by_partition: dict[int, float] = {}
         self.segments: dict[str, set[str]] = {}
         self.outboxes: dict[int, list[bytes]] = {}
         self.timers: dict[int, dict[str, float]] = {}
@@ -55,7 +55,9 @@ class MemoryStore:
             due=due,
             states={cid: self.states.get(cid) for cid in customer_ids},
             offsets={p: self.offsets[p] for p in partitions if p in self.offsets},
-            clocks={p: self.clocks[p] for p in partitions if p in self.clocks},
+            clocks={
+                p: self.clocks_by_partition[p] for p in partitions if p in self.clocks_by_partition
+            },
             suppressed={
                 cid: self.suppressed[suppression_key(cid)]
                 for cid in customer_ids
@@ -86,7 +88,9 @@ class MemoryStore:
         for partition, offset in batch.offsets.items():
             self.offsets[partition] = max(offset, self.offsets.get(partition, -1))
         for partition, clock in batch.clocks.items():
-            self.clocks[partition] = max(clock, self.clocks.get(partition, clock))
+            self.clocks_by_partition[partition] = max(
+                clock, self.clocks_by_partition.get(partition, clock)
+            )
         lengths: dict[int, int] = {}
         for partition, entries in batch.outbox.items():
             if entries:
@@ -155,6 +159,10 @@ class MemoryStore:
     async def get_state(self, customer_id: str) -> StoredState | None:
         """One state."""
         return self.states.get(customer_id)
+
+    async def clocks(self) -> dict[int, float]:
+        """The partitions' event-time clocks."""
+        return dict(self.clocks_by_partition)
 
     async def segment_sizes(self) -> dict[str, int]:
         """Live counts."""
