@@ -59,7 +59,9 @@ def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     if args.rules:
         settings = settings.model_copy(update={"rules": Path(args.rules)})
     models = Path(args.models) if args.models else None
-    return run_replay(settings, events=Path(args.events), out=Path(args.out), models=models)
+    return run_replay(
+        settings, events=Path(args.events), out=Path(args.out), models=models, keep=args.keep
+    )
 
 
 def _cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
@@ -250,6 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--rules", help="rule directory (default SEGMENTER_RULES)")
     replay.add_argument("--out", required=True, help="where to write the migrations (JSONL)")
     replay.add_argument("--models", help="a fitted-models JSON document for `predicted` conditions")
+    replay.add_argument(
+        "--keep",
+        metavar="NAMESPACE",
+        help="keep the run's Redis keys under this namespace (its customers, sizes, history)",
+    )
     replay.set_defaults(func=_cmd_replay)
 
     generate = sub.add_parser(

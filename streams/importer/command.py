@@ -236,7 +236,7 @@ async def _apply(
         clocks=before,
         emission=emission,
         batch=options.batch,
-        keep_before=not options.emit_history,
+        keep_before=True,
     )
     meter = Progress("importing", total=found.events, quiet=options.quiet)
     checkpoint = await store.run_progress(run)
@@ -270,12 +270,10 @@ async def _apply(
 async def _finish(env: _Context, end: float, emission: Emission) -> int:
     """Timers through the end, the ``import`` migrations (quiet runs), then send them."""
     options, store, run = env.options, env.store, env.run
-    await settle(env.ctx, run, end, keep_before=emission == "record")
-    migrations = 0
-    if emission == "record":
-        meter = Progress("announcing", quiet=options.quiet)
-        migrations = await announce(env.ctx, store, run, end, meter.add)
-        meter.close()
+    await settle(env.ctx, run, end, keep_before=True)
+    meter = Progress("announcing", quiet=options.quiet)
+    migrations = await announce(env.ctx, store, run, end, meter.add, emission == "record")
+    meter.close()
     assert env.settings.kafka_bootstrap is not None
     await send(store, env.settings.kafka_bootstrap, env.partitions, **client_kwargs(env.settings))
     return migrations

@@ -40,35 +40,47 @@ async def settle(ctx: PipelineContext, run: str, until: float, keep_before: bool
 
 
 async def announce(
-    ctx: PipelineContext, store: RedisStore, run: str, until: float, progress: Callable[[int], None]
+    ctx: PipelineContext,
+    store: RedisStore,
+    run: str,
+    until: float,
+    progress: Callable[[int], None],
+    notify: bool = True,
 ) -> int:
-    """Publish the changed memberships of every customer the run touched; returns how many
-    ``import`` migrations were committed."""
+    """Mark every customer the run touched as imported up to ``until`` (the cut-over) and,
+    with ``notify``, publish its changed memberships; returns how many ``import`` migrations
+    were committed."""
     migrations = 0
     for group in store.keys.groups:
         while True:
             page = await store.run_before(run, group, PAGE)
             if not page:
                 break
-            migrations += await _announce_page(ctx, run, until, dict(page))
+            migrations += await _announce_page(ctx, run, until, dict(page), notify)
             progress(len(page))
     return migrations
 
 
 async def _announce_page(
-    ctx: PipelineContext, run: str, until: float, page: dict[str, bytes]
+    ctx: PipelineContext, run: str, until: float, page: dict[str, bytes], notify: bool
 ) -> int:
     ids = list(page)
     work = await load_working_set(ctx, ids, [])
-    work.emission = "publish"
+    work.emission = "publish" if notify else "none"
     for cid in ids:
         state = work.states.get(cid)
         before = orjson.loads(page[cid])
         members = frozenset(before["m"])
-        work.loaded[cid] = (members, before["p"]) if members else None
+        if notify:
+            work.loaded[cid] = (members, before["p"]) if members else None
         if state is None or state.merged_into is not None:
             continue
-        work.announce(ctx.home_partition(cid), state, members, until)
+        home = ctx.home_partition(cid)
+        if state.imported_until is None or state.imported_until < until:
+            state.imported_until = until
+            work.touch(cid, home)
+        if notify:
+            work.announce(home, state, members, until)
     commit = work.finish({})
     commit.clocks = {}
     commit.run = run

@@ -298,7 +298,11 @@ class WorkingSet:
             return home
         state = self.states.get(root)
         digest = message_digest(event.messageId)
-        if state is not None and digest in state.recent:
+        if state is not None and (
+            digest in state.recent
+            or (state.imported_until is not None and event.ts <= state.imported_until)
+        ):
+            # a redelivery, or (cut-over) an event of the history an import already counted
             ctx.metrics.duplicates += 1
             return None
         late_by = self.clocks.get(partition, event.ts) - event.ts
@@ -306,17 +310,8 @@ class WorkingSet:
         if self.opens.get(partition):
             self.close_settled(partition)
         self.fire_due(partition, self.watermark(partition))
-        if state is not None and (
-            state.evaluated_under != ctx.version
-            or (state.due is not None and state.due < now)
-            or (state.open is not None and state.open.at < now)
-        ):
-            logic = self.logic(state)
-            logic.refresh(now)
-            logic.fire_until(now)
-            if state.open is not None and state.open.at < now:
-                logic.close()
-            self.collect(partition, logic)
+        if state is not None:
+            self.catch_up(partition, state, now)
         if isinstance(event, EraseEvent):
             erase(self, partition, event, named, root, now)
             return None
@@ -335,6 +330,23 @@ class WorkingSet:
         logic.on_event(event, now, digest, in_windows)
         self.collect(partition, logic)
         return None
+
+    def catch_up(self, partition: int, state: CustomerState, now: float) -> None:
+        """Bring a customer to ``now`` before a change at ``now``: re-evaluate it under the
+        current rules, fire its timers due before ``now`` and close an earlier open instant
+        (whatever its own partition's time has reached: a profile merged away from another
+        partition is brought to the merge's instant first)."""
+        if (
+            state.evaluated_under != self.ctx.version
+            or (state.due is not None and state.due < now)
+            or (state.open is not None and state.open.at < now)
+        ):
+            logic = self.logic(state)
+            logic.refresh(now)
+            logic.fire_until(now)
+            if state.open is not None and state.open.at < now:
+                logic.close()
+            self.collect(partition, logic)
 
     def finish(self, offsets: dict[int, int]) -> CommitBatch:
         """The commit: dirty states, timers that moved, membership records, progress, outbox."""

@@ -103,6 +103,9 @@ class CustomerState:
     """The rule version (with live RFM boundaries) the memberships were last evaluated under."""
     open: OpenInstant | None = None
     """Changes at the customer's latest instant, published once that instant is over."""
+    imported_until: float | None = None
+    """Set by ``segmenter import``: the customer's history up to this instant came from the
+    import, so live events at or before it are already counted (the cut-over)."""
 
     def timer(self) -> float | None:
         """When the customer next needs attention with no event: its due time, or the end of
@@ -176,6 +179,8 @@ class CustomerState:
             doc["ev"] = self.evaluated_under
         if self.evaluated_at is not None:
             doc["ea"] = at(self.evaluated_at)
+        if self.imported_until is not None:
+            doc["iu"] = self.imported_until
         if self.open is not None:
             o = self.open
             doc["oi"] = [
@@ -224,6 +229,7 @@ class CustomerState:
             evaluated_under=doc.get("ev"),
             evaluated_at=at(doc.get("ea")),
             open=_open_instant(doc["oi"], at) if "oi" in doc else None,
+            imported_until=doc.get("iu"),
         )
 
 
