@@ -286,7 +286,7 @@ def test_cut_over_counts_overlapping_events_once_and_applies_later_ones(
         worker.terminate()
         worker.wait(timeout=30)
     for cid, state in after.items():
-        old = before[cid] if cid in before else None
+        old = before.get(cid)
         if cid in buyers:
             assert old is not None and state.orders == old.orders + 1
             assert state.revenue == pytest.approx(old.revenue + 10.0)
