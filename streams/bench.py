@@ -17,7 +17,9 @@ In one run, on the same broker, Redis and synthetic events:
 7. with ``--deliver``, (h): migrations through ``segmenter deliver`` and a webhook to a local
    receiver (:mod:`streams.benchmarks.delivery`);
 8. with ``--redis-cluster``, (i): two workers on the partitioned Redis layout over a local
-   1-master and then 3-master Redis Cluster (:mod:`streams.benchmarks.cluster`).
+   1-master and then 3-master Redis Cluster (:mod:`streams.benchmarks.cluster`);
+9. with ``--import``, (j): ``segmenter import`` of a generated two-year shop history
+   (:mod:`streams.benchmarks.history_import`).
 
 The run uses its own topics, Redis namespace and consumer group; embedded servers are started
 unless ``SEGMENTER_KAFKA_BOOTSTRAP`` / ``SEGMENTER_REDIS_URL`` are set, and on configured servers
@@ -36,6 +38,7 @@ from streams.benchmarks.ceiling import run_ceiling
 from streams.benchmarks.cluster import cluster_topics, run_cluster
 from streams.benchmarks.common import BenchConfig, BenchError, Infra, cleanup, delete_run, say
 from streams.benchmarks.delivery import run_delivery
+from streams.benchmarks.history_import import import_topics, run_import
 from streams.benchmarks.live import run_live
 from streams.benchmarks.load import preproduce, synthetic
 from streams.benchmarks.memory import measure_memory
@@ -74,7 +77,7 @@ def _roles(infra: Infra, workers: list[Child], api: Child) -> dict[str, list[int
 
 
 def _measure(
-    infra: Infra, cfg: BenchConfig, peer: bool, deliver: bool, cluster: bool
+    infra: Infra, cfg: BenchConfig, peer: bool, deliver: bool, cluster: bool, history: int = 0
 ) -> dict[str, object]:
     """Every phase, in order; the worker child is stopped whatever happens."""
     asyncio.run(ensure_topics(infra.bootstrap, infra.topics))
@@ -119,6 +122,8 @@ def _measure(
     if cluster:
         again = synthetic(cfg.events, cfg.customers, cfg.seed)
         figures.update(cluster_results(run_cluster(infra, again, _timeout(cfg.events))))
+    if history:
+        figures.update(run_import(infra, history, _timeout(100_000)))
     return figures
 
 
@@ -134,6 +139,7 @@ def run_bench(
     peer: bool = False,
     deliver: bool = False,
     cluster: bool = False,
+    import_jobs: int = 0,
 ) -> int:
     """Run every phase; print the table (or one JSON object); 0 unless infrastructure failed.
 
@@ -164,7 +170,7 @@ def run_bench(
     try:
         infra.start()
         say(f"broker {infra.bootstrap}, Redis {infra.redis_url}, run {infra.run}")
-        figures = _measure(infra, cfg, peer, deliver, cluster)
+        figures = _measure(infra, cfg, peer, deliver, cluster, import_jobs)
     except (BenchError, StackError, KafkaError, RedisError, OSError, TimeoutError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else repr(exc)
         print(f"segmenter bench: {message}", file=sys.stderr)
@@ -176,6 +182,10 @@ def run_bench(
                     asyncio.run(cleanup_peer(infra))
                 if cluster:
                     asyncio.run(delete_run(infra, f"{infra.namespace}-c", cluster_topics(infra)))
+                if import_jobs:
+                    asyncio.run(
+                        delete_run(infra, f"{infra.namespace}-import", import_topics(infra))
+                    )
             except Exception as exc:
                 say(f"cleanup incomplete: {exc!r}")
         infra.stop()

@@ -139,6 +139,7 @@ def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         peer=args.peer,
         deliver=args.deliver,
         cluster=args.redis_cluster,
+        import_jobs=args.import_jobs if args.history_import else 0,
     )
 
 
@@ -441,6 +442,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--redis-cluster",
         action="store_true",
         help="add (i): 2 workers on the partitioned layout over a 1- and a 3-master Redis Cluster",
+    )
+    bench.add_argument(
+        "--import",
+        dest="history_import",
+        action="store_true",
+        help="add (j): segmenter import of a generated two-year history of 1,000 customers",
+    )
+    bench.add_argument(
+        "--import-jobs", type=int, default=2, help="(j): processes sharing the import (2)"
     )
     bench.set_defaults(func=_cmd_bench)
     return parser

@@ -138,6 +138,14 @@ CLUSTER_ROWS = (
 )
 """The table's rows of (i), shown when the run had ``--redis-cluster``."""
 
+IMPORT_ROWS = (
+    ("(j) import, events/s", "import_events_per_s", "events/s", ">= 20,000"),
+    ("    events imported", "import_events", "", ""),
+    ("    seconds", "import_seconds", "s", ""),
+    ("    jobs", "import_jobs", "", ""),
+)
+"""The table's rows of (j), shown when the run had ``--import``."""
+
 
 def to_json(figures: dict[str, Any]) -> str:
     """The one JSON object of ``--json`` (missing figures are ``null``)."""
@@ -214,6 +222,11 @@ def table(figures: dict[str, Any], cfg: BenchConfig) -> str:
         rows += [Row(label, key, unit) for label, key, unit in DELIVERY_ROWS]
     if "cluster_scaling_ratio" in figures:
         rows += [Row(label, key, unit) for label, key, unit in CLUSTER_ROWS]
+    if "import_events_per_s" in figures:
+        rows += [
+            Row(label, key, unit, target, (lambda v: v >= 20_000) if target else None)
+            for label, key, unit, target in IMPORT_ROWS
+        ]
     for row in rows:
         value = figures.get(row.key)
         verdict = "" if row.ok is None else "n/a"
