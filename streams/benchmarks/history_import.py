@@ -44,6 +44,7 @@ def run_import(infra: Infra, jobs: int, timeout: float) -> dict[str, Any]:
             SEGMENTER_REDIS_URL=infra.redis_url,
             SEGMENTER_NAMESPACE=f"{infra.namespace}-import",
             SEGMENTER_CLOCK="event",
+            SEGMENTER_RULES=str(infra.settings.rules.resolve()),
             SEGMENTER_INPUT_TOPIC=events,
             SEGMENTER_MIGRATIONS_TOPIC=migrations,
             SEGMENTER_DLQ_TOPIC=dlq,
