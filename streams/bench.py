@@ -23,6 +23,8 @@ In one run, on the same broker, Redis and synthetic events:
    (:mod:`streams.benchmarks.visitors`);
 10. with ``--collect``, (k): the Segment-compatible HTTP collector of one ``segmenter api``
     process, batches of 100 events (:mod:`streams.benchmarks.collect`).
+11. with ``--import``, (l): ``segmenter import`` of a generated two-year shop history
+   (:mod:`streams.benchmarks.history_import`).
 
 The run uses its own topics, Redis namespace and consumer group; embedded servers are started
 unless ``SEGMENTER_KAFKA_BOOTSTRAP`` / ``SEGMENTER_REDIS_URL`` are set, and on configured servers
@@ -43,6 +45,7 @@ from streams.benchmarks.cluster import cluster_topics, run_cluster
 from streams.benchmarks.collect import run_collect
 from streams.benchmarks.common import BenchConfig, BenchError, Infra, cleanup, delete_run, say
 from streams.benchmarks.delivery import run_delivery
+from streams.benchmarks.history_import import import_topics, run_import
 from streams.benchmarks.live import run_live
 from streams.benchmarks.load import preproduce, synthetic
 from streams.benchmarks.memory import measure_memory
@@ -95,7 +98,13 @@ def _visitors(
 
 
 def _measure(
-    infra: Infra, cfg: BenchConfig, peer: bool, deliver: bool, cluster: bool, collect: bool
+    infra: Infra,
+    cfg: BenchConfig,
+    peer: bool,
+    deliver: bool,
+    cluster: bool,
+    collect: bool,
+    history: int = 0,
 ) -> dict[str, object]:
     """Every phase, in order; the worker child is stopped whatever happens."""
     asyncio.run(ensure_topics(infra.bootstrap, infra.topics))
@@ -151,6 +160,8 @@ def _measure(
         figures.update(cluster_results(run_cluster(infra, again, _timeout(cfg.events))))
     if collect:
         figures.update(collect_results(run_collect(infra, cfg)))
+    if history:
+        figures.update(run_import(infra, history, _timeout(100_000)))
     return figures
 
 
@@ -168,6 +179,7 @@ def run_bench(
     cluster: bool = False,
     collect: bool = False,
     visitors: int = 0,
+    import_jobs: int = 0,
 ) -> int:
     """Run every phase; print the table (or one JSON object); 0 unless infrastructure failed.
 
@@ -199,7 +211,7 @@ def run_bench(
     try:
         infra.start()
         say(f"broker {infra.bootstrap}, Redis {infra.redis_url}, run {infra.run}")
-        figures = _measure(infra, cfg, peer, deliver, cluster, collect)
+        figures = _measure(infra, cfg, peer, deliver, cluster, collect, import_jobs)
     except (BenchError, StackError, KafkaError, RedisError, OSError, TimeoutError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else repr(exc)
         print(f"segmenter bench: {message}", file=sys.stderr)
@@ -211,6 +223,10 @@ def run_bench(
                     asyncio.run(cleanup_peer(infra))
                 if cluster:
                     asyncio.run(delete_run(infra, f"{infra.namespace}-c", cluster_topics(infra)))
+                if import_jobs:
+                    asyncio.run(
+                        delete_run(infra, f"{infra.namespace}-import", import_topics(infra))
+                    )
             except Exception as exc:
                 say(f"cleanup incomplete: {exc!r}")
         infra.stop()

@@ -59,13 +59,23 @@ def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     if args.rules:
         settings = settings.model_copy(update={"rules": Path(args.rules)})
     models = Path(args.models) if args.models else None
-    return run_replay(settings, events=Path(args.events), out=Path(args.out), models=models)
+    return run_replay(
+        settings, events=Path(args.events), out=Path(args.out), models=models, keep=args.keep
+    )
 
 
 def _cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
     from streams.generate.runner import run_generate
+
+    if args.history:
+        from streams.generate.runner import run_generate_history
+
+        return run_generate_history(args.customers, args.months, args.seed, args.end, args.out)
+    if args.rate is None:
+        print("segmenter generate: --rate is required (or --history --out FILE)", file=sys.stderr)
+        return 2
 
     return asyncio.run(
         run_generate(
@@ -76,6 +86,24 @@ def _cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
             seed=args.seed,
         )
     )
+
+
+def _cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.importer.command import Options, run_import
+
+    options = Options(
+        sources=args.sources,
+        maps=args.map or [],
+        format=args.format,
+        emit_history=args.emit_history,
+        as_json=args.json,
+        rejects=Path(args.rejects),
+        allow_late=args.allow_late,
+        jobs=args.jobs,
+        batch=args.batch,
+        sort_run=args.sort_run,
+    )
+    return run_import(settings, options)
 
 
 def _cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
@@ -113,6 +141,7 @@ def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         cluster=args.redis_cluster,
         visitors=args.visitors,
         collect=args.collect,
+        import_jobs=args.import_jobs if args.history_import else 0,
     )
 
 
@@ -226,14 +255,66 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--rules", help="rule directory (default SEGMENTER_RULES)")
     replay.add_argument("--out", required=True, help="where to write the migrations (JSONL)")
     replay.add_argument("--models", help="a fitted-models JSON document for `predicted` conditions")
+    replay.add_argument(
+        "--keep",
+        metavar="NAMESPACE",
+        help="keep the run's Redis keys under this namespace (its customers, sizes, history)",
+    )
     replay.set_defaults(func=_cmd_replay)
 
-    generate = sub.add_parser("generate", help="synthetic customers' events onto the input topic")
-    generate.add_argument("--rate", type=float, required=True, help="events per second")
+    generate = sub.add_parser(
+        "generate", help="synthetic customers' events onto the input topic, or a shop's history"
+    )
+    generate.add_argument("--rate", type=float, help="events per second (live)")
     generate.add_argument("--customers", type=int, required=True, help="number of customers")
     generate.add_argument("--duration", type=float, help="seconds to run (default: until Ctrl-C)")
     generate.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    generate.add_argument(
+        "--history", action="store_true", help="write a shop-shaped history to --out instead"
+    )
+    generate.add_argument("--months", type=float, default=24.0, help="history: months (24)")
+    generate.add_argument(
+        "--end", help="history: its end, ISO 8601 (default: the current hour, UTC)"
+    )
+    generate.add_argument("--out", help="history: the JSON-lines file to write")
     generate.set_defaults(func=_cmd_generate)
+
+    imports = sub.add_parser(
+        "import", help="load history into the live namespace, in event time, quietly"
+    )
+    imports.add_argument("sources", nargs="+", metavar="SOURCE", help="files, globs, or - (stdin)")
+    imports.add_argument(
+        "--map",
+        action="append",
+        metavar="TARGET=COLUMN,...",
+        help='CSV/Parquet columns, e.g. customer_id=Customer,time=Date,event="Order Completed"',
+    )
+    imports.add_argument(
+        "--format", choices=["jsonl", "csv", "parquet"], help="when the file name does not say"
+    )
+    imports.add_argument(
+        "--emit-history",
+        action="store_true",
+        help="publish every historical migration (for analytics) instead of one per change",
+    )
+    imports.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    imports.add_argument(
+        "--rejects",
+        default="segmenter-import.rejects",
+        metavar="FILE",
+        help="where rejected rows go, file:line: message (default segmenter-import.rejects)",
+    )
+    imports.add_argument(
+        "--allow-late",
+        action="store_true",
+        help="apply history older than the namespace's clock under the late-event policy",
+    )
+    imports.add_argument("--jobs", type=int, default=1, help="processes sharing the work (1)")
+    imports.add_argument("--batch", type=int, default=2000, help="events per commit (2000)")
+    imports.add_argument(
+        "--sort-run", type=int, default=200_000, help="events sorted in memory at once (200000)"
+    )
+    imports.set_defaults(func=_cmd_import)
 
     explain = sub.add_parser("explain", help="a customer's state, segments and why")
     explain.add_argument("customer_id")
@@ -377,6 +458,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--collect",
         action="store_true",
         help="add (k): the HTTP collector of one `segmenter api` process, batches of 100",
+    )
+    bench.add_argument(
+        "--import",
+        dest="history_import",
+        action="store_true",
+        help="add (l): segmenter import of a generated two-year history of 1,000 customers",
+    )
+    bench.add_argument(
+        "--import-jobs", type=int, default=2, help="(l): processes sharing the import (2)"
     )
     bench.set_defaults(func=_cmd_bench)
     return parser

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from typing import Any
 
 import orjson
@@ -12,6 +11,7 @@ import orjson
 from streams.api.customers import customer_view, explain_view
 from streams.engine import RuleLoadError, load_rules
 from streams.models.published import ModelReader
+from streams.pipeline.timekeeping import namespace_now
 from streams.settings import Settings
 from streams.stack.discovery import with_running_stack
 from streams.store.redis_store import RedisStore
@@ -22,8 +22,9 @@ async def _views(settings: Settings, customer_id: str) -> tuple[Any, Any]:
     store = RedisStore.from_settings(settings)
     try:
         models = await ModelReader().current(store)
-        summary = await customer_view(store, rules, customer_id, models)
-        why = await explain_view(store, rules, customer_id, time.time(), models)
+        now = await namespace_now(store, settings.clock)
+        summary = await customer_view(store, rules, customer_id, models, now)
+        why = await explain_view(store, rules, customer_id, now, models)
         return summary, why
     finally:
         await store.close()

@@ -124,13 +124,16 @@ async def _read_all(bootstrap: str, topic: str) -> list[bytes]:
         await consumer.stop()
 
 
-async def _cleanup(bootstrap: str, redis_url: str, namespace: str, topics: list[str]) -> None:
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        async for key in client.scan_iter(match=f"{namespace}:*", count=1000):
-            await client.delete(key)
-    finally:
-        await client.aclose()
+async def _cleanup(
+    bootstrap: str, redis_url: str, namespace: str, topics: list[str], keys: bool = True
+) -> None:
+    if keys:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            async for key in client.scan_iter(match=f"{namespace}:*", count=1000):
+                await client.delete(key)
+        finally:
+            await client.aclose()
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -149,11 +152,19 @@ async def _publish_models(redis_url: str, namespace: str, document: dict[str, ob
         await store.close()
 
 
-def run_replay(settings: Settings, events: Path, out: Path, models: Path | None = None) -> int:
+def run_replay(
+    settings: Settings,
+    events: Path,
+    out: Path,
+    models: Path | None = None,
+    keep: str | None = None,
+) -> int:
     """Replay ``events`` (JSONL) and write the migrations (CloudEvents JSON, one a line).
 
     ``models``: a fitted-models document (``segmenter model fit --json`` output, or
-    ``GET /v1/models``) that ``predicted`` conditions use during the replay.
+    ``GET /v1/models``) that ``predicted`` conditions use during the replay. ``keep``: leave
+    the run's Redis keys under this namespace at the end (to read its customers, sizes and
+    size history), instead of deleting them.
     """
     document = None
     if models is not None:
@@ -176,7 +187,7 @@ def run_replay(settings: Settings, events: Path, out: Path, models: Path | None 
         "migrations_topic": f"{prefix}.migrations",
         "dlq_topic": f"{prefix}.dlq",
     }
-    namespace = f"replay-{run}"
+    namespace = keep or f"replay-{run}"
     broker = EmbeddedBroker() if not settings.kafka_bootstrap else None
     redis_server = EmbeddedRedis() if not settings.redis_url else None
     worker: Child | None = None
@@ -223,7 +234,9 @@ def run_replay(settings: Settings, events: Path, out: Path, models: Path | None 
             worker.stop()
         if (broker is None or redis_server is None) and bootstrap and redis_url:
             try:
-                asyncio.run(_cleanup(bootstrap, redis_url, namespace, list(topics.values())))
+                asyncio.run(
+                    _cleanup(bootstrap, redis_url, namespace, list(topics.values()), keep is None)
+                )
             except Exception as exc:
                 _say(f"cleanup incomplete: {exc!r}")
         if redis_server:

@@ -174,6 +174,13 @@ class NaiveFacts:
         amounts = (_number(e.properties.get(prop)) for e in self._window_events(series_id, seconds))
         return float(sum(a for a in amounts if a is not None))
 
+    def window_counts(self, series_id: str, seconds: float) -> list[tuple[float, float]]:
+        """``(time, events)`` of each instant in the window, oldest first."""
+        counts: dict[int, int] = {}
+        for e in self._window_events(series_id, seconds):
+            counts[e.ts_ms] = counts.get(e.ts_ms, 0) + 1
+        return [(ms / 1000, float(n)) for ms, n in sorted(counts.items())]
+
     def window_expiry(self, series_id: str, seconds: float) -> float | None:
         """When the oldest event now inside the window leaves it (None when empty)."""
         events = self._window_events(series_id, seconds)

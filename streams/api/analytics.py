@@ -25,6 +25,7 @@ from streams.engine import RuleSet
 from streams.engine.durations import DurationError, parse_duration
 from streams.models.predictor import History, Predictor
 from streams.models.published import ModelReader
+from streams.pipeline.timekeeping import namespace_now
 from streams.settings import Settings
 from streams.state.customer import CustomerState
 from streams.store.base import Store
@@ -89,7 +90,8 @@ class AnalyticsRoutes:
         now = time.time()
         if cached is not None and now - cached[0] < CACHE_S:
             return cached[1]
-        found = await measure(self.store, rules, now, window_s, self.settings.report_device_traits)
+        at = await namespace_now(self.store, self.settings.clock)
+        found = await measure(self.store, rules, at, window_s, self.settings.report_device_traits)
         self._cache = {key: (now, found)}
         return found
 
@@ -189,7 +191,8 @@ class AnalyticsRoutes:
         ids = await queries.sample_members(self.store, segment, PREDICTION_SAMPLE)
         states = await queries.load_states(self.store, ids)
         predictor = Predictor(models, rules.conversion.event)
-        return _json(predictions_view(segment, states, predictor, time.time()))
+        now = await namespace_now(self.store, self.settings.clock)
+        return _json(predictions_view(segment, states, predictor, now))
 
     async def _report(self, request: web.Request) -> web.Response:
         rules = self.rules()
@@ -245,7 +248,13 @@ async def build_report(
     population = (
         await routes.population(rules, window_s)
         if routes is not None
-        else await measure(store, rules, time.time(), window_s, settings.report_device_traits)
+        else await measure(
+            store,
+            rules,
+            await namespace_now(store, settings.clock),
+            window_s,
+            settings.report_device_traits,
+        )
     )
     sizes = await store.segment_sizes()
     ids = list(rules.ids)

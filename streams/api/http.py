@@ -25,7 +25,6 @@ from __future__ import annotations
 import hmac
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from importlib import resources
@@ -48,6 +47,7 @@ from streams.api.visitor_hub import VisitorHub
 from streams.engine import RuleSet
 from streams.models.published import ModelReader
 from streams.pipeline.metrics import Metrics
+from streams.pipeline.timekeeping import namespace_now
 from streams.settings import Settings
 from streams.stack.embedded import free_port
 from streams.store.base import Store
@@ -344,13 +344,14 @@ class HttpServer:
 
     async def _customer(self, request: web.Request) -> web.Response:
         models = await self.models.current(self.store)
-        view = await customer_view(self.store, self.rules, request.match_info["id"], models)
+        now = await namespace_now(self.store, self.settings.clock)
+        view = await customer_view(self.store, self.rules, request.match_info["id"], models, now)
         if view is None:
             return _error(404, "unknown customer")
         return _json(view)
 
     async def _explain(self, request: web.Request) -> web.Response:
-        now = time.time()
+        now = await namespace_now(self.store, self.settings.clock)
         models = await self.models.current(self.store)
         view = await explain_view(self.store, self.rules, request.match_info["id"], now, models)
         if view is None:
@@ -384,4 +385,4 @@ class HttpServer:
 
     async def _rfm(self, request: web.Request) -> web.Response:
         states = [s async for s in queries.iter_states(self.store, RFM_SAMPLE)]
-        return _json(queries.rfm_grid(states))
+        return _json(queries.rfm_grid(states, await namespace_now(self.store, self.settings.clock)))

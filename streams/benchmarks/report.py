@@ -141,6 +141,14 @@ CLUSTER_ROWS = (
 )
 """The table's rows of (i), shown when the run had ``--redis-cluster``."""
 
+IMPORT_ROWS = (
+    ("(l) import, events/s", "import_events_per_s", "events/s", ">= 20,000"),
+    ("    events imported", "import_events", "", ""),
+    ("    seconds", "import_seconds", "s", ""),
+    ("    jobs", "import_jobs", "", ""),
+)
+"""The table's rows of (l), shown when the run had ``--import``."""
+
 
 def visitor_results(found: VisitorReport) -> dict[str, Any]:
     """(j): streams opened, latency from event to stream event, the API's memory and CPU."""
@@ -291,6 +299,11 @@ def table(figures: dict[str, Any], cfg: BenchConfig) -> str:
         rows += _visitor_rows()
     if "collect_events_per_s" in figures:
         rows += _collect_rows()
+    if "import_events_per_s" in figures:
+        rows += [
+            Row(label, key, unit, target, (lambda v: v >= 20_000) if target else None)
+            for label, key, unit, target in IMPORT_ROWS
+        ]
     for row in rows:
         value = figures.get(row.key)
         verdict = "" if row.ok is None else "n/a"

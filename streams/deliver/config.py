@@ -30,6 +30,17 @@ _ID = r"^[a-z][a-z0-9_-]*$"
 _BOTH: tuple[Direction, ...] = ("entered", "exited")
 Identifier = Literal["email", "phone"]
 _IDS: tuple[Identifier, ...] = ("email", "phone")
+TriggerName = Literal["event", "time", "rule_change", "merge", "erasure", "consent", "import"]
+DEFAULT_TRIGGERS: tuple[TriggerName, ...] = (
+    "event",
+    "time",
+    "rule_change",
+    "merge",
+    "erasure",
+    "consent",
+)
+"""Every trigger kind but ``import``: a history loaded by ``segmenter import`` sends nothing
+(no win-back email for a lapse of years ago) unless a destination names it."""
 
 
 class _Strict(BaseModel):
@@ -71,6 +82,11 @@ class _Selecting(_Strict):
     )
     kinds: list[Kind] | None = Field(None, description="segment kinds to take")
     directions: list[Direction] = Field(default_factory=lambda: list(_BOTH), min_length=1)
+    triggers: list[TriggerName] = Field(
+        default_factory=lambda: list(DEFAULT_TRIGGERS),
+        min_length=1,
+        description="trigger kinds to take (default: all but `import`)",
+    )
     batch: Batching = Field(default_factory=Batching)
     start_from: Literal["latest", "earliest"] = Field(
         "latest",

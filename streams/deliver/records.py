@@ -8,7 +8,13 @@ from typing import Any
 
 import orjson
 
-from streams.deliver.config import AudienceFile, Destination, ProfileSyncFile, WebhookFile
+from streams.deliver.config import (
+    DEFAULT_TRIGGERS,
+    AudienceFile,
+    Destination,
+    ProfileSyncFile,
+    WebhookFile,
+)
 from streams.pipeline.migrations import structured
 
 
@@ -56,6 +62,12 @@ class Record:
         """``entered`` or ``exited``."""
         return str(self.data.get("direction", ""))
 
+    @property
+    def trigger(self) -> str:
+        """The trigger kind (``event``, ``time``, ..., ``import``)."""
+        trigger = self.data.get("trigger")
+        return str(trigger.get("kind", "")) if isinstance(trigger, dict) else ""
+
     def header(self, name: str) -> str | None:
         """A header's value as text."""
         for key, raw in self.headers:
@@ -75,10 +87,12 @@ class Record:
 
 @dataclass(frozen=True)
 class Selector:
-    """Which migrations a destination takes: segments (ids, or kinds) and directions."""
+    """Which migrations a destination takes: segments (ids, or kinds), directions and trigger
+    kinds."""
 
     segments: frozenset[str] | None
     directions: frozenset[str]
+    triggers: frozenset[str] = frozenset(DEFAULT_TRIGGERS)
 
     @classmethod
     def of(cls, destination: Destination, kinds: Mapping[str, str]) -> Selector:
@@ -90,10 +104,17 @@ class Selector:
         if spec.kinds is not None:
             of_kind = {sid for sid, kind in kinds.items() if kind in spec.kinds}
             chosen = of_kind if chosen is None else chosen | of_kind
-        return cls(frozenset(chosen) if chosen is not None else None, frozenset(spec.directions))
+        return cls(
+            frozenset(chosen) if chosen is not None else None,
+            frozenset(spec.directions),
+            frozenset(spec.triggers),
+        )
 
     def takes(self, record: Record) -> bool:
         """True when the destination wants ``record``."""
         if record.direction not in self.directions:
+            return False
+        trigger = record.trigger
+        if trigger and trigger not in self.triggers:
             return False
         return self.segments is None or record.segment in self.segments

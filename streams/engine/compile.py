@@ -33,7 +33,7 @@ from streams.engine.compiled import (
 from streams.engine.durations import format_duration
 from streams.engine.facts import MISSING, Facts, SeriesSpec
 from streams.engine.instants import HALF_MS
-from streams.engine.nextdue import Earliest, RecencyDue, SegmentNext, WindowDue
+from streams.engine.nextdue import CountDue, Earliest, RecencyDue, SegmentNext, WindowDue
 from streams.engine.ops import (
     numeric_check,
     numeric_predicate,
@@ -202,7 +202,7 @@ class Compiler:
             n = ctx.facts.window_count(series_id, window)
             return pred(n), Reason(text, {key: n})
 
-        next_change = WindowDue(series_id, window).at
+        next_change = CountDue(series_id, window, check, bound).at
         return CompiledCondition(test, explain, next_change, frozenset({cond.event}), ())
 
     def _sum(self, cond: m.EventSumCondition | m.EventAverageCondition) -> CompiledCondition:

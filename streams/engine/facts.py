@@ -92,6 +92,10 @@ class Facts(Protocol):
         """The instant the oldest entry in the window leaves it (its time + ``seconds``)."""
         ...
 
+    def window_counts(self, series_id: str, seconds: float) -> list[tuple[float, float]]:
+        """``(time, events)`` of each instant of the series in the window, oldest first."""
+        ...
+
     def last_time(self, event: str) -> float | None:
         """When the customer last did ``event`` (epoch seconds), or None if never."""
         ...

@@ -7,7 +7,8 @@ trees into their leaves and merges leaves that read the same thing:
 - every ``RecencyDue`` of one event becomes one, over the union of the windows (one
   ``last_time`` read; the first ``last + window`` after ``now`` in ascending windows is the
   smallest);
-- equal ``WindowDue`` leaves (same series and window) are called once, and the
+- equal ``WindowDue`` leaves (same series and window) and equal ``CountDue`` leaves (same
+  series, window and comparison) are called once, and the
   ``predicted_value`` crossings are one call (``merge_crossings``);
 - an ``in_segment`` leaf (``SegmentNext``) is skipped when the function it delegates to only
   combines leaves the rule set calls anyway (the earliest is then the same).
@@ -17,7 +18,8 @@ Each merge keeps the result: the earliest of the same candidate instants.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from streams.engine.compiled import CompiledCondition, NextChange, earliest_of, never
 from streams.engine.facts import Facts
@@ -76,6 +78,38 @@ class WindowDue:
         return facts.window_expiry(self.series_id, self.window)
 
 
+class CountDue:
+    """When a window count's comparison (``check(count, bound)``) next changes with no new
+    event: the count only falls as entries leave, so at the first expiry after which the
+    comparison differs from now. None when no expiry changes it (a ``count >= n`` below ``n``
+    stays false until an event), which spares the timers of expiries that change nothing."""
+
+    __slots__ = ("bound", "check", "key", "series_id", "window")
+
+    def __init__(
+        self, series_id: str, window: float, check: Callable[[float, Any], bool], bound: Any
+    ) -> None:
+        self.series_id = series_id
+        self.window = window
+        self.check = check
+        self.bound = bound
+        self.key = (series_id, window, check, bound)
+
+    def at(self, facts: Facts) -> float | None:
+        """The expiry at which the comparison flips, or None."""
+        entries = facts.window_counts(self.series_id, self.window)
+        if not entries:
+            return None
+        check, bound = self.check, self.bound
+        count = sum(n for _, n in entries)
+        holds = check(count, bound)
+        for time, n in entries:
+            count -= n
+            if check(count, bound) != holds:
+                return ceil_instant(time + self.window)
+        return None
+
+
 class SegmentNext:
     """``in_segment``: the next change of the target's unit, bound after compilation."""
 
@@ -120,8 +154,8 @@ def _merge(functions: Sequence[NextChange]) -> tuple[NextChange, ...]:
                 result.append(owner.event)
             recency[owner.event].extend(owner.windows)
             continue
-        if isinstance(owner, WindowDue):
-            key = (owner.series_id, owner.window)
+        if isinstance(owner, WindowDue | CountDue):
+            key = owner.key if isinstance(owner, CountDue) else (owner.series_id, owner.window)
             if key in seen:
                 continue
             seen.add(key)
@@ -173,4 +207,4 @@ class NextDue:
         return best
 
 
-__all__ = ["Earliest", "NextDue", "RecencyDue", "SegmentNext", "WindowDue", "leaves"]
+__all__ = ["CountDue", "Earliest", "NextDue", "RecencyDue", "SegmentNext", "WindowDue", "leaves"]

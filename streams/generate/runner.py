@@ -149,3 +149,32 @@ async def run_generate(
         return _error(f"delivery to {bootstrap} failed: {failures[0]}")
     print(f"generate: done, {sent} events sent", flush=True)
     return 0
+
+
+def run_generate_history(
+    customers: int, months: float, seed: int, end: str | None, out: str | None
+) -> int:
+    """``segmenter generate --history``: a shop's history to a JSON-lines file."""
+    from streams.generate.history import HistorySpec, write_history
+
+    if not out:
+        return _error("--history needs --out FILE")
+    if end is None:
+        moment = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    else:
+        try:
+            moment = datetime.fromisoformat(end)
+        except ValueError:
+            return _error(f"--end: expected an ISO 8601 date or time, got {end!r}")
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    try:
+        spec = HistorySpec(customers=customers, months=months, end=moment, seed=seed)
+    except ValueError as exc:
+        return _error(str(exc))
+    count = write_history(spec, Path(out))
+    print(
+        f"{count:,} events of {customers:,} customers, {spec.start.isoformat()} to"
+        f" {moment.isoformat()}, written to {out}",
+        file=sys.stderr,
+    )
+    return 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from streams.models.discovery import Discovery, discover, features
 from streams.models.predictor import Predictor
 from streams.models.published import ModelReader
 from streams.pipeline import rulepack
+from streams.pipeline.timekeeping import namespace_now
 from streams.settings import Settings
 from streams.stack.discovery import with_running_stack
 from streams.state.customer import CustomerState
@@ -55,14 +55,14 @@ def draft(found: Discovery, index: int, seed: int) -> tuple[str, str] | None:
     return f"{sid}.yaml", text
 
 
-async def _states(settings: Settings) -> tuple[list[CustomerState], Any, Any]:
+async def _states(settings: Settings) -> tuple[list[CustomerState], Any, Any, float]:
     store = RedisStore.from_settings(settings)
     try:
         pack = await rulepack.published(store)
         rules = pack.rules if pack is not None else load_rules(settings.rules)
         models = await ModelReader().current(store)
         states = [state async for state in iter_states(store)]
-        return states, rules, models
+        return states, rules, models, await namespace_now(store, settings.clock)
     finally:
         await store.close()
 
@@ -77,7 +77,7 @@ def run_discover(settings: Settings, out: Path, k: int | None, seed: int, as_jso
         _say("--k must be between 2 and 20")
         return 1
     try:
-        states, rules, models = asyncio.run(_states(settings))
+        states, rules, models, now = asyncio.run(_states(settings))
     except RuleLoadError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -87,7 +87,7 @@ def run_discover(settings: Settings, out: Path, k: int | None, seed: int, as_jso
     columns = features(conversion, predictor)
     _say(f"clustering {len(states):,} customers on {len(columns)} features")
     try:
-        found = discover(states, columns, time.time(), k, seed)
+        found = discover(states, columns, now, k, seed)
     except ValueError as exc:
         _say(str(exc))
         return 1

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +30,7 @@ from streams.models.fitting import Summary, TooLittleData, fit_bgnbd, fit_gamma_
 from streams.models.predictor import History
 from streams.models.published import publish
 from streams.pipeline import rulepack
+from streams.pipeline.timekeeping import namespace_now
 from streams.settings import Settings
 from streams.stack.discovery import with_running_stack
 from streams.state.customer import CustomerState
@@ -46,7 +46,7 @@ GROUPS = 7
 class Split:
     """One customer seen at the calibration end: before it, and the purchases after it."""
 
-    row: tuple[int, float, float, float]
+    row: Row
     after: int
     approximate: bool
 
@@ -55,12 +55,17 @@ def _say(text: str) -> None:
     print(f"segmenter model fit: {text}", file=sys.stderr, flush=True)
 
 
-def summary_row(state: CustomerState, event: str, now: float) -> tuple[int, float, float, float]:
-    """``(orders, t_x days, T days, revenue)`` of a customer with orders (or orders = 0)."""
+Row = tuple[int, float, float, float, float]
+"""``(orders, t_x days, T days, revenue, revenue of the repeat orders)``."""
+
+
+def summary_row(state: CustomerState, event: str, now: float) -> Row:
+    """A customer's summary row at ``now`` (orders = 0 without one)."""
     h = History.of(state, event)
     if h is None:
-        return (0, 0.0, 0.0, 0.0)
-    return (h.orders, (h.last - h.first) / DAY, max(0.0, (now - h.first) / DAY), h.revenue)
+        return (0, 0.0, 0.0, 0.0, 0.0)
+    age = max(0.0, (now - h.first) / DAY)
+    return (h.orders, (h.last - h.first) / DAY, age, h.revenue, h.repeat_revenue)
 
 
 def split_at(state: CustomerState, rules: RuleSet, end: float) -> Split | None:
@@ -84,16 +89,22 @@ def split_at(state: CustomerState, rules: RuleSet, end: float) -> Split | None:
         last_before, approximate = first, count - after > 1
     orders = count - after
     mean = state.revenue / count if count else 0.0
-    row = (orders, (last_before - first) / DAY, (end - first) / DAY, mean * orders)
+    row = (
+        orders,
+        (last_before - first) / DAY,
+        (end - first) / DAY,
+        mean * orders,
+        mean * max(orders - 1, 0),
+    )
     return Split(row, after, approximate)
 
 
 async def _read(
     store: Store, rules: RuleSet, now: float, end: float | None, say: Callable[[str], None]
-) -> tuple[list[tuple[int, float, float, float]], list[Split]]:
+) -> tuple[list[Row], list[Split]]:
     conversion = rules.conversion
     assert conversion is not None
-    rows: list[tuple[int, float, float, float]] = []
+    rows: list[Row] = []
     splits: list[Split] = []
     seen = 0
     async for state in iter_states(store):
@@ -116,7 +127,7 @@ def calibration_table(splits: list[Split], model: Any, horizon_days: float) -> l
     """Per group of repeat purchases before the end: customers, mean predicted and actual."""
     groups: dict[int, list[tuple[float, int]]] = {}
     for s in splits:
-        orders, t_x, age, _ = s.row
+        orders, t_x, age, _, _ = s.row
         x = orders - 1
         predicted = model.expected_purchases(horizon_days, x, t_x, age)
         groups.setdefault(min(x, GROUPS), []).append((predicted, s.after))
@@ -139,11 +150,12 @@ async def _fit(settings: Settings, calibration_end: float | None) -> dict[str, A
         conversion = rules.conversion
         if conversion is None:
             raise TooLittleData("the rule pack has no conversion event (performance file)")
-        now = time.time()
+        now = await namespace_now(store, settings.clock)
         if calibration_end is not None and not (now - conversion.window_s <= calibration_end < now):
             raise TooLittleData(
-                f"--calibration-end must lie within the last {conversion.window_s / DAY:g} days"
-                " (the pack's performance window_days: what the states keep of each purchase)"
+                f"--calibration-end must lie within the {conversion.window_s / DAY:g} days before"
+                f" the namespace's now ({datetime.fromtimestamp(now, UTC):%Y-%m-%d %H:%M} UTC;"
+                " the pack's performance window_days: what the states keep of each purchase)"
             )
         rows, splits = await _read(store, rules, now, calibration_end, _say)
         data = [s.row for s in splits] if calibration_end is not None else rows
@@ -157,6 +169,7 @@ async def _fit(settings: Settings, calibration_end: float | None) -> dict[str, A
             gg = None
         document: dict[str, Any] = {
             "fitted_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "as_of": datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z"),
             "customers": len(summary),
             "repeat_customers": int((summary.x > 0).sum()),
             "unit": "days",

@@ -34,15 +34,22 @@ class Summary:
     T: np.ndarray
     orders: np.ndarray
     mean_value: np.ndarray
+    repeat_value: np.ndarray
+    """The mean value of the repeat orders (0 without one): what Gamma-Gamma is fitted on."""
 
     @classmethod
-    def of(cls, rows: Sequence[tuple[int, float, float, float]]) -> Summary:
-        """From ``(orders, days from first to last order, days since the first, revenue)``."""
-        data = np.asarray(rows, dtype=float).reshape(-1, 4)
+    def of(cls, rows: Sequence[Sequence[float]]) -> Summary:
+        """From ``(orders, days from first to last order, days since the first, revenue)``,
+        with the revenue of the repeat orders as a fifth column (without it, the mean order's
+        value stands for the repeat orders')."""
+        width = len(rows[0]) if len(rows) else 5
+        data = np.asarray(rows, dtype=float).reshape(-1, width)
         orders = data[:, 0]
+        x = orders - 1
         with np.errstate(divide="ignore", invalid="ignore"):
             mean = np.where(orders > 0, data[:, 3] / np.maximum(orders, 1), 0.0)
-        return cls(orders - 1, data[:, 1], data[:, 2], orders, mean)
+            repeat = data[:, 4] / np.maximum(x, 1) if width > 4 else mean
+        return cls(x, data[:, 1], data[:, 2], orders, mean, np.where(x > 0, repeat, 0.0))
 
     def __len__(self) -> int:
         return len(self.x)
@@ -116,12 +123,14 @@ def fit_bgnbd(s: Summary) -> BgNbd:
 
 
 def fit_gamma_gamma(s: Summary) -> GammaGamma:
-    """The maximum likelihood Gamma-Gamma on customers with at least two orders of value."""
-    keep = (s.orders >= 2) & (s.mean_value > 0)
-    n, m = s.orders[keep], s.mean_value[keep]
+    """The maximum likelihood Gamma-Gamma on the repeat orders: ``x`` orders after the first,
+    averaging ``repeat_value`` (the model's definition, as lifetimes and PyMC-Marketing fit
+    it: the first order is left out), for customers with a repeat order of some value."""
+    keep = (s.x >= 1) & (s.repeat_value > 0)
+    n, m = s.x[keep], s.repeat_value[keep]
     if len(n) < MIN_REPEAT:
         raise TooLittleData(
-            f"Gamma-Gamma needs at least {MIN_REPEAT} customers with two orders of some value;"
+            f"Gamma-Gamma needs at least {MIN_REPEAT} customers with a repeat order of some value;"
             f" found {len(n)}"
         )
     mean = float(np.mean(m))

@@ -104,12 +104,13 @@ def clv(
     annual_discount: float,
 ) -> float:
     """Expected value of the next ``horizon_days``: the purchases expected over the horizon
-    times the expected order value (Gamma-Gamma), discounted at ``annual_discount`` a year to
+    times the expected order value (Gamma-Gamma, given the ``x`` repeat orders averaging
+    ``mean_value``), discounted at ``annual_discount`` a year to
     the horizon's midpoint (one evaluation of the BG/NBD expectation, cheap enough to be
     evaluated live)."""
     value = (
-        spend.expected_value(x + 1, mean_value)
-        if mean_value > 0
+        spend.expected_value(x, mean_value)
+        if x > 0 and mean_value > 0
         else (spend.expected_value(0, 0.0))
     )
     discount = float((1 + annual_discount) ** (horizon_days / 2 / 365))

@@ -39,6 +39,8 @@ class History:
     first: float
     last: float
     revenue: float
+    first_revenue: float | None = None
+    """The first order's value (None when the state does not know it)."""
 
     @classmethod
     def of(cls, state: CustomerState, event: str) -> History | None:
@@ -46,7 +48,17 @@ class History:
         named = state.named.get(event)
         if not named or named[0] < 1:
             return None
-        return cls(int(named[0]), named[1], named[2], state.revenue)
+        return cls(int(named[0]), named[1], named[2], state.revenue, state.first_revenue)
+
+    @property
+    def repeat_revenue(self) -> float:
+        """The value of the orders after the first (when the first's value is not known, the
+        mean order's times the repeat orders)."""
+        if self.orders <= 1:
+            return 0.0
+        if self.first_revenue is not None:
+            return max(0.0, self.revenue - self.first_revenue)
+        return self.revenue * (self.orders - 1) / self.orders
 
 
 @dataclass
@@ -90,7 +102,8 @@ class Predictor:
         if spend is None:
             return None
         horizon = (horizon_s or CLV_HORIZON_DAYS * DAY) / DAY
-        return clv(model, spend, x, t_x, age, h.revenue / h.orders, horizon, ANNUAL_DISCOUNT)
+        repeat = h.repeat_revenue / x if x > 0 else 0.0
+        return clv(model, spend, x, t_x, age, repeat, horizon, ANNUAL_DISCOUNT)
 
     def due(
         self,

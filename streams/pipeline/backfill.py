@@ -23,7 +23,7 @@ async def refresh_customers(
     """Re-evaluate ``customer_ids`` under ``ctx``'s rules and commit (one Lua call)."""
     homes = sorted({ctx.home_partition(cid) for cid in customer_ids})
     work = await load_working_set(ctx, list(customer_ids), homes)
-    work.emit = emit
+    work.emission = "publish" if emit else "none"
     for cid in customer_ids:
         state = work.states.get(cid)
         home = ctx.home_partition(cid)

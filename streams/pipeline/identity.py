@@ -60,6 +60,10 @@ class Profiles(Protocol):
         """Publish the customer's open instant now."""
         ...
 
+    def catch_up(self, partition: int, state: CustomerState, now: float) -> None:
+        """Fire the customer's timers due before ``now`` (and close an earlier instant)."""
+        ...
+
     def settle(
         self, partition: int, state: CustomerState, now: float, trigger: Trigger, when: float
     ) -> None:
@@ -129,6 +133,7 @@ def merge(
         survivor.aliases.append(other_root)
         work.states[root] = survivor
         return None
+    work.catch_up(partition, old, now)
     old_facts = ctx.facts(old, now)
     work.migrate(partition, old, frozenset(), old_facts, trigger, event.ts, f"merged into {root}")
     merged = merge_profiles(survivor, old, ctx.settings.dedupe_depth)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from time import perf_counter
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Literal, cast
 
 from streams.engine.inputs import event_tokens, trait_tokens
 from streams.engine.instants import MS, ceil_instant
@@ -45,7 +45,14 @@ if TYPE_CHECKING:
 
 TIME = Trigger("time")
 RULE_CHANGE = Trigger("rule_change")
+IMPORT = Trigger("import")
 CONSENT_TOKENS = frozenset({"consent", "seen"})
+
+Emission = Literal["publish", "record", "none"]
+"""What becomes of a change's migrations: ``publish`` numbers them in the customer's sequence
+and sends them (live); ``record`` only counts them in the size history and the flow matrix, at
+their own times (a quiet import: the past is recorded as it happened, nothing is sent and the
+sequence does not move); ``none`` neither (a backfill with ``--no-emit``)."""
 
 
 @dataclass(slots=True)
@@ -63,13 +70,15 @@ class Effects:
 class CustomerLogic:
     """One customer's state and the rules, for one batch (module docstring)."""
 
-    __slots__ = ("ctx", "effects", "emit", "last", "state")
+    __slots__ = ("ctx", "effects", "emission", "last", "state")
 
-    def __init__(self, ctx: PipelineContext, state: CustomerState, emit: bool = True) -> None:
+    def __init__(
+        self, ctx: PipelineContext, state: CustomerState, emission: Emission = "publish"
+    ) -> None:
         self.ctx = ctx
         self.state = state
-        self.emit = emit
-        """False for a silent backfill: memberships change, no migration is published."""
+        self.emission: Emission = emission
+        """What becomes of the migrations (see :data:`Emission`)."""
         self.effects = Effects()
         self.last: tuple[StateFacts, Evaluation] | None = None
         """The latest evaluation (the reasons when the open instant closes)."""
@@ -119,6 +128,26 @@ class CustomerLogic:
         """Leave every segment at once (a merge folds the profile away; an erasure)."""
         facts = self.ctx.facts(self.state, now)
         self.publish(frozenset(), facts, trigger, when, reason)
+        return self.effects
+
+    def announce(self, before: frozenset[str], when: float) -> Effects:
+        """Publish, as ``trigger.kind = import``, each membership that differs from ``before``
+        (the memberships before an import), with the reasons as of ``when``. The memberships
+        themselves do not change: the import recorded each move at its own time already."""
+        state = self.state
+        after = frozenset(state.members)
+        if after == before:
+            return self.effects
+        facts = self.ctx.facts(state, when)
+        saved = state.members
+        state.members = dict.fromkeys(before, when)
+        try:
+            moves = self.ctx.rules.transitions(before, after, facts, state.customer_id)
+        finally:
+            state.members = saved
+        self.effects.changed = True
+        for move in moves:
+            self._migration(move, IMPORT, when, None)
         return self.effects
 
     # -- what the batch reads -------------------------------------------------------------------
@@ -294,12 +323,15 @@ class CustomerLogic:
     def _migration(
         self, move: Transition, trigger: Trigger, when: float, reason_override: str | None
     ) -> None:
-        """One migration to publish, numbered in the customer's sequence (unless silent)."""
-        if not self.emit:
+        """One migration, numbered in the customer's sequence when it is published (none at
+        all without an emission)."""
+        emission = self.emission
+        if emission == "none":
             return
         ctx = self.ctx
         state = self.state
-        state.sequence += 1
+        if emission == "publish" or trigger.kind == "import":
+            state.sequence += 1
         self.effects.migrations.append(
             Migration(
                 customer_id=state.customer_id,

@@ -11,7 +11,7 @@ import orjson
 from streams.events.models import iso
 from streams.pipeline.outbox import OutboxEntry
 
-TriggerKind = Literal["event", "time", "rule_change", "merge", "erasure", "consent"]
+TriggerKind = Literal["event", "time", "rule_change", "merge", "erasure", "consent", "import"]
 ENTERED = "segmenter.segment.entered"
 EXITED = "segmenter.segment.exited"
 

@@ -16,7 +16,8 @@ Sending the outbox to Kafka is the worker's job (:mod:`streams.pipeline.sender`)
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import orjson
@@ -25,6 +26,7 @@ from streams.events.decode import DecodeFailure, decode
 from streams.events.models import AliasEvent, BaseEvent, IdentifyEvent
 from streams.pipeline.context import PipelineContext
 from streams.pipeline.identity import MAX_HOPS, Refused
+from streams.pipeline.logic import Emission
 from streams.pipeline.metrics import Metrics
 from streams.pipeline.outbox import OutboxEntry
 from streams.pipeline.routing import partition_for
@@ -84,6 +86,34 @@ Item = BaseEvent | DecodeFailure | float
 """A decoded record: an event, a failure for the DLQ, or a control watermark."""
 
 
+@dataclass
+class ImportBatch:
+    """A batch of an import run rather than of the input topic (see :mod:`streams.importer`).
+
+    Its records are not Kafka's: their offsets are positions in the run, their partitions the
+    customers' home partitions. The batch commits the run's checkpoint instead of input
+    offsets, keeps the run's own event-time clocks, applies an event whose profile lives in
+    another partition at once (no re-routing through Kafka), and reports records it cannot
+    apply instead of sending them to the DLQ.
+    """
+
+    run: str
+    clocks: dict[int, float]
+    """The run's event-time clock per partition (adopted back after each commit)."""
+    progress: dict[int, dict[str, int]] = field(default_factory=dict)
+    """The checkpoint to commit with the batch (see ``CommitBatch.progress``)."""
+    emission: Emission = "record"
+    owns: Callable[[str], bool] | None = None
+    """Whose timers this process fires (None: everyone's); another process imports the rest."""
+    until: float | None = None
+    """Fire every timer and close every open instant through this instant (the end of the
+    history), as the control record of ``segmenter replay`` does."""
+    keep_before: bool = True
+    """Record each changed customer's memberships before the run (to announce at the end)."""
+    rejected: list[tuple[Record, str]] = field(default_factory=list)
+    """Filled by the batch: records not applied, and why."""
+
+
 def _decode_all(
     ctx: PipelineContext, records: Sequence[Record]
 ) -> list[tuple[Record, Item, int | None]]:
@@ -141,7 +171,11 @@ async def load_working_set(
 
 
 async def _load(
-    ctx: PipelineContext, customers: list[str], partitions: list[int], horizon: dict[int, float]
+    ctx: PipelineContext,
+    customers: list[str],
+    partitions: list[int],
+    horizon: dict[int, float],
+    run: ImportBatch | None = None,
 ) -> tuple[WorkingSet, dict[int, int], list[tuple[int, str, float]]]:
     """Step 3: due timers first, then one round trip for states, offsets and clocks."""
     now = ctx.clock.now()
@@ -186,13 +220,21 @@ async def _load(
         suppressed=dict(snapshot.suppressed),
         instant=now,
     )
+    if run is not None:
+        work.clocks = dict(run.clocks)
+        work.emission = run.emission
+        owns = run.owns
+        due = [item for item in due if owns is None or owns(item[1])]
     for _p, cid, when in due:
         work.schedule(cid, when)
-    return work, dict(snapshot.offsets), due
+    return work, dict(snapshot.offsets) if run is None else {}, due
 
 
 async def process_batch(
-    ctx: PipelineContext, records: Sequence[Record], partitions: Iterable[int] = ()
+    ctx: PipelineContext,
+    records: Sequence[Record],
+    partitions: Iterable[int] = (),
+    run: ImportBatch | None = None,
 ) -> CommitBatch:
     """Apply ``records`` (and the timers due on ``partitions``) and commit atomically.
 
@@ -200,6 +242,8 @@ async def process_batch(
     sent to the DLQ, and the batch is applied again from the store without it, so nothing
     that event half-changed (states, merges, timers, migrations) is committed. This costs a
     reload only when it happens, instead of a copy of the state before every event.
+
+    ``run``: the records are an import run's (see :class:`ImportBatch`).
     """
     items = _decode_all(ctx, records)
     customers = list(
@@ -212,28 +256,69 @@ async def process_batch(
     )
     involved = sorted({r.partition for r in records} | set(partitions))
     horizon = _due_horizon(ctx, items)
-    quiet = _quiet(ctx, involved)
-    for p, clock in quiet.items():
+    settle = _settle_bounds(ctx, involved, run)
+    for p, clock in settle.items():
         horizon[p] = max(horizon.get(p, clock), clock)
     poisoned: dict[tuple[int, int], str] = {}
     while True:
         counters = ctx.metrics.snapshot()
-        work, applied, _due = await _load(ctx, customers, involved, horizon)
+        work, applied, _due = await _load(ctx, customers, involved, horizon, run)
+        if run is not None:
+            run.rejected = []
         try:
-            offsets = _apply_all(ctx, work, items, applied, poisoned)
+            offsets = _apply_all(ctx, work, items, applied, poisoned, run)
             break
         except _Poisoned as bad:
             ctx.metrics.restore(counters)
             poisoned[bad.where] = bad.message
     for p in involved:
-        work.close_settled(p, Watermark.through(quiet[p]) if p in quiet else None)
-        work.fire_due(p, work.closing_watermark(p))
+        work.close_settled(p, Watermark.through(settle[p]) if p in settle else None)
+        work.fire_due(p, _closing(work, p, run))
     ctx.quiet.observe(work.clocks, work.instant)
     commit = work.finish(offsets)
+    if run is not None:
+        _run_commit(work, commit, run)
     if not commit.is_empty():
         commit.outbox_lengths = await ctx.store.commit(commit)
+    if run is not None:
+        run.clocks.update(work.clocks)
     ctx.metrics.batches += 1
     return commit
+
+
+def _settle_bounds(
+    ctx: PipelineContext, involved: list[int], run: ImportBatch | None
+) -> dict[int, float]:
+    """Partitions whose instants are all over through a bound: an import run's end, or (event
+    time, live) the partitions quiet for ``SEGMENTER_IDLE_SETTLE_S``."""
+    if run is None:
+        return _quiet(ctx, involved)
+    if run.until is None:
+        return {}
+    return dict.fromkeys(involved, run.until)
+
+
+def _closing(work: WorkingSet, partition: int, run: ImportBatch | None) -> Watermark:
+    """Where the batch leaves the partition's watermark: its closing watermark, or through an
+    import run's end when that is later."""
+    closing = work.closing_watermark(partition)
+    if run is None or run.until is None:
+        return closing
+    bound = Watermark.through(run.until)
+    return closing if closing.before > bound.before else bound
+
+
+def _run_commit(work: WorkingSet, commit: CommitBatch, run: ImportBatch) -> None:
+    """An import run's part of the commit: its checkpoint instead of input offsets, and the
+    memberships before the run of each customer it changed (kept from the first change on)."""
+    commit.offsets = {}
+    commit.run = run.run
+    commit.progress = run.progress
+    if run.keep_before:
+        for state in commit.states:
+            loaded = work.loaded.get(state.customer_id)
+            members, primary = loaded if loaded is not None else (frozenset(), None)
+            commit.before[state.customer_id] = orjson.dumps({"m": sorted(members), "p": primary})
 
 
 def _quiet(ctx: PipelineContext, involved: list[int]) -> dict[int, float]:
@@ -259,6 +344,7 @@ def _apply_all(
     items: Sequence[tuple[Record, Item, int | None]],
     applied: dict[int, int],
     poisoned: dict[tuple[int, int], str],
+    run: ImportBatch | None = None,
 ) -> dict[int, int]:
     """Step 4 for every record, in order; returns the highest offset seen per partition."""
     offsets: dict[int, int] = {}
@@ -273,16 +359,30 @@ def _apply_all(
             work.close_settled(p, Watermark.through(item))
             work.fire_due(p, Watermark.through(item))
         elif isinstance(item, DecodeFailure):
-            ctx.metrics.dlq += 1
-            work.outbox(p, dlq_entry(ctx, record, item.kind, item.message))
+            _dead_letter(ctx, work, record, item.kind, item.message, run)
         elif target is not None:
             _forward(ctx, work, record, item, target)
         elif (p, record.offset) in poisoned:
-            ctx.metrics.dlq += 1
-            work.outbox(p, dlq_entry(ctx, record, "processing", poisoned[(p, record.offset)]))
+            _dead_letter(ctx, work, record, "processing", poisoned[(p, record.offset)], run)
         else:
-            _apply_one(ctx, work, record, item)
+            _apply_one(ctx, work, record, item, run)
     return offsets
+
+
+def _dead_letter(
+    ctx: PipelineContext,
+    work: WorkingSet,
+    record: Record,
+    kind: str,
+    message: str,
+    run: ImportBatch | None,
+) -> None:
+    """A record that cannot be applied: to the DLQ, or (an import) to the run's rejects."""
+    if run is not None:
+        run.rejected.append((record, f"{kind}: {message}"))
+        return
+    ctx.metrics.dlq += 1
+    work.outbox(record.partition, dlq_entry(ctx, record, kind, message))
 
 
 def _ids_of(event: BaseEvent) -> tuple[str, ...]:
@@ -304,17 +404,29 @@ def _forward(
     work.outbox(record.partition, OutboxEntry(record.topic, key, record.value, headers, target))
 
 
-def _apply_one(ctx: PipelineContext, work: WorkingSet, record: Record, event: BaseEvent) -> None:
-    """Apply one event; raise :class:`_Poisoned` when that fails (see :func:`process_batch`)."""
+def _apply_one(
+    ctx: PipelineContext,
+    work: WorkingSet,
+    record: Record,
+    event: BaseEvent,
+    run: ImportBatch | None = None,
+) -> None:
+    """Apply one event; raise :class:`_Poisoned` when that fails (see :func:`process_batch`).
+
+    An import applies an event whose profile lives in another partition there at once."""
     ctx.metrics.events += 1
+    partition = record.partition
     try:
-        outcome = work.apply(record.partition, event)
+        outcome = work.apply(partition, event)
+        hops = 0
+        while run is not None and isinstance(outcome, int) and hops < MAX_HOPS:
+            partition, hops = outcome, hops + 1
+            outcome = work.apply(partition, event)
     except Exception as exc:
         log.exception("event %s could not be processed; sent to the DLQ", event.messageId)
         raise _Poisoned((record.partition, record.offset), repr(exc)) from exc
     if isinstance(outcome, Refused):
-        ctx.metrics.dlq += 1
-        work.outbox(record.partition, dlq_entry(ctx, record, outcome.kind, outcome.message))
+        _dead_letter(ctx, work, record, outcome.kind, outcome.message, run)
     elif outcome is not None:
         ctx.metrics.events -= 1
         _forward(ctx, work, record, event, outcome)
@@ -323,6 +435,7 @@ def _apply_one(ctx: PipelineContext, work: WorkingSet, record: Record, event: Ba
 __all__ = [
     "CONTROL_HEADER",
     "REROUTED_HEADER",
+    "ImportBatch",
     "Metrics",
     "PipelineContext",
     "Record",

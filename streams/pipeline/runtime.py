@@ -42,7 +42,7 @@ from streams.pipeline.rfm_live import (
 from streams.pipeline.sender import flush_outbox, send_committed
 from streams.settings import Settings
 from streams.stack.kafka_security import client_kwargs
-from streams.stack.topics import ensure_topics, partition_count, topic_configs, topic_layout
+from streams.stack.topics import ensure_segmenter_topics
 from streams.store.base import ConflictError
 from streams.store.redis_store import LayoutError, RedisStore
 
@@ -110,15 +110,8 @@ class Runtime:
             if self.ctx is None:
                 settings = self.settings
                 assert settings.redis_url is not None
-                security = client_kwargs(settings)
-                await ensure_topics(
-                    self.bootstrap,
-                    topic_layout(settings),
-                    configs=topic_configs(settings),
-                    security=security,
-                )
-                partitions = await partition_count(
-                    self.bootstrap, settings.input_topic, security=security
+                partitions = await ensure_segmenter_topics(
+                    self.bootstrap, settings, client_kwargs(settings)
                 )
                 store = RedisStore.from_settings(settings)
                 await _check_layout(store, settings, partitions)

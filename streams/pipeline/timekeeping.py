@@ -200,6 +200,21 @@ class QuietPartitions:
         return found
 
 
+class _Clocks(Protocol):
+    async def clocks(self) -> dict[int, float]: ...
+
+
+async def namespace_now(store: _Clocks, clock: str) -> float:
+    """A namespace's now: in an event-clock namespace (``clock == "event"``) its clock, the
+    latest event time any partition has applied (the wall clock while it has none); else the
+    wall clock. Model fits, reports, explanations and predictions are made as of it."""
+    if clock == "event":
+        found = await store.clocks()
+        if found:
+            return max(found.values())
+    return WallClock().now()
+
+
 def time_mode(clock: str, lateness_s: float) -> TimeMode:
     """The mode ``SEGMENTER_CLOCK`` names (``event`` or ``processing``)."""
     return EventTime(lateness_s) if clock == "event" else ProcessingTime()
@@ -215,5 +230,6 @@ __all__ = [
     "TimeMode",
     "WallClock",
     "Watermark",
+    "namespace_now",
     "time_mode",
 ]

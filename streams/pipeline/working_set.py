@@ -28,7 +28,7 @@ import orjson
 from streams.events.models import AliasEvent, BaseEvent, EraseEvent, IdentifyEvent, iso
 from streams.pipeline.context import PipelineContext
 from streams.pipeline.identity import Refused, erase, merge, resolve
-from streams.pipeline.logic import CustomerLogic, Effects
+from streams.pipeline.logic import CustomerLogic, Effects, Emission
 from streams.pipeline.migrations import Trigger
 from streams.pipeline.outbox import OutboxEntry
 from streams.pipeline.timekeeping import Watermark
@@ -61,8 +61,10 @@ class WorkingSet:
     where: dict[str, int] = field(default_factory=dict)
     """Customer -> the partition whose outbox carries its membership record."""
     loaded_clocks: dict[int, float] = field(default_factory=dict)
-    emit: bool = True
-    """False for a silent backfill: memberships change, no migration is published."""
+    emission: Emission = "publish"
+    """What becomes of the migrations (:data:`~streams.pipeline.logic.Emission`): published
+    live, only recorded in the size history by a quiet import, or dropped by a silent
+    backfill. Membership records are written only when migrations are published."""
     instant: float = 0.0
     """The batch's clock reading (processing time: the instant its events are evaluated at)."""
     opens: dict[int, list[tuple[float, str]]] = field(default_factory=dict)
@@ -87,7 +89,7 @@ class WorkingSet:
         """The customer's logic for this batch (a new one when its state object changed)."""
         logic = self.logics.get(state.customer_id)
         if logic is None or logic.state is not state:
-            logic = self.logics[state.customer_id] = CustomerLogic(self.ctx, state, self.emit)
+            logic = self.logics[state.customer_id] = CustomerLogic(self.ctx, state, self.emission)
         return logic
 
     def collect(self, partition: int, logic: CustomerLogic) -> None:
@@ -121,6 +123,7 @@ class WorkingSet:
         settings = self.ctx.settings
         topic = settings.migrations_topic
         source = settings.ce_source
+        publish = self.emission == "publish"
         history = commit.history.get(partition)
         if history is None:
             history = commit.history[partition] = {}
@@ -128,7 +131,13 @@ class WorkingSet:
         if matrix is None:
             matrix = commit.matrix[partition] = {}
         for migration in effects.migrations:
-            self.outbox(partition, migration.to_outbox(topic, source))
+            if publish:
+                self.outbox(partition, migration.to_outbox(topic, source))
+            if migration.trigger.kind == "import":
+                # a notice of where an import left the customer: its moves are in the size
+                # history and the matrix at their own times already
+                metrics.count_migration(migration.segment, migration.direction, "import")
+                continue
             entered = migration.direction == "entered"
             if entered or migration.to_segment is None:
                 cell = f"{migration.from_segment or '-'}|{migration.segment if entered else '-'}"
@@ -248,6 +257,14 @@ class WorkingSet:
         logic.refresh(now)
         self.collect(partition, logic)
 
+    def announce(
+        self, partition: int, state: CustomerState, before: frozenset[str], when: float
+    ) -> None:
+        """Publish the memberships that differ from ``before`` as ``import`` migrations."""
+        logic = self.logic(state)
+        logic.announce(before, when)
+        self.collect(partition, logic)
+
     def migrate(
         self,
         partition: int,
@@ -281,7 +298,11 @@ class WorkingSet:
             return home
         state = self.states.get(root)
         digest = message_digest(event.messageId)
-        if state is not None and digest in state.recent:
+        if state is not None and (
+            digest in state.recent
+            or (state.imported_until is not None and event.ts <= state.imported_until)
+        ):
+            # a redelivery, or (cut-over) an event of the history an import already counted
             ctx.metrics.duplicates += 1
             return None
         late_by = self.clocks.get(partition, event.ts) - event.ts
@@ -289,17 +310,8 @@ class WorkingSet:
         if self.opens.get(partition):
             self.close_settled(partition)
         self.fire_due(partition, self.watermark(partition))
-        if state is not None and (
-            state.evaluated_under != ctx.version
-            or (state.due is not None and state.due < now)
-            or (state.open is not None and state.open.at < now)
-        ):
-            logic = self.logic(state)
-            logic.refresh(now)
-            logic.fire_until(now)
-            if state.open is not None and state.open.at < now:
-                logic.close()
-            self.collect(partition, logic)
+        if state is not None:
+            self.catch_up(partition, state, now)
         if isinstance(event, EraseEvent):
             erase(self, partition, event, named, root, now)
             return None
@@ -318,6 +330,23 @@ class WorkingSet:
         logic.on_event(event, now, digest, in_windows)
         self.collect(partition, logic)
         return None
+
+    def catch_up(self, partition: int, state: CustomerState, now: float) -> None:
+        """Bring a customer to ``now`` before a change at ``now``: re-evaluate it under the
+        current rules, fire its timers due before ``now`` and close an earlier open instant
+        (whatever its own partition's time has reached: a profile merged away from another
+        partition is brought to the merge's instant first)."""
+        if (
+            state.evaluated_under != self.ctx.version
+            or (state.due is not None and state.due < now)
+            or (state.open is not None and state.open.at < now)
+        ):
+            logic = self.logic(state)
+            logic.refresh(now)
+            logic.fire_until(now)
+            if state.open is not None and state.open.at < now:
+                logic.close()
+            self.collect(partition, logic)
 
     def finish(self, offsets: dict[int, int]) -> CommitBatch:
         """The commit: dirty states, timers that moved, membership records, progress, outbox."""
@@ -339,7 +368,10 @@ class WorkingSet:
         return commit
 
     def _membership_record(self, cid: str, state: CustomerState | None) -> None:
-        """A compacted-topic record of the customer's segments if they changed, or a tombstone."""
+        """A compacted-topic record of the customer's segments if they changed, or a tombstone
+        (only while migrations are published: a quiet import writes them when it announces)."""
+        if self.emission != "publish":
+            return
         before = self.loaded.get(cid)
         partition = self.where.get(cid, 0)
         topic = self.ctx.settings.memberships_topic

@@ -76,3 +76,13 @@ async def partition_count(
         if item.get("topic") == topic and not item.get("error_code"):
             return len(item.get("partitions", []))
     return 0
+
+
+async def ensure_segmenter_topics(
+    bootstrap: str, settings: Settings, security: dict[str, Any] | None = None
+) -> int:
+    """Create the segmenter's topics that are missing; the input topic's partition count."""
+    await ensure_topics(
+        bootstrap, topic_layout(settings), configs=topic_configs(settings), security=security
+    )
+    return await partition_count(bootstrap, settings.input_topic, security=security)

@@ -198,10 +198,14 @@ def apply_event(
             return
     properties = event_properties(event)
     state.events += 1
-    _track_name(state, name, ts, keep_names)
     if name == ORDER_EVENT:
+        amount = order_revenue(properties)
+        earliest = state.named.get(name)
+        if state.orders == 0 or (earliest is not None and ts < earliest[1]):
+            state.first_revenue = amount
         state.orders += 1
-        state.revenue = round(state.revenue + order_revenue(properties), 6)
+        state.revenue = round(state.revenue + amount, 6)
+    _track_name(state, name, ts, keep_names)
     for spec in specs_by_event.get(name, ()):
         if spec.where(properties):
             _add_to_series(state, spec, ts, now, properties)

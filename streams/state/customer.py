@@ -75,6 +75,9 @@ class CustomerState:
     events: int = 0
     orders: int = 0
     revenue: float = 0.0
+    first_revenue: float | None = None
+    """The value of the first ``Order Completed`` (Gamma-Gamma reads repeat orders only); None
+    in states written before it was kept."""
     named: dict[str, list[float]] = field(default_factory=dict)
     """Event name -> ``[count, first_ts, last_ts]`` over the customer's lifetime."""
     series: dict[str, SeriesState] = field(default_factory=dict)
@@ -100,6 +103,9 @@ class CustomerState:
     """The rule version (with live RFM boundaries) the memberships were last evaluated under."""
     open: OpenInstant | None = None
     """Changes at the customer's latest instant, published once that instant is over."""
+    imported_until: float | None = None
+    """Set by ``segmenter import``: the customer's history up to this instant came from the
+    import, so live events at or before it are already counted (the cut-over)."""
 
     def timer(self) -> float | None:
         """When the customer next needs attention with no event: its due time, or the end of
@@ -134,6 +140,8 @@ class CustomerState:
         if self.orders:
             doc["o"] = self.orders
             doc["rv"] = self.revenue
+            if self.first_revenue is not None:
+                doc["fr"] = self.first_revenue
         if self.named:
             doc["n"] = (
                 self.named
@@ -171,6 +179,8 @@ class CustomerState:
             doc["ev"] = self.evaluated_under
         if self.evaluated_at is not None:
             doc["ea"] = at(self.evaluated_at)
+        if self.imported_until is not None:
+            doc["iu"] = self.imported_until
         if self.open is not None:
             o = self.open
             doc["oi"] = [
@@ -205,6 +215,7 @@ class CustomerState:
             events=doc.get("e", 0),
             orders=doc.get("o", 0),
             revenue=doc.get("rv", 0.0),
+            first_revenue=doc.get("fr"),
             named=named,
             series=_series(doc, at),
             members=members,
@@ -218,6 +229,7 @@ class CustomerState:
             evaluated_under=doc.get("ev"),
             evaluated_at=at(doc.get("ea")),
             open=_open_instant(doc["oi"], at) if "oi" in doc else None,
+            imported_until=doc.get("iu"),
         )
 
 

@@ -140,6 +140,10 @@ class StateFacts:
         offset = series.props.index(prop) + 2
         return float(sum(e[offset] for e in self._in_window(series_id, seconds)))
 
+    def window_counts(self, series_id: str, seconds: float) -> list[tuple[float, float]]:
+        """``(time, events)`` of each entry in the window, oldest first."""
+        return [(e[0], e[1]) for e in self._in_window(series_id, seconds)]
+
     def window_expiry(self, series_id: str, seconds: float) -> float | None:
         """When the oldest entry now inside the window leaves it: its time plus ``seconds``."""
         entries = self._in_window(series_id, seconds)

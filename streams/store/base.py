@@ -87,6 +87,15 @@ class CommitBatch:
     the partitioned layout when the two live in different partitions; see ``redis_store``)."""
     outbox_lengths: dict[int, int] = field(default_factory=dict)
     """Filled after the commit: each written outbox's length (see ``Store.commit``)."""
+    run: str = ""
+    """An import run (``segmenter import``): names the keys of the three fields below."""
+    progress: dict[int, dict[str, int]] = field(default_factory=dict)
+    """Input partition -> checkpoint field -> position applied (raised, never lowered): the
+    run's progress, committed with what it applied."""
+    before: dict[str, bytes] = field(default_factory=dict)
+    """Customer -> its memberships before the run, kept from the first write on (``HSETNX``)."""
+    announced: list[str] = field(default_factory=list)
+    """Customers whose ``before`` record is done with (deleted)."""
 
     def is_empty(self) -> bool:
         """True when committing would change nothing."""
@@ -100,6 +109,9 @@ class CommitBatch:
             or self.suppress
             or self.history
             or any(self.outbox.values())
+            or self.progress
+            or self.before
+            or self.announced
         )
 
 
@@ -211,6 +223,10 @@ class Store(Protocol):
 
     async def get_state(self, customer_id: str) -> StoredState | None:
         """One customer's stored state."""
+        ...
+
+    async def clocks(self) -> dict[int, float]:
+        """Input partition -> event-time clock (the latest event time applied there)."""
         ...
 
     async def segment_sizes(self) -> dict[str, int]:

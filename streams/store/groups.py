@@ -68,7 +68,24 @@ def split(batch: CommitBatch, keys: Keys) -> tuple[dict[int, CommitBatch], Forei
     for partition, hours in batch.history.items():
         if hours:
             local.setdefault(group(partition), CommitBatch()).history[partition] = hours
+    _split_run(batch, keys, local)
     return local, foreign
+
+
+def _split_run(batch: CommitBatch, keys: Keys, local: dict[int, CommitBatch]) -> None:
+    """An import run's progress (per partition), ``before`` records and deletions (per
+    customer) into the groups they belong to."""
+    if not batch.run:
+        return
+    for partition, fields in batch.progress.items():
+        into = local.setdefault(keys.group(partition), CommitBatch())
+        into.progress[partition] = fields
+    for customer_id, value in batch.before.items():
+        local.setdefault(keys.home(customer_id), CommitBatch()).before[customer_id] = value
+    for customer_id in batch.announced:
+        local.setdefault(keys.home(customer_id), CommitBatch()).announced.append(customer_id)
+    for part in local.values():
+        part.run = batch.run
 
 
 def needs_claim(batch: CommitBatch, keys: Keys, customer_id: str) -> bool:
@@ -141,6 +158,8 @@ def commit_plan(
         ],
         "hset": [],
     }
+    if batch.run:
+        _run_plan(keys, group, batch, index, plan)
     if plan["history"]:
         plan["hist"] = [
             index(keys.history_index(group)),
@@ -149,3 +168,23 @@ def commit_plan(
             history_hours,
         ]
     return index, plan
+
+
+def _run_plan(
+    keys: Keys, group: int, batch: CommitBatch, index: KeyIndex, plan: dict[str, Any]
+) -> None:
+    """The import run's part of a plan: progress (raised), ``before`` (HSETNX), deletions."""
+    run = batch.run
+    if batch.progress:
+        plan["progress"] = [
+            index(keys.import_progress(run, group)),
+            [
+                [name, position]
+                for fields in batch.progress.values()
+                for name, position in fields.items()
+            ],
+        ]
+    if batch.before or batch.announced:
+        before = index(keys.import_before(run, group))
+        plan["hsetnx"] = [[before, cid, value.decode()] for cid, value in batch.before.items()]
+        plan["hdel"] = [[before, cid] for cid in batch.announced]

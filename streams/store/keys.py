@@ -25,6 +25,10 @@ models, erasure records, progress counters) stay under ``{ns}``.
 | | ``{ns:pk}:handover`` | hand-overs committed but not finished (see ``redis_store``) |
 | ``ns:erased`` | ``{ns}:erased`` | digest of an erased id -> erasure time |
 | ``ns:meta:<name>``, ``ns:progress:<name>`` | ``{ns}:meta:...``, ``{ns}:progress:...`` | rules |
+| ``ns:import:<run>`` | ``{ns}:import:<run>`` | an import run's record |
+| ``ns:import:<run>:progress`` | ``{ns:pk}:import:<run>:progress`` | its checkpoint |
+| ``ns:import:<run>:before`` | ``{ns:pk}:import:<run>:before`` | memberships before it |
+| ``ns:outbox:import:<run>:<p>`` | ``{ns:pp}:outbox:import:<run>:<p>`` | its own outboxes |
 """
 
 from __future__ import annotations
@@ -69,9 +73,13 @@ def group_tags(namespace: str, partitions: int) -> tuple[str, ...]:
 class Keys:
     """Names of every key under one namespace, in one layout."""
 
-    def __init__(self, namespace: str, cluster: bool = False, partitions: int = 0) -> None:
-        """``partitions`` > 0 selects the partitioned layout with that many groups."""
+    def __init__(
+        self, namespace: str, cluster: bool = False, partitions: int = 0, lane: str = ""
+    ) -> None:
+        """``partitions`` > 0 selects the partitioned layout with that many groups. ``lane``
+        names an outbox of its own (an import's), that only its writer sends and trims."""
         self.namespace = namespace
+        self.lane = f"{lane}:" if lane else ""
         self.cluster = cluster
         self.partitions = partitions
         self.partitioned = partitions > 0
@@ -149,8 +157,8 @@ class Keys:
         return f"{self.tag(group)}:matrix:{day}"
 
     def outbox(self, partition: int) -> str:
-        """A partition's outbox list."""
-        return f"{self.tag(self.group(partition))}:outbox:{partition}"
+        """A partition's outbox list (the lane's, with a lane)."""
+        return f"{self.tag(self.group(partition))}:outbox:{self.lane}{partition}"
 
     def due(self, partition: int) -> str:
         """A partition's timer sorted set."""
@@ -175,6 +183,18 @@ class Keys:
     def handover(self, group: int) -> str:
         """A group's committed but unfinished hand-overs."""
         return f"{self.tag(group)}:handover"
+
+    def import_run(self, run: str) -> str:
+        """An import run's record (namespace-wide)."""
+        return f"{self.ns}:import:{run}"
+
+    def import_progress(self, run: str, group: int) -> str:
+        """A group's share of an import run's checkpoint."""
+        return f"{self.tag(group)}:import:{run}:progress"
+
+    def import_before(self, run: str, group: int) -> str:
+        """A group's customers touched by an import run: their memberships before it."""
+        return f"{self.tag(group)}:import:{run}:before"
 
     def meta(self, name: str) -> str:
         """A named value (the published rules, RFM boundaries, models)."""

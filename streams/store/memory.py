@@ -27,7 +27,7 @@ class MemoryStore:
         self.history_counts: dict[int, dict[str, int]] = {}
         self.states: dict[str, StoredState] = {}
         self.offsets: dict[int, int] = {}
-        self.clocks: dict[int, float] = {}
+        self.clocks_by_partition: dict[int, float] = {}
         self.segments: dict[str, set[str]] = {}
         self.outboxes: dict[int, list[bytes]] = {}
         self.timers: dict[int, dict[str, float]] = {}
@@ -35,6 +35,8 @@ class MemoryStore:
         self.suppressed: dict[str, float] = {}
         self.meta: dict[str, bytes] = {}
         self.counters: dict[str, int] = {}
+        self.runs: dict[str, tuple[dict[str, int], dict[str, bytes]]] = {}
+        """Import run -> (checkpoint, memberships before it)."""
 
     async def load(
         self,
@@ -53,7 +55,9 @@ class MemoryStore:
             due=due,
             states={cid: self.states.get(cid) for cid in customer_ids},
             offsets={p: self.offsets[p] for p in partitions if p in self.offsets},
-            clocks={p: self.clocks[p] for p in partitions if p in self.clocks},
+            clocks={
+                p: self.clocks_by_partition[p] for p in partitions if p in self.clocks_by_partition
+            },
             suppressed={
                 cid: self.suppressed[suppression_key(cid)]
                 for cid in customer_ids
@@ -84,7 +88,9 @@ class MemoryStore:
         for partition, offset in batch.offsets.items():
             self.offsets[partition] = max(offset, self.offsets.get(partition, -1))
         for partition, clock in batch.clocks.items():
-            self.clocks[partition] = max(clock, self.clocks.get(partition, clock))
+            self.clocks_by_partition[partition] = max(
+                clock, self.clocks_by_partition.get(partition, clock)
+            )
         lengths: dict[int, int] = {}
         for partition, entries in batch.outbox.items():
             if entries:
@@ -100,6 +106,15 @@ class MemoryStore:
             fold_history(
                 self.history_base, self.history_counts, counted(batch.history), self.history_hours
             )
+        if batch.run:
+            progress, before = self.runs.setdefault(batch.run, ({}, {}))
+            for fields in batch.progress.values():
+                for name, position in fields.items():
+                    progress[name] = max(position, progress.get(name, position))
+            for cid, value in batch.before.items():
+                before.setdefault(cid, value)
+            for cid in batch.announced:
+                before.pop(cid, None)
         for partition, timers in batch.due.items():
             due = self.timers.setdefault(partition, {})
             for cid, at in timers.items():
@@ -144,6 +159,10 @@ class MemoryStore:
     async def get_state(self, customer_id: str) -> StoredState | None:
         """One state."""
         return self.states.get(customer_id)
+
+    async def clocks(self) -> dict[int, float]:
+        """The partitions' event-time clocks."""
+        return dict(self.clocks_by_partition)
 
     async def segment_sizes(self) -> dict[str, int]:
         """Live counts."""

@@ -75,10 +75,13 @@ class RedisStore:
         cluster: bool = False,
         history_hours: int = HISTORY_HOURS,
         partitions: int = 0,
+        lane: str = "",
     ) -> None:
-        """``partitions`` > 0: the partitioned layout, one key group per input partition."""
+        """``partitions`` > 0: the partitioned layout, one key group per input partition.
+        ``lane``: commit to (and send from) outboxes of that name, which workers never touch
+        (an import's)."""
         self.client = client
-        self.keys = Keys(namespace, cluster, partitions)
+        self.keys = Keys(namespace, cluster, partitions, lane)
         self.history_hours = history_hours
         self._commit = client.register_script(_lua("commit.lua"))
         self._pending: list[tuple[int, str, bytes]] = []
@@ -103,18 +106,21 @@ class RedisStore:
         return cls(client, namespace, False, history_hours, partitions)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RedisStore:
+    def from_settings(cls, settings: Settings, lane: str = "") -> RedisStore:
         """The store ``SEGMENTER_REDIS_URL``, ``_NAMESPACE``, ``_REDIS_CLUSTER`` and
         ``_REDIS_LAYOUT`` describe (partitioned: one group per ``SEGMENTER_INPUT_PARTITIONS``)."""
         if not settings.redis_url:
             raise ValueError("SEGMENTER_REDIS_URL is not set")
-        return cls.from_url(
+        store = cls.from_url(
             settings.redis_url,
             settings.namespace,
             settings.redis_cluster,
             settings.history_retention_hours,
             settings.input_partitions if settings.redis_layout == "partitioned" else 0,
         )
+        if lane:
+            store.keys = Keys(store.keys.namespace, store.keys.cluster, store.keys.partitions, lane)
+        return store
 
     async def load(
         self,
@@ -394,6 +400,39 @@ class RedisStore:
             for p, off in cast(dict[bytes, bytes], raw).items():
                 found[int(p)] = int(float(off))
         return found
+
+    async def clocks(self) -> dict[int, float]:
+        """Input partition -> event-time clock, for every partition with one."""
+        found: dict[int, float] = {}
+        for raw in await self._per_group("hgetall", key=self.keys.clocks_of):
+            for p, clock in cast(dict[bytes, bytes], raw).items():
+                found[int(p)] = float(clock)
+        return found
+
+    async def run_progress(self, run: str) -> dict[str, int]:
+        """An import run's checkpoint: field -> position applied (merged over the groups)."""
+        found: dict[str, int] = {}
+        for raw in await self._per_group(
+            "hgetall", key=lambda g: self.keys.import_progress(run, g)
+        ):
+            for name, position in cast(dict[bytes, bytes], raw).items():
+                found[name.decode()] = int(float(position))
+        return found
+
+    async def run_before(self, run: str, group: int, count: int) -> list[tuple[str, bytes]]:
+        """Up to ``count`` customers of a group touched by an import run and not announced yet,
+        with their memberships before it."""
+        _cursor, found = await self.client.hscan(
+            self.keys.import_before(run, group), 0, count=count
+        )
+        return [(cid.decode(), value) for cid, value in cast(dict[bytes, bytes], found).items()]
+
+    async def run_forget(self, run: str) -> None:
+        """Delete an import run's checkpoint and before-records (the run record stays)."""
+        for group in self.keys.groups:
+            await self.client.delete(
+                self.keys.import_progress(run, group), self.keys.import_before(run, group)
+            )
 
     async def members(self, segment: str, cursor: int, count: int) -> tuple[int, list[str]]:
         """SSCAN paging (a cursor of 0 means done): the groups' sets one after the other, the

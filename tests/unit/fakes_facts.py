@@ -116,6 +116,12 @@ class FakeFacts:
                 total += value
         return total
 
+    def window_counts(self, series_id: str, seconds: float) -> list[tuple[float, float]]:
+        counts: dict[float, float] = {}
+        for e in self._in_window(series_id, seconds):
+            counts[e.ts] = counts.get(e.ts, 0) + 1
+        return sorted(counts.items())
+
     def window_expiry(self, series_id: str, seconds: float) -> float | None:
         ends = [e.ts + seconds for e in self._in_window(series_id, seconds)]
         return min(ends) if ends else None

@@ -21,8 +21,9 @@ TRUE_BG = BgNbd(r=0.6, alpha=25.0, a=0.8, b=2.5)  # days
 TRUE_GG = GammaGamma(p=6.0, q=4.0, v=15.0)
 
 
-def simulate(n: int, seed: int) -> list[tuple[int, float, float, float]]:
-    """``(orders, t_x, T, revenue)`` of ``n`` customers drawn from BG/NBD and Gamma-Gamma."""
+def simulate(n: int, seed: int) -> list[tuple[int, float, float, float, float]]:
+    """``(orders, t_x, T, revenue, repeat revenue)`` of ``n`` customers drawn from BG/NBD and
+    Gamma-Gamma."""
     rng = np.random.default_rng(seed)
     rows = []
     for _ in range(n):
@@ -40,7 +41,7 @@ def simulate(n: int, seed: int) -> list[tuple[int, float, float, float]]:
             if rng.random() < drop:
                 break
         values = rng.gamma(TRUE_GG.p, 1 / nu, size=len(times))
-        rows.append((len(times), times[-1], age, float(values.sum())))
+        rows.append((len(times), times[-1], age, float(values.sum()), float(values[1:].sum())))
     return rows
 
 
@@ -142,7 +143,7 @@ def test_gamma_gamma_expected_value_by_hand() -> None:
 
 def test_clv_is_expected_purchases_times_value_discounted_to_mid_horizon() -> None:
     model, spend = BgNbd(0.6, 25.0, 0.8, 2.5), GammaGamma(6.0, 4.0, 15.0)
-    value = spend.expected_value(3, 50.0)
+    value = spend.expected_value(2, 50.0)  # two repeat orders averaging 50
     undiscounted = clv(model, spend, 2, 100.0, 200.0, 50.0, 365, 0.0)
     assert undiscounted == pytest.approx(model.expected_purchases(365, 2, 100.0, 200.0) * value)
     assert clv(model, spend, 2, 100.0, 200.0, 50.0, 365, 0.1) == pytest.approx(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 import orjson
 
@@ -190,7 +191,8 @@ def test_states_stored_in_the_former_format_are_read() -> None:
         "ev": state.evaluated_under,
         "ea": state.evaluated_at,
     }
-    assert CustomerState.from_json(orjson.dumps(legacy)) == state
+    # the former format did not keep the first order's value
+    assert CustomerState.from_json(orjson.dumps(legacy)) == replace(state, first_revenue=None)
     as_list = CustomerState.from_json(orjson.dumps({**legacy, "r": legacy_ring}))
     assert as_list.recent == state.recent
 

@@ -15,6 +15,9 @@
 --   history     [[hour_key, hour, [[field, count], ...]], ...]   (size history, per hour)
 --   hist        [index_key, base_key, hour_key_prefix, retention_hours]   (with history only)
 --   hset        [[hash_key, field, value], ...]   (hand-over records, partitioned layout)
+--   progress    [key, [[field, position], ...]]   (an import run's checkpoint, raised only)
+--   hsetnx      [[hash_key, field, value], ...]   (an import run's memberships before it)
+--   hdel        [[hash_key, field], ...]          (... deleted once announced)
 -- An expected version of -1 writes whatever the current version is.
 -- Returns {1, len...} on success (each outbox list's length after the push, in the order the
 -- lists first appear in the plan), {0, key} when a state's version moved (nothing is written).
@@ -67,6 +70,15 @@ local function raise_to(key, pairs)
 end
 raise_to(KEYS[plan.offsets[1]], plan.offsets[2])
 raise_to(KEYS[plan.clocks[1]], plan.clocks[2])
+if plan.progress then
+  raise_to(KEYS[plan.progress[1]], plan.progress[2])
+end
+for _, h in ipairs(plan.hsetnx or {}) do
+  redis.call('HSETNX', KEYS[h[1]], h[2], h[3])
+end
+for _, h in ipairs(plan.hdel or {}) do
+  redis.call('HDEL', KEYS[h[1]], h[2])
+end
 
 local lengths = {}
 local order = {}
