@@ -23,8 +23,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from streams.events.decode import decode
 from streams.events.models import BaseEvent
 from streams.models.published import FittedModels, publish, version_of
-from streams.pipeline.migrations import structured
 from streams.pipeline.control import control_record
+from streams.pipeline.migrations import structured
 from streams.settings import Settings
 from streams.stack.children import Child, settings_env
 from streams.stack.embedded import EmbeddedBroker, EmbeddedRedis, StackError
