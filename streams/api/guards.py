@@ -36,6 +36,8 @@ BODY_TIMEOUT_S = 10.0
 """How long a request body may take to arrive."""
 IDLE_TIMEOUT_S = 30.0
 """How long a connection may sit without a complete request (half-sent headers included)."""
+LINGER_S = 1.0
+"""How long the server reads what is left of a refused request's body before it closes."""
 MAX_CURSOR = 2**63 - 1
 """The largest member-page cursor (Redis cursors are unsigned 64-bit; ours stay below 2**63)."""
 
@@ -75,9 +77,11 @@ def query_int(request: web.Request, name: str, default: int, low: int, high: int
     return value
 
 
-async def read_body(request: web.Request, timeout: float = BODY_TIMEOUT_S) -> bytes:
+async def read_body(request: web.Request, timeout: float | None = None) -> bytes:
     """The whole request body, or :class:`web.HTTPRequestTimeout` when it does not arrive in
-    ``timeout`` seconds (a client that sends half a body holds nothing for long)."""
+    ``timeout`` seconds (default :data:`BODY_TIMEOUT_S`; a client that sends half a body holds
+    nothing for long)."""
+    timeout = BODY_TIMEOUT_S if timeout is None else timeout
     try:
         return await asyncio.wait_for(request.read(), timeout)
     except TimeoutError:

@@ -32,13 +32,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from streams.api import queries
+from streams.api import guards, queries
 from streams.api.analytics import AnalyticsRoutes
 from streams.api.collector import COLLECTOR_PATHS, Collector
 from streams.api.collector_sink import KafkaSink
 from streams.api.customers import customer_view, explain_view
 from streams.api.guards import (
-    IDLE_TIMEOUT_S,
     MAX_CURSOR,
     bearer_matches,
     errors,
@@ -172,7 +171,10 @@ class HttpServer:
         """Bind and serve."""
         quiet_bad_requests()
         self._runner = web.AppRunner(
-            self.application(), access_log=None, keepalive_timeout=IDLE_TIMEOUT_S
+            self.application(),
+            access_log=None,
+            keepalive_timeout=guards.IDLE_TIMEOUT_S,
+            lingering_time=guards.LINGER_S,
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.http_host, self.port)
