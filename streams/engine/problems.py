@@ -150,7 +150,10 @@ def parse_yaml(text: str | bytes, file: str) -> tuple[Any, list[RuleProblem]]:
             return None, [
                 RuleProblem(file, 0, f"expected UTF-8 text: {exc.reason} at byte {exc.start}")
             ]
-    loader = _LineLoader(text)
+    try:
+        loader = _LineLoader(text)  # reads the whole text: refuses unprintable characters
+    except yaml.YAMLError as exc:
+        return None, [RuleProblem(file, 1, f"YAML error: {exc}".replace("\n", " "))]
     loader.duplicate_keys = []
     try:
         data = loader.get_single_data()

@@ -116,6 +116,7 @@ DEEP = DRAFT_HEAD + "condition: " + "{type: all, conditions: [" * 300 + "]}" * 3
 DRAFTS = {
     "aliases": (BOMB.encode(), "anchors and aliases"),
     "brackets": (b"[" * 20000, "nested deeper"),
+    "control character": (b"\x1f", "special characters are not allowed"),
     "deep all": (DEEP.encode(), "nested deeper"),
     "not UTF-8": (
         DRAFT_HEAD.encode() + b"condition: {type: trait, path: \xff, op: exists}",
