@@ -9,6 +9,7 @@ removed at the end.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import sys
 import time
 import uuid
@@ -22,8 +23,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from streams.events.decode import decode
 from streams.events.models import BaseEvent
 from streams.models.published import FittedModels, publish, version_of
+from streams.pipeline.control import control_record
 from streams.pipeline.migrations import structured
-from streams.pipeline.processor import CONTROL_HEADER
 from streams.settings import Settings
 from streams.stack.children import Child, settings_env
 from streams.stack.embedded import EmbeddedBroker, EmbeddedRedis, StackError
@@ -56,8 +57,9 @@ def _last_time(lines: list[bytes]) -> float | None:
     return latest
 
 
-async def _produce(bootstrap: str, topic: str, lines: list[bytes]) -> int:
-    """Send the events, then a control record that fires every timer due by the last event."""
+async def _produce(bootstrap: str, topic: str, lines: list[bytes], secret: str) -> int:
+    """Send the events, then a control record (signed with ``secret``, which the run's worker
+    is given) that fires every timer due by the last event."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
     try:
@@ -66,9 +68,10 @@ async def _produce(bootstrap: str, topic: str, lines: list[bytes]) -> int:
         ]
         until = _last_time(lines)
         if until is not None:
-            control = orjson.dumps({"until": until})
-            headers = [(CONTROL_HEADER, b"watermark")]
-            futures.append(await producer.send(topic, value=control, partition=0, headers=headers))
+            control, headers = control_record(until, secret)
+            futures.append(
+                await producer.send(topic, value=control, partition=0, headers=list(headers))
+            )
         await asyncio.gather(*futures)
         return len(futures)
     finally:
@@ -196,7 +199,8 @@ def run_replay(
         bootstrap = broker.start() if broker else str(settings.kafka_bootstrap)
         redis_url = redis_server.start() if redis_server else str(settings.redis_url)
         asyncio.run(ensure_topics(bootstrap, {name: 1 for name in topics.values()}))
-        sent = asyncio.run(_produce(bootstrap, topics["input_topic"], lines))
+        secret = secrets.token_hex(16)
+        sent = asyncio.run(_produce(bootstrap, topics["input_topic"], lines, secret))
         if document is not None:
             asyncio.run(_publish_models(redis_url, namespace, document))
         _say(f"{len(lines)} events sent; starting the worker (event-time clock)")
@@ -213,6 +217,7 @@ def run_replay(
             redis_layout="single",
             http_port=0,
             log_level="warning",
+            control_secret=secret,
             **topics,
         )
         worker = Child(["worker"], env).start()

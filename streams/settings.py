@@ -59,6 +59,17 @@ class Settings(BaseSettings):
         description="comma-separated browser origins allowed to post to the collector (CORS);"
         " * for any; the API's own origin is always allowed",
     )
+    control_secret: SecretStr | None = Field(
+        None,
+        description="HMAC key that signs control records (watermarks) on the input topic;"
+        " unset: every control record goes to the DLQ (`replay` makes its own)",
+    )
+    max_future_s: float = Field(
+        86400.0,
+        gt=0,
+        description="processing clock: an event stamped further ahead of the worker's clock"
+        " goes to the DLQ (kind schema)",
+    )
     visitor_secret: SecretStr | None = Field(
         None,
         description="HMAC key of the browser tokens of /v1/visitor/* (unset: those routes are"
@@ -170,7 +181,7 @@ class Settings(BaseSettings):
     state_dir: Path = Field(Path(".segmenter"), description="where `up` writes stack.json")
     log_level: str = "info"
 
-    @field_validator("api_key", "write_keys", "visitor_secret", mode="before")
+    @field_validator("api_key", "write_keys", "visitor_secret", "control_secret", mode="before")
     @classmethod
     def _empty_secret_is_unset(cls, value: object) -> object:
         """An empty secret (``SEGMENTER_API_KEY=`` in a compose file or .env) means unset."""

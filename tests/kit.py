@@ -47,3 +47,14 @@ def condition_series(rules: RuleSet) -> tuple[SeriesSpec, ...]:
     """The rule pack's series other than the one kept for performance (its conversion)."""
     conversion = rules.conversion
     return tuple(s for s in rules.series if conversion is None or s.id != conversion.series_id)
+
+
+CONTROL_SECRET = "test-control-secret"
+"""The ``SEGMENTER_CONTROL_SECRET`` of the tests that send control records (watermarks)."""
+
+
+def control(until: float) -> tuple[bytes, tuple[tuple[str, bytes], ...]]:
+    """The value and headers of a control record signed with :data:`CONTROL_SECRET`."""
+    from streams.pipeline.control import control_record
+
+    return control_record(until, CONTROL_SECRET)

@@ -54,7 +54,7 @@ def _epoch(value: str | None, name: str) -> float | None:
         return None
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise BadRequest(f"{name}: expected an ISO 8601 time, got {value!r}") from exc
 
 

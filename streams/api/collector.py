@@ -35,6 +35,7 @@ from aiohttp import web
 
 from streams.api.collector_sink import KafkaSink, SinkUnavailable
 from streams.api.cors import cors_headers
+from streams.api.guards import BODY_TIMEOUT_S
 from streams.api.metrics import Exposition
 from streams.api.tracking import (
     MAX_BODY_BYTES,
@@ -152,13 +153,21 @@ class Collector:
         """The (inflated) body, at most :data:`MAX_BODY_BYTES` (a :class:`BodyError` beyond)."""
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.content.iter_any():
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                raise BodyError(
-                    "payload_too_large", f"expected a body of at most {MAX_BODY_BYTES} bytes"
-                )
-            chunks.append(chunk)
+        try:
+            async with asyncio.timeout(BODY_TIMEOUT_S):
+                async for chunk in request.content.iter_any():
+                    size += len(chunk)
+                    if size > MAX_BODY_BYTES:
+                        raise BodyError(
+                            "payload_too_large",
+                            f"expected a body of at most {MAX_BODY_BYTES} bytes",
+                        )
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise web.HTTPRequestTimeout(
+                text=f'{{"error": "the body did not arrive within {BODY_TIMEOUT_S:g}s"}}',
+                content_type="application/json",
+            ) from None
         return b"".join(chunks)
 
     async def _collect(self, request: web.Request, route: str) -> web.Response:

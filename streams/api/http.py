@@ -22,7 +22,6 @@ except those with credentials of their own (``OWN_CREDENTIALS``, the collector's
 
 from __future__ import annotations
 
-import hmac
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -33,14 +32,22 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from streams.api import queries
+from streams.api import guards, queries
 from streams.api.analytics import AnalyticsRoutes
 from streams.api.collector import COLLECTOR_PATHS, Collector
 from streams.api.collector_sink import KafkaSink
 from streams.api.customers import customer_view, explain_view
+from streams.api.guards import (
+    MAX_CURSOR,
+    bearer_matches,
+    errors,
+    query_int,
+    quiet_bad_requests,
+    read_body,
+)
 from streams.api.metrics import CONTENT_TYPE, render
 from streams.api.openapi import openapi_document
-from streams.api.preview import DraftError, run_preview
+from streams.api.preview import DraftError, PreviewTimeout, run_preview
 from streams.api.visitor import OWN_CREDENTIALS as VISITOR_CREDENTIALS
 from streams.api.visitor import VisitorRoutes
 from streams.api.visitor_hub import VisitorHub
@@ -76,7 +83,7 @@ STATIC = {
     "app.css": "text/css",
     "segmenter.js": "application/javascript",
 }
-DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+DAY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 RFM_SAMPLE = 5000
 OWN_CREDENTIALS = VISITOR_CREDENTIALS | COLLECTOR_PATHS
 """Routes under /v1/ that take credentials of their own instead of the API key."""
@@ -138,7 +145,7 @@ class HttpServer:
 
     def application(self) -> web.Application:
         """The aiohttp application with every route."""
-        app = web.Application(middlewares=[self._auth], client_max_size=1024 * 1024)
+        app = web.Application(middlewares=[self._auth, errors], client_max_size=1024 * 1024)
         app.router.add_get("/", self._dashboard)
         app.router.add_get("/report", self._report_page)
         app.router.add_get("/static/{name}", self._static)
@@ -148,10 +155,10 @@ class HttpServer:
         app.router.add_get("/v1/segments", self._segments)
         app.router.add_post("/v1/segments/preview", self._preview)
         self.analytics.route(app)
-        app.router.add_get("/v1/segments/{id}", self._segment)
-        app.router.add_get("/v1/segments/{id}/members", self._members)
-        app.router.add_get("/v1/customers/{id}", self._customer)
-        app.router.add_get("/v1/customers/{id}/explain", self._explain)
+        app.router.add_get("/v1/segments/{id:[^/]+}", self._segment)
+        app.router.add_get("/v1/segments/{id:[^/]+}/members", self._members)
+        app.router.add_get("/v1/customers/{id:[^/]+}", self._customer)
+        app.router.add_get("/v1/customers/{id:[^/]+}/explain", self._explain)
         app.router.add_get("/v1/migrations/matrix", self._matrix)
         app.router.add_get("/v1/rfm/grid", self._rfm)
         app.router.add_get("/v1/destinations", self._destinations)
@@ -162,7 +169,13 @@ class HttpServer:
 
     async def start(self) -> None:
         """Bind and serve."""
-        self._runner = web.AppRunner(self.application(), access_log=None)
+        quiet_bad_requests()
+        self._runner = web.AppRunner(
+            self.application(),
+            access_log=None,
+            keepalive_timeout=guards.IDLE_TIMEOUT_S,
+            lingering_time=guards.LINGER_S,
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.http_host, self.port)
         await site.start()
@@ -180,8 +193,7 @@ class HttpServer:
         path = request.path
         if key is not None and path.startswith("/v1/") and path not in OWN_CREDENTIALS:
             given = request.headers.get("Authorization", "")
-            expected = f"Bearer {key.get_secret_value()}"
-            if not hmac.compare_digest(given.encode(), expected.encode()):
+            if not bearer_matches(given, key.get_secret_value()):
                 response = _error(401, "expected 'Authorization: Bearer <SEGMENTER_API_KEY>'")
                 response.headers["WWW-Authenticate"] = 'Bearer realm="segmenter"'
                 return response
@@ -249,6 +261,7 @@ class HttpServer:
         )
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        self.metrics.unreadable_states = queries.Skipped.count
         status = await self._status()
         try:
             sizes = await self.store.segment_sizes()
@@ -314,24 +327,26 @@ class HttpServer:
         segment = request.match_info["id"]
         if segment not in self.rules:
             return _error(404, f"no segment {segment!r}")
-        try:
-            cursor = int(request.query.get("cursor") or "0")
-            limit = min(max(int(request.query.get("limit", "100")), 1), 1000)
-        except ValueError:
-            return _error(400, "expected integer 'cursor' and 'limit'")
-        if cursor < 0:
-            return _error(400, "expected a non-negative 'cursor'")
+        cursor = query_int(request, "cursor", 0, 0, MAX_CURSOR)
+        limit = query_int(request, "limit", 100, 1, 1000)
         following, members = await self.store.members(segment, cursor, limit)
         return _json({"segment": segment, "members": members, "next_cursor": following or None})
 
     async def _preview(self, request: web.Request) -> web.Response:
-        text = await request.text()
+        body = await read_body(request)
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return _error(422, "invalid draft", errors=[f"draft.yaml:0: expected UTF-8: {exc}"])
         if text.lstrip().startswith("{"):
             text = text.replace("\t", " ")  # JSON may indent with tabs, YAML may not
+        now = await namespace_now(self.store, self.settings.clock)
         try:
-            preview = await run_preview(self.store, self.rules, text, self.settings.rules)
+            preview = await run_preview(self.store, self.rules, text, self.settings.rules, now)
         except DraftError as exc:
             return _error(422, "invalid draft", errors=exc.lines)
+        except PreviewTimeout as exc:
+            return _error(422, "draft too complex", errors=[f"draft.yaml:0: {exc}"])
         return _json(preview.as_json())
 
     # -- customers ---------------------------------------------------------------------------

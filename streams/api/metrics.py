@@ -73,6 +73,18 @@ def render(
     out.single("segmenter_late_events_total", "counter", "Events beyond lateness", m.late)
     out.single("segmenter_timers_fired_total", "counter", "Timers fired", m.timers_fired)
     out.single(
+        "segmenter_quarantined_total",
+        "counter",
+        "Customers whose processing failed in a batch (their events went to the DLQ)",
+        m.quarantined,
+    )
+    out.single(
+        "segmenter_unreadable_states_total",
+        "counter",
+        "Stored customer states that could not be read (skipped by shared views)",
+        m.unreadable_states,
+    )
+    out.single(
         "segmenter_timer_delay_max_seconds",
         "gauge",
         "Largest delay between a timer's due time and its firing",

@@ -8,22 +8,28 @@ active pack are resolved by compiling the draft together with the active rule fi
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from streams.api.queries import iter_states
 from streams.engine import RuleLoadError, RuleProblem, RuleSet, parse_rules
 from streams.engine.loader import RULE_SUFFIXES
+from streams.engine.problems import MAX_FILE_BYTES, parse_yaml
 from streams.state.facts import StateFacts
 from streams.store.base import Store
 
 DRAFT_FILE = "draft.yaml"
-MAX_DRAFT_BYTES = 256 * 1024
+MAX_DRAFT_BYTES = MAX_FILE_BYTES
 MAX_EVAL_ERRORS = 20
+COMPILE_TIMEOUT_S = 5.0
+"""How long compiling a draft may take (off the event loop) before the preview is refused."""
+
+
+class PreviewTimeout(Exception):
+    """Compiling the draft took longer than :data:`COMPILE_TIMEOUT_S`."""
 
 
 class DraftError(Exception):
@@ -60,10 +66,9 @@ class Preview:
 
 
 def _draft_id(text: str) -> str | None:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return None
+    data, problems = parse_yaml(text, DRAFT_FILE)
+    if problems:
+        raise DraftError([str(p) for p in problems])
     if isinstance(data, dict) and "segments" in data:
         raise DraftError(
             [f"{DRAFT_FILE}:1: expected a single segment (id, name, kind, condition), not a family"]
@@ -97,7 +102,7 @@ def compile_draft(text: str, active: RuleSet, rules_dir: Path) -> tuple[RuleSet,
     Raises:
         DraftError: with ``file:line: message`` lines from the loader.
     """
-    if len(text.encode()) > MAX_DRAFT_BYTES:
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_DRAFT_BYTES:
         raise DraftError([f"{DRAFT_FILE}:0: draft larger than {MAX_DRAFT_BYTES} bytes"])
     draft_id = _draft_id(text)
     try:
@@ -141,8 +146,19 @@ def _untracked(draft: RuleSet, active: RuleSet) -> list[str]:
 async def run_preview(
     store: Store, active: RuleSet, text: str, rules_dir: Path, now: float | None = None
 ) -> Preview:
-    """Evaluate the draft over every stored customer and compare with current membership."""
-    draft, segment = compile_draft(text, active, rules_dir)
+    """Evaluate the draft over every stored customer and compare with current membership.
+
+    The draft is compiled in a thread, so the event loop keeps serving other requests, and
+    refused with :class:`PreviewTimeout` after :data:`COMPILE_TIMEOUT_S`.
+    """
+    try:
+        draft, segment = await asyncio.wait_for(
+            asyncio.to_thread(compile_draft, text, active, rules_dir), COMPILE_TIMEOUT_S
+        )
+    except TimeoutError as exc:
+        raise PreviewTimeout(
+            f"compiling the draft took longer than {COMPILE_TIMEOUT_S:g}s"
+        ) from exc
     at = time.time() if now is None else now
     existing = segment in active
     preview = Preview(segment=segment, warnings=_untracked(draft, active))

@@ -9,19 +9,43 @@ defensive: a key that is absent (or of an unexpected shape) reads as empty.
 from __future__ import annotations
 
 import bisect
+import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
-from streams.state.customer import CustomerState
-from streams.store.base import Store
+from streams.state.customer import CustomerState, StateDecodeError
+from streams.store.base import Store, StoredState
+
+log = logging.getLogger("segmenter.api")
 
 ORDER_EVENT = "Order Completed"
 SAMPLE_SIZE = 1000
 SCAN_PAGE = 500
 NONE_SEGMENT = "-"
 """The ``from``/``to`` of a migration matrix cell for "no segment"."""
+
+
+class Skipped:
+    """Customer states the shared views could not read, skipped and counted (``/metrics``:
+    ``segmenter_unreadable_states_total``) instead of failing the whole view."""
+
+    count = 0
+
+
+def readable(stored: Iterable[tuple[str, StoredState | None]]) -> list[CustomerState]:
+    """The states that decode; an unreadable one is logged, counted and left out."""
+    states = []
+    for cid, found in stored:
+        if found is None:
+            continue
+        try:
+            states.append(CustomerState.from_json(found.data))
+        except StateDecodeError as exc:
+            Skipped.count += 1
+            log.warning("customer %r skipped by a shared view: %s", cid, exc)
+    return states
 
 
 def _decode(raw: Any) -> str:
@@ -36,11 +60,7 @@ async def scan_states(store: Store, cursor: int, count: int) -> tuple[int, list[
     """
     following, ids = await store.scan_customers(cursor, count)
     snapshot = await store.load(ids, []) if ids else None
-    states = [
-        CustomerState.from_json(stored.data)
-        for stored in (snapshot.states.values() if snapshot else ())
-        if stored is not None
-    ]
+    states = readable(snapshot.states.items() if snapshot else ())
     return following, [state for state in states if state.merged_into is None]
 
 
@@ -75,7 +95,7 @@ async def load_states(store: Store, customer_ids: list[str]) -> list[CustomerSta
     if not customer_ids:
         return []
     snapshot = await store.load(customer_ids, [])
-    return [CustomerState.from_json(s.data) for s in snapshot.states.values() if s is not None]
+    return readable(snapshot.states.items())
 
 
 async def migration_matrix(store: Store, day: str) -> dict[tuple[str, str], int]:

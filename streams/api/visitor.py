@@ -25,6 +25,7 @@ import orjson
 from aiohttp import web
 
 from streams.api.cors import cors_headers
+from streams.api.guards import read_body
 from streams.api.visitor_hub import StateReader, VisitorHub, VisitorStream, published_segments
 from streams.api.visitor_tokens import (
     MAX_CUSTOMER_ID_CHARS,
@@ -59,7 +60,7 @@ def _resume_point(request: web.Request) -> int | None:
     """The ``Last-Event-ID`` header (or ``last_event_id`` query), when it is a sequence."""
     raw = request.headers.get("Last-Event-ID") or request.query.get("last_event_id") or ""
     raw = raw.strip()
-    return int(raw) if raw.isdigit() and len(raw) < 19 else None
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 19 else None
 
 
 class VisitorRoutes:
@@ -132,7 +133,7 @@ class VisitorRoutes:
         if secret is None:
             return _json({"error": NO_SECRET}, 503)
         try:
-            body = orjson.loads(await request.read())
+            body = orjson.loads(await read_body(request))
         except orjson.JSONDecodeError:
             return _json({"error": 'expected a JSON body {"customer_id": "..."}'}, 400)
         customer = body.get("customer_id") if isinstance(body, dict) else None

@@ -35,7 +35,7 @@ import orjson
 
 from streams.api.metrics import Exposition
 from streams.settings import Settings
-from streams.state.customer import CustomerState
+from streams.state.customer import CustomerState, StateDecodeError
 from streams.store.base import Store
 
 log = logging.getLogger("segmenter.visitor")
@@ -100,7 +100,10 @@ class StateReader:
     async def state(self, customer: str) -> CustomerState | None:
         """A customer's stored state (a redirect for a merged-away id), or None."""
         data = await self.raw(customer)
-        return CustomerState.from_json(data) if data is not None else None
+        try:
+            return CustomerState.from_json(data) if data is not None else None
+        except StateDecodeError:
+            return None  # a page sees no segments rather than an error
 
     async def resolved(self, customer: str) -> CustomerState | None:
         """The state of ``customer``, or of the profile it was merged into (through the

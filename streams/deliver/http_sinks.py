@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,11 +25,13 @@ from streams.deliver.outcome import Counters, Outcome
 from streams.deliver.pacing import Backoff, Monotonic, RateLimit, Sleep, retry_after_seconds
 from streams.deliver.records import Record
 from streams.deliver.signing import SIGNATURE_HEADER, sign
-from streams.state.customer import CustomerState
+from streams.state.customer import CustomerState, StateDecodeError
 from streams.store.base import Store
 
 RETRIABLE_STATUS = frozenset({408, 425, 429}) | frozenset(range(500, 600))
 USER_AGENT = "segmenter-deliver/0.1"
+
+log = logging.getLogger("segmenter.deliver")
 
 
 def batch_key(ids: Sequence[str]) -> str:
@@ -169,7 +172,11 @@ class ProfileSyncSink:
         profiles = []
         for customer_id, record in last.items():
             stored = await self.store.get_state(customer_id)
-            state = CustomerState.from_json(stored.data) if stored is not None else None
+            try:
+                state = CustomerState.from_json(stored.data) if stored is not None else None
+            except StateDecodeError as exc:
+                log.error("profile of %r not sent: %s", customer_id, exc)
+                continue
             profiles.append(profile_of(customer_id, state, record))
         body = orjson.dumps(profiles)
         ids = [f"{p['customer_id']}@{p['sequence']}" for p in profiles]

@@ -27,6 +27,21 @@ _SLACK_MS: Final = 0.01
 and products of epoch instants are off by well under a thousandth of a millisecond."""
 
 
+EARLIEST: Final = 0.0
+"""The earliest instant an event may carry: 1970-01-01T00:00:00Z."""
+LATEST: Final = 32503680000.0
+"""The first instant an event may no longer carry: 3000-01-01T00:00:00Z. With rule durations of
+at most :data:`MAX_DURATION_S`, every due time stays far inside what a date can represent
+(year 9999), so formatting one can never fail."""
+MAX_DURATION_S: Final = 1000 * 365.25 * 86400.0
+"""The longest duration a rule may use: 1,000 years (31,557,600,000 s)."""
+
+
+def in_range(instant: float) -> bool:
+    """True when ``instant`` lies in ``[EARLIEST, LATEST)``, the instants events may carry."""
+    return EARLIEST <= instant < LATEST
+
+
 def instant_of(moment: datetime) -> float:
     """An aware datetime as a canonical instant, truncated to the millisecond (exact).
 
@@ -56,4 +71,15 @@ def to_ms(seconds: float) -> int:
     return round(seconds * 1000)
 
 
-__all__ = ["HALF_MS", "MS", "ceil_instant", "instant_of", "to_instant", "to_ms"]
+__all__ = [
+    "EARLIEST",
+    "HALF_MS",
+    "LATEST",
+    "MAX_DURATION_S",
+    "MS",
+    "ceil_instant",
+    "in_range",
+    "instant_of",
+    "to_instant",
+    "to_ms",
+]

@@ -124,9 +124,10 @@ Duration = Annotated[
 
 
 class _Strict(BaseModel):
-    """Base of every rule model: unknown fields are errors, instances are immutable."""
+    """Base of every rule model: unknown fields are errors, instances are immutable, numbers are
+    finite (``.nan`` and ``.inf`` are refused)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class PropertyFilter(_Strict):

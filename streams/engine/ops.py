@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable
 from typing import Any
@@ -10,8 +11,19 @@ from streams.engine.facts import MISSING
 
 
 def is_scalar(value: object) -> bool:
-    """Whether ``value`` is a JSON scalar (string, number, boolean or null)."""
-    return value is None or isinstance(value, str | int | float | bool)
+    """Whether ``value`` is a JSON scalar (string, finite number, boolean or null)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return is_finite(value)
+    return value is None or isinstance(value, str | bool)
+
+
+def is_finite(value: int | float) -> bool:
+    """Whether a number of a rule file is finite as a float (``.nan``, ``.inf`` and integers past
+    1.8e308 are not: comparing with them would never or always hold)."""
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 _NUMBERS = (int, float)
@@ -40,8 +52,8 @@ def check_trait_value(op: str, value: object) -> None:
             raise ValueError(f"'{op}' expects a non-empty list of values")
         return
     if op in ("lt", "le", "gt", "ge"):
-        if not (is_number(value) or isinstance(value, str)):
-            raise ValueError(f"'{op}' expects a number or a string")
+        if not ((is_number(value) and is_scalar(value)) or isinstance(value, str)):
+            raise ValueError(f"'{op}' expects a number or a string (numbers finite)")
         return
     if not is_scalar(value):
         raise ValueError(f"'{op}' expects a single value (string, number, boolean or null)")
@@ -50,13 +62,17 @@ def check_trait_value(op: str, value: object) -> None:
 def check_numeric_value(op: str, value: object) -> None:
     """Check a numeric comparison's value: a number, or ``[low, high]`` for ``between``."""
     if op == "between":
-        if not isinstance(value, list) or len(value) != 2 or not all(map(is_number, value)):
-            raise ValueError("'between' expects a list of two numbers [low, high]")
+        if (
+            not isinstance(value, list)
+            or len(value) != 2
+            or not all(is_number(v) and is_scalar(v) for v in value)
+        ):
+            raise ValueError("'between' expects a list of two numbers [low, high] (finite)")
         if value[0] > value[1]:
             raise ValueError("'between' expects [low, high] with low <= high")
         return
-    if not is_number(value):
-        raise ValueError(f"'{op}' expects a number")
+    if not (is_number(value) and is_scalar(value)):
+        raise ValueError(f"'{op}' expects a number (finite)")
 
 
 _SYMBOLS = {"eq": "=", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}

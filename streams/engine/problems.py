@@ -52,10 +52,43 @@ class LineList(list[Any]):
     item_lines: list[int]
 
 
+MAX_FILE_BYTES = 64 * 1024
+"""The largest rule (or destination) file, and draft, the loader reads."""
+MAX_DEPTH = 48
+"""The deepest nesting of YAML mappings and sequences (an ``all`` inside an ``any`` is two)."""
+MAX_NODES = 20_000
+"""The most YAML nodes (scalars, mappings, sequences) in one file."""
+
+
 class _LineLoader(yaml.SafeLoader):
-    """A safe YAML loader whose mappings and sequences carry line numbers."""
+    """A safe YAML loader whose mappings and sequences carry line numbers, with limits: no
+    anchors or aliases (``&a`` / ``*a``, whose expansion can make a few hundred bytes into
+    gigabytes), at most :data:`MAX_DEPTH` levels and :data:`MAX_NODES` nodes."""
 
     duplicate_keys: list[tuple[int, str]]
+    depth = 0
+    nodes = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.composer.ComposerError(
+                None, None, "anchors and aliases (&name, *name) are not allowed", event.start_mark
+            )
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise yaml.composer.ComposerError(
+                None, None, f"more than {MAX_NODES} values in one file", event.start_mark
+            )
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_DEPTH} levels", event.start_mark
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> LineDict:
@@ -86,13 +119,41 @@ def _construct_sequence(loader: _LineLoader, node: yaml.SequenceNode) -> LineLis
     return result
 
 
+def _construct_int(loader: _LineLoader, node: yaml.ScalarNode) -> int:
+    """An integer of at most 100 digits (Python refuses to read past 4,300; no rule needs 100)."""
+    if sum(ch.isdigit() for ch in str(node.value)) > 100:
+        raise yaml.constructor.ConstructorError(
+            None, None, "found an integer of more than 100 digits", node.start_mark
+        )
+    return int(yaml.SafeLoader.construct_yaml_int(loader, node))
+
+
+_LineLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 
 
 def parse_yaml(text: str | bytes, file: str) -> tuple[Any, list[RuleProblem]]:
-    """Parse one YAML document with line numbers; return (data or None, problems)."""
-    loader = _LineLoader(text)
+    """Parse one YAML document with line numbers; return (data or None, problems).
+
+    Refused with a problem instead: more than :data:`MAX_FILE_BYTES`, anything but UTF-8,
+    anchors and aliases, nesting deeper than :data:`MAX_DEPTH`, more than :data:`MAX_NODES`
+    values, and integers of more than 100 digits.
+    """
+    size = len(text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text)
+    if size > MAX_FILE_BYTES:
+        return None, [RuleProblem(file, 0, f"larger than {MAX_FILE_BYTES} bytes ({size})")]
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return None, [
+                RuleProblem(file, 0, f"expected UTF-8 text: {exc.reason} at byte {exc.start}")
+            ]
+    try:
+        loader = _LineLoader(text)  # reads the whole text: refuses unprintable characters
+    except yaml.YAMLError as exc:
+        return None, [RuleProblem(file, 1, f"YAML error: {exc}".replace("\n", " "))]
     loader.duplicate_keys = []
     try:
         data = loader.get_single_data()
@@ -103,6 +164,8 @@ def parse_yaml(text: str | bytes, file: str) -> tuple[Any, list[RuleProblem]]:
         return None, [RuleProblem(file, line, f"YAML syntax error: {detail}")]
     except yaml.YAMLError as exc:
         return None, [RuleProblem(file, 1, f"YAML error: {exc}")]
+    except RecursionError:  # a pathological document the limits above did not catch
+        return None, [RuleProblem(file, 1, f"YAML error: nested deeper than {MAX_DEPTH} levels")]
     finally:
         loader.dispose()
     return data, [RuleProblem(file, line, msg) for line, msg in loader.duplicate_keys]

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from streams.events.models import EVENT_ADAPTER, EVENT_TYPES, BaseEvent
 
-FailureKind = Literal["oversize", "json", "schema", "nesting"]
+FailureKind = Literal["oversize", "json", "schema", "nesting", "control"]
 MAX_DEPTH = 32
 
 

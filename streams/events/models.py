@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-from streams.engine.instants import instant_of
+from streams.engine.instants import in_range, instant_of
 
 Id = Annotated[str, Field(min_length=1, max_length=256)]
 
@@ -33,6 +33,19 @@ class BaseEvent(BaseModel):
     def _needs_an_id(self) -> BaseEvent:
         if self.userId is None and self.anonymousId is None:
             raise ValueError("expected 'userId' or 'anonymousId', found neither")
+        return self
+
+    @model_validator(mode="after")
+    def _time_in_range(self) -> BaseEvent:
+        try:
+            instant = self.ts
+        except (OverflowError, ValueError):
+            instant = float("nan")
+        if not in_range(instant):
+            raise ValueError(
+                "timestamp: expected an instant from 1970-01-01T00:00:00Z to before"
+                f" 3000-01-01T00:00:00Z once converted to UTC, found {self.timestamp.isoformat()}"
+            )
         return self
 
     @property

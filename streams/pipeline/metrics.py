@@ -21,6 +21,10 @@ class Metrics:
     timers_fired: int = 0
     timer_lateness_max: float = 0.0
     eval_seconds: float = 0.0
+    quarantined: int = 0
+    """Customers whose processing failed in a batch: their events of it went to the DLQ."""
+    unreadable_states: int = 0
+    """Stored customer states that could not be read (skipped by shared views)."""
     migrations_by: dict[tuple[str, str, str], int] = field(default_factory=dict)
 
     def count_migration(self, segment: str, direction: str, trigger: str) -> None:

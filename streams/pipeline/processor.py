@@ -16,30 +16,28 @@ Sending the outbox to Kafka is the worker's job (:mod:`streams.pipeline.sender`)
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import orjson
 
 from streams.events.decode import DecodeFailure, decode
-from streams.events.models import AliasEvent, BaseEvent, IdentifyEvent
+from streams.events.models import AliasEvent, BaseEvent, IdentifyEvent, iso
 from streams.pipeline.context import PipelineContext
+from streams.pipeline.control import CONTROL_HEADER, beyond_clock, is_control, read_control
 from streams.pipeline.identity import MAX_HOPS, Refused
 from streams.pipeline.logic import Emission
 from streams.pipeline.metrics import Metrics
 from streams.pipeline.outbox import OutboxEntry
 from streams.pipeline.routing import partition_for
 from streams.pipeline.timekeeping import EventTime, Watermark
-from streams.pipeline.working_set import WorkingSet
-from streams.state.customer import CustomerState
-from streams.store.base import CommitBatch
+from streams.pipeline.working_set import CustomerFailed, WorkingSet
+from streams.state.customer import CustomerState, StateDecodeError
+from streams.store.base import CommitBatch, StoredState
 
 log = logging.getLogger("segmenter.pipeline")
 
-CONTROL_HEADER = "segmenter.control"
-"""A record with this header set to ``watermark`` and value ``{"until": <epoch s>}`` fires every
-timer of its partition due up to ``until`` (``segmenter replay`` sends one after the last event)."""
 DUE_LIMIT = 100_000
 REROUTED_HEADER = "segmenter.rerouted-from"
 """Set on an event re-sent to the partition that owns its (merged) profile; it stays there."""
@@ -68,18 +66,6 @@ def dlq_entry(ctx: PipelineContext, record: Record, kind: str, message: str) -> 
         ("segmenter.source.offset", str(record.offset).encode()),
     )
     return OutboxEntry(ctx.settings.dlq_topic, record.key, record.value, headers)
-
-
-def control_until(record: Record) -> float | None:
-    """The watermark a control record asks for, or None for an ordinary record."""
-    for name, value in record.headers:
-        if name == CONTROL_HEADER and value == b"watermark":
-            try:
-                until = orjson.loads(record.value or b"")["until"]
-                return float(until)
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                return None
-    return None
 
 
 Item = BaseEvent | DecodeFailure | float
@@ -119,12 +105,20 @@ def _decode_all(
 ) -> list[tuple[Record, Item, int | None]]:
     """Steps 1 and 2: decode every record and decide where each event belongs."""
     out: list[tuple[Record, Item, int | None]] = []
+    settings = ctx.settings
+    secret = settings.control_secret.get_secret_value() if settings.control_secret else None
+    latest = ctx.clock.now() + settings.max_future_s if settings.clock == "processing" else None
     for record in records:
-        until = control_until(record)
-        if until is not None:
-            out.append((record, until, None))
+        if record.headers and is_control(record.headers):
+            out.append((record, read_control(record.value, record.headers, secret), None))
             continue
-        item = decode(record.value, ctx.settings.max_event_bytes)
+        item: Item = decode(record.value, settings.max_event_bytes)
+        if latest is not None and isinstance(item, BaseEvent) and item.ts > latest:
+            item = DecodeFailure(
+                "schema",
+                f"timestamp: expected at most SEGMENTER_MAX_FUTURE_S ({settings.max_future_s:g}s)"
+                f" after the worker's clock, found {iso(item.ts)}",
+            )
         target = None
         if (
             isinstance(item, BaseEvent)
@@ -176,8 +170,12 @@ async def _load(
     partitions: list[int],
     horizon: dict[int, float],
     run: ImportBatch | None = None,
+    quarantined: frozenset[str] = frozenset(),
 ) -> tuple[WorkingSet, dict[int, int], list[tuple[int, str, float]]]:
-    """Step 3: due timers first, then one round trip for states, offsets and clocks."""
+    """Step 3: due timers first, then one round trip for states, offsets and clocks.
+
+    A quarantined customer's state is left out; one that cannot be read raises
+    :class:`CustomerFailed` (the batch then quarantines it)."""
     now = ctx.clock.now()
     reach = ctx.mode.timer_reach(now)
     bounds = {p: max(horizon.get(p, float("-inf")), reach) for p in partitions}
@@ -188,7 +186,7 @@ async def _load(
     if more:
         snapshot.states.update((await ctx.store.load(more, [])).states)
     stored = dict(snapshot.states)
-    states = {cid: CustomerState.from_json(s.data) if s else None for cid, s in stored.items()}
+    states = _decoded(stored, quarantined)
     for _ in range(MAX_HOPS):
         targets = {
             state.merged_into
@@ -201,9 +199,7 @@ async def _load(
             break
         found = (await ctx.store.load(sorted(targets), [])).states
         stored.update(found)
-        states.update(
-            (cid, CustomerState.from_json(s.data) if s else None) for cid, s in found.items()
-        )
+        states.update(_decoded(found, quarantined))
     work = WorkingSet(
         ctx=ctx,
         states=states,
@@ -219,6 +215,7 @@ async def _load(
         },
         suppressed=dict(snapshot.suppressed),
         instant=now,
+        quarantined=quarantined,
     )
     if run is not None:
         work.clocks = dict(run.clocks)
@@ -228,6 +225,21 @@ async def _load(
     for _p, cid, when in due:
         work.schedule(cid, when)
     return work, dict(snapshot.offsets) if run is None else {}, due
+
+
+def _decoded(
+    stored: Mapping[str, StoredState | None], quarantined: frozenset[str]
+) -> dict[str, CustomerState | None]:
+    """The loaded states, decoded (quarantined customers left out)."""
+    states: dict[str, CustomerState | None] = {}
+    for cid, found in stored.items():
+        if cid in quarantined:
+            continue
+        try:
+            states[cid] = CustomerState.from_json(found.data) if found else None
+        except StateDecodeError as exc:
+            raise CustomerFailed(cid, str(exc)) from exc
+    return states
 
 
 async def process_batch(
@@ -241,7 +253,11 @@ async def process_batch(
     An event whose application raises (a bug, never bad input: that is a decode failure) is
     sent to the DLQ, and the batch is applied again from the store without it, so nothing
     that event half-changed (states, merges, timers, migrations) is committed. This costs a
-    reload only when it happens, instead of a copy of the state before every event.
+    reload only when it happens, instead of a copy of the state before every event. A failure
+    that belongs to a customer rather than to an event (its state cannot be read, a timer or
+    an open instant of it fails, its state cannot be encoded) quarantines the customer: the
+    batch is applied again without it, its events of the batch go to the DLQ, its timer is
+    dropped (it fires again with its next event), and the partition goes on.
 
     ``run``: the records are an import run's (see :class:`ImportBatch`).
     """
@@ -260,22 +276,30 @@ async def process_batch(
     for p, clock in settle.items():
         horizon[p] = max(horizon.get(p, clock), clock)
     poisoned: dict[tuple[int, int], str] = {}
+    quarantined: dict[str, str] = {}
     while True:
         counters = ctx.metrics.snapshot()
-        work, applied, _due = await _load(ctx, customers, involved, horizon, run)
-        if run is not None:
-            run.rejected = []
         try:
+            work, applied, _due = await _load(
+                ctx, customers, involved, horizon, run, frozenset(quarantined)
+            )
+            if run is not None:
+                run.rejected = []
             offsets = _apply_all(ctx, work, items, applied, poisoned, run)
+            for p in involved:
+                work.close_settled(p, Watermark.through(settle[p]) if p in settle else None)
+                work.fire_due(p, _closing(work, p, run))
+            commit = work.finish(offsets)
             break
         except _Poisoned as bad:
             ctx.metrics.restore(counters)
             poisoned[bad.where] = bad.message
-    for p in involved:
-        work.close_settled(p, Watermark.through(settle[p]) if p in settle else None)
-        work.fire_due(p, _closing(work, p, run))
+        except CustomerFailed as bad:
+            ctx.metrics.restore(counters)
+            log.error("%s; its events of this batch go to the DLQ", bad)
+            quarantined[bad.customer] = bad.message
+    _quarantine(ctx, commit, quarantined)
     ctx.quiet.observe(work.clocks, work.instant)
-    commit = work.finish(offsets)
     if run is not None:
         _run_commit(work, commit, run)
     if not commit.is_empty():
@@ -284,6 +308,14 @@ async def process_batch(
         run.clocks.update(work.clocks)
     ctx.metrics.batches += 1
     return commit
+
+
+def _quarantine(ctx: PipelineContext, commit: CommitBatch, quarantined: dict[str, str]) -> None:
+    """Drop the timers of the customers the batch left alone, so that they do not fail every
+    batch (an event of theirs brings them up to date, or goes to the DLQ in its turn)."""
+    for cid in quarantined:
+        ctx.metrics.quarantined += 1
+        commit.due.setdefault(ctx.home_partition(cid), {})[cid] = None
 
 
 def _settle_bounds(
@@ -355,9 +387,7 @@ def _apply_all(
             continue
         offsets[p] = max(record.offset, offsets.get(p, -1))
         if isinstance(item, float):
-            work.clocks[p] = max(work.clocks.get(p, item), item + ctx.settings.allowed_lateness_s)
-            work.close_settled(p, Watermark.through(item))
-            work.fire_due(p, Watermark.through(item))
+            _settle_until(ctx, work, record, item, run)
         elif isinstance(item, DecodeFailure):
             _dead_letter(ctx, work, record, item.kind, item.message, run)
         elif target is not None:
@@ -367,6 +397,22 @@ def _apply_all(
         else:
             _apply_one(ctx, work, record, item, run)
     return offsets
+
+
+def _settle_until(
+    ctx: PipelineContext, work: WorkingSet, record: Record, until: float, run: ImportBatch | None
+) -> None:
+    """A control record: everything of the partition up to ``until`` is over (publish the open
+    instants, fire the timers), unless ``until`` is past the partition's clock (to the DLQ)."""
+    p = record.partition
+    clock = work.clocks.get(p) if isinstance(ctx.mode, EventTime) else work.instant
+    refused = beyond_clock(until, clock)
+    if refused is not None:
+        _dead_letter(ctx, work, record, refused.kind, refused.message, run)
+        return
+    work.clocks[p] = max(work.clocks.get(p, until), until + ctx.settings.allowed_lateness_s)
+    work.close_settled(p, Watermark.through(until))
+    work.fire_due(p, Watermark.through(until))
 
 
 def _dead_letter(
@@ -422,6 +468,8 @@ def _apply_one(
         while run is not None and isinstance(outcome, int) and hops < MAX_HOPS:
             partition, hops = outcome, hops + 1
             outcome = work.apply(partition, event)
+    except CustomerFailed:
+        raise
     except Exception as exc:
         log.exception("event %s could not be processed; sent to the DLQ", event.messageId)
         raise _Poisoned((record.partition, record.offset), repr(exc)) from exc

@@ -12,7 +12,7 @@ import time
 import orjson
 
 from streams.engine.rfm import RfmBoundaries, quintile_boundaries
-from streams.state.customer import CustomerState
+from streams.state.customer import CustomerState, StateDecodeError
 from streams.store.base import Store
 
 RFM = "rfm"
@@ -32,7 +32,10 @@ async def compute_boundaries(store: Store, now: float | None = None) -> RfmBound
             stored = await store.get_state(cid)
             if stored is None:
                 continue
-            state = CustomerState.from_json(stored.data)
+            try:
+                state = CustomerState.from_json(stored.data)
+            except StateDecodeError:
+                continue  # counted where the views read it; a boundary needs no such customer
             last = state.named.get("Order Completed")
             if state.merged_into is not None or not state.orders or last is None:
                 continue

@@ -21,6 +21,8 @@ partition's watermark is.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import orjson
@@ -36,6 +38,16 @@ from streams.state.apply import message_digest
 from streams.state.customer import CustomerState
 from streams.state.facts import StateFacts
 from streams.store.base import ANY_VERSION, CommitBatch, StateWrite
+
+
+class CustomerFailed(Exception):
+    """Processing ``customer`` failed outside any one event's application (a timer, an open
+    instant, encoding its state): the batch is applied again with the customer quarantined."""
+
+    def __init__(self, customer: str, message: str) -> None:
+        super().__init__(f"customer {customer!r}: {message}")
+        self.customer = customer
+        self.message = message
 
 
 @dataclass
@@ -73,6 +85,8 @@ class WorkingSet:
     """Customer -> its logic for this batch (made on first use)."""
     scheduled: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     """Customer -> (due, open instant) last pushed onto the heaps."""
+    quarantined: frozenset[str] = frozenset()
+    """Customers this batch leaves alone (their processing failed): no timer, no event."""
 
     def touch(self, customer_id: str, partition: int) -> None:
         """Mark a customer changed by an operation on ``partition``."""
@@ -178,7 +192,7 @@ class WorkingSet:
     def schedule(self, customer_id: str, due: float) -> None:
         """Remember a loaded timer (from the store) for firing in this batch."""
         state = self.states.get(customer_id)
-        if state is None or state.timer() != due:
+        if state is None or state.timer() != due or customer_id in self.quarantined:
             return
         opened = state.open.at if state.open is not None else None
         self.scheduled[customer_id] = (state.due, opened)
@@ -212,7 +226,8 @@ class WorkingSet:
                 and state.open.at == at
                 and state.merged_into is None
             ):
-                self.close(partition, state)
+                with _failing_as(cid):
+                    self.close(partition, state)
 
     def fire_due(self, partition: int, watermark: Watermark) -> None:
         """Fire every loaded timer due before ``watermark``, earliest first (ties by id)."""
@@ -222,10 +237,11 @@ class WorkingSet:
             due, cid = heapq.heappop(heap)
             state = self.states.get(cid)
             if state is not None and state.due == due and state.merged_into is None:
-                logic = self.logic(state)
-                logic.on_timer(due)
-                self._late_timer(due)
-                self.collect(partition, logic)
+                with _failing_as(cid):
+                    logic = self.logic(state)
+                    logic.on_timer(due)
+                    self._late_timer(due)
+                    self.collect(partition, logic)
 
     def _late_timer(self, due: float) -> None:
         """Processing time: how late a timer fired (the ``timer_lateness`` metric)."""
@@ -293,6 +309,9 @@ class WorkingSet:
             ctx.metrics.suppressed += 1
             return None
         root = resolve(self, named)
+        other = _merged_id(event)
+        if self.quarantined and self._touches_quarantined(root, other):
+            return Refused("processing", f"customer {root!r} could not be processed in this batch")
         home = ctx.home_partition(root)
         if home != partition:
             return home
@@ -315,7 +334,6 @@ class WorkingSet:
         if isinstance(event, EraseEvent):
             erase(self, partition, event, named, root, now)
             return None
-        other = _merged_id(event)
         if other is not None and other != named:
             refused = merge(self, partition, named, root, other, event, now)
             if refused is not None:
@@ -330,6 +348,12 @@ class WorkingSet:
         logic.on_event(event, now, digest, in_windows)
         self.collect(partition, logic)
         return None
+
+    def _touches_quarantined(self, root: str, other: str | None) -> bool:
+        """Whether an event of ``root`` (merging ``other``) involves a quarantined customer."""
+        if root in self.quarantined:
+            return True
+        return other is not None and resolve(self, other) in self.quarantined
 
     def catch_up(self, partition: int, state: CustomerState, now: float) -> None:
         """Bring a customer to ``now`` before a change at ``now``: re-evaluate it under the
@@ -354,7 +378,8 @@ class WorkingSet:
         commit.offsets = offsets
         for cid in sorted(self.dirty):
             state = self.states.get(cid)
-            data = state.to_json() if state is not None else None
+            with _failing_as(cid):
+                data = state.to_json() if state is not None else None
             expected = ANY_VERSION if cid in self.unconditional else self.versions.get(cid, 0)
             commit.states.append(StateWrite(cid, expected, data))
             due = state.timer() if state is not None else None
@@ -390,6 +415,17 @@ class WorkingSet:
             "rule_version": self.ctx.rules.version,
         }
         self.outbox(partition, OutboxEntry(topic, cid.encode(), orjson.dumps(value)))
+
+
+@contextmanager
+def _failing_as(customer: str) -> Iterator[None]:
+    """Turn any error of the block into :class:`CustomerFailed` for ``customer``."""
+    try:
+        yield
+    except CustomerFailed:
+        raise
+    except Exception as exc:
+        raise CustomerFailed(customer, repr(exc)) from exc
 
 
 def _merged_id(event: BaseEvent) -> str | None:

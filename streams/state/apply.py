@@ -68,16 +68,22 @@ def remember(state: CustomerState, digest: str, depth: int) -> None:
         del state.recent[: len(state.recent) - depth]
 
 
+MAX_AMOUNT = 1e15
+"""The largest magnitude of a number the engine adds up (revenue, window sums): a larger one, or
+one that is not finite (``"NaN"``, ``"Infinity"``, ``1e400``), is ignored as if it were absent,
+so that no sum can overflow and every state stays encodable (docs/events.md)."""
+
+
 def _number(value: Any) -> float | None:
+    """``value`` as a number the engine may add up, or None (absent, not a number, out of range)."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
+    if isinstance(value, int | float | str):
         try:
-            return float(value)
-        except ValueError:
+            number = float(value)
+        except (ValueError, OverflowError):
             return None
+        return number if -MAX_AMOUNT <= number <= MAX_AMOUNT else None
     return None
 
 

@@ -35,6 +35,10 @@ Bucket = list[float]
 before exact windows hold epoch-aligned bucket starts here, read as the entries' times)."""
 
 
+class StateDecodeError(ValueError):
+    """A stored customer state that cannot be read."""
+
+
 @dataclass(slots=True)
 class SeriesState:
     """The entries of one series, oldest first, with the names of the summed properties."""
@@ -194,8 +198,24 @@ class CustomerState:
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> CustomerState:
-        """Inverse of :meth:`to_json` (also reads the former formats)."""
-        doc = orjson.loads(raw)
+        """Inverse of :meth:`to_json` (also reads the former formats).
+
+        Raises:
+            StateDecodeError: ``raw`` is not a state this version can read (corrupt, written by
+                hand or by a newer version); callers skip such a customer and count it.
+        """
+        try:
+            state = cls._decoded(orjson.loads(raw))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise StateDecodeError(f"unreadable customer state: {exc!r}") from exc
+        for value in (state.revenue, state.orders, state.events):
+            if type(value) not in (int, float):
+                raise StateDecodeError(f"unreadable customer state: a count of {value!r}")
+        return state
+
+    @classmethod
+    def _decoded(cls, doc: dict[str, Any]) -> CustomerState:
+        """The state of a parsed document (see :meth:`from_json`)."""
         base = doc.get("tb")
         at = _as_stored if base is None else _instant_decoder(base)
         named: dict[str, list[float]] = doc.get("n", {})

@@ -49,25 +49,26 @@ class Deployment:
         return f"{self.prefix}.memberships"
 
     def env(self, **extra: object) -> dict[str, str]:
-        return settings_env(
-            kafka_bootstrap=self.kafka,
-            redis_url=self.redis,
-            rules=self.rules,
-            input_topic=self.input,
-            migrations_topic=self.migrations,
-            dlq_topic=self.dlq,
-            memberships_topic=self.memberships,
-            input_partitions=self.partitions,
-            namespace=self.prefix,
-            group_id=f"{self.prefix}-group",
-            clock="event",
-            idle_settle_s=self.idle_settle_s,
-            http_port=0,
-            log_level="warning",
+        """The deployment's settings; ``extra`` adds to them or overrides them."""
+        values: dict[str, object] = {
+            "kafka_bootstrap": self.kafka,
+            "redis_url": self.redis,
+            "rules": self.rules,
+            "input_topic": self.input,
+            "migrations_topic": self.migrations,
+            "dlq_topic": self.dlq,
+            "memberships_topic": self.memberships,
+            "input_partitions": self.partitions,
+            "namespace": self.prefix,
+            "group_id": f"{self.prefix}-group",
+            "clock": "event",
+            "idle_settle_s": self.idle_settle_s,
+            "http_port": 0,
+            "log_level": "warning",
             # a SIGKILLed worker's partitions move after 4 s instead of 10 (shorter suite)
-            session_timeout_s=TEST_SESSION_TIMEOUT_S,
-            **extra,
-        )
+            "session_timeout_s": TEST_SESSION_TIMEOUT_S,
+        }
+        return settings_env(**{**values, **extra})
 
     async def create_topics(self) -> None:
         await ensure_topics(

@@ -274,3 +274,26 @@ def test_json_schema_structure() -> None:
     assert "rfm" in kinds and "lifecycle" in kinds
     within = defs["EventCountCondition"]["properties"]["within"]
     assert {c.get("type") for c in within["anyOf"]} == {"string", "number"}
+
+
+@pytest.mark.parametrize(
+    ("condition", "message"),
+    [
+        ("{type: recency, event: x, within: 1.8e+305}", "at most 1000 years"),
+        ("{type: recency, event: x, within: 400000d}", "at most 1000 years"),
+        ("{type: lifetime, metric: orders, op: ge, value: .nan}", "finite"),
+        ("{type: trait, path: a, op: in, value: [1, .inf]}", "expects a non-empty list"),
+    ],
+)
+def test_rules_check_reports_out_of_range_values_as_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], condition: str, message: str
+) -> None:
+    """``segmenter rules check`` answers ``file:line: message`` (exit 1), never a traceback."""
+    from streams.cli import main
+
+    (tmp_path / "x.yaml").write_text(segment("x", condition))
+    assert main(["rules", "check", str(tmp_path)]) == 1
+    out = capsys.readouterr().err
+    assert f"{tmp_path / 'x.yaml'}:4: " in out or out.startswith("x.yaml:4: "), out
+    assert message in out
+    assert "Traceback" not in out

@@ -9,9 +9,10 @@ import orjson
 
 from streams.engine import parse_rules
 from streams.pipeline.outbox import OutboxEntry
-from streams.pipeline.processor import CONTROL_HEADER, PipelineContext, Record, process_batch
+from streams.pipeline.processor import PipelineContext, Record, process_batch
 from streams.settings import Settings
 from streams.store.memory import MemoryStore
+from tests.kit import CONTROL_SECRET, control
 
 RULES = parse_rules(
     {
@@ -36,15 +37,18 @@ def track(mid: str, moment: datetime, revenue: float) -> bytes:
 
 async def test_an_entry_gives_the_condition_and_an_exit_the_stay_condition() -> None:
     ctx = PipelineContext.create(
-        Settings(clock="event", allowed_lateness_s=0), RULES, MemoryStore(), 1
+        Settings(clock="event", allowed_lateness_s=0, control_secret=CONTROL_SECRET),
+        RULES,
+        MemoryStore(),
+        1,
     )
     later = T0 + timedelta(hours=1)
     values = [
         track("o1", T0, 120.0),
         track("refund", later, -100.0),
-        orjson.dumps({"until": (later + timedelta(hours=1)).timestamp()}),
+        control(later.timestamp())[0],
     ]
-    headers = [(), (), ((CONTROL_HEADER, b"watermark"),)]
+    headers = [(), (), control(later.timestamp())[1]]
     records = [
         Record("segmenter.events", 0, n, b"ada", value, head)
         for n, (value, head) in enumerate(zip(values, headers, strict=True))

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from streams.engine import load_rules
 from streams.pipeline.outbox import OutboxEntry
-from streams.pipeline.processor import CONTROL_HEADER, PipelineContext, Record, process_batch
+from streams.pipeline.processor import PipelineContext, Record, process_batch
 from streams.settings import Settings
 from streams.store.memory import MemoryStore
 from tests.exact_model import (
@@ -32,6 +32,8 @@ from tests.exact_model import (
     history,
     ms,
 )
+from tests.kit import CONTROL_SECRET
+from tests.kit import control as signed
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = load_rules(ROOT / PACK)
@@ -98,7 +100,12 @@ def test_reference_averages_the_window_and_counts_views_at_the_edge() -> None:
 def run(docs: list[dict[str, Any]], seed: int = 0) -> tuple[dict[str, list[Migration]], dict]:
     """The docs through ``process_batch`` in random batches, then the replay's control record."""
     ctx = PipelineContext.create(
-        Settings(clock="event", allowed_lateness_s=0, idle_settle_s=0), RULES, MemoryStore(), 1
+        Settings(
+            clock="event", allowed_lateness_s=0, idle_settle_s=0, control_secret=CONTROL_SECRET
+        ),
+        RULES,
+        MemoryStore(),
+        1,
     )
     rng = random.Random(seed)
     records = [
@@ -106,12 +113,8 @@ def run(docs: list[dict[str, Any]], seed: int = 0) -> tuple[dict[str, list[Migra
         for i, doc in enumerate(docs)
     ]
     last = max(ms(doc["timestamp"]) for doc in docs)
-    control = orjson.dumps({"until": last / 1000})
-    records.append(
-        Record(
-            "segmenter.events", 0, len(records), None, control, ((CONTROL_HEADER, b"watermark"),)
-        )
-    )
+    value, headers = signed(last / 1000)
+    records.append(Record("segmenter.events", 0, len(records), None, value, headers))
 
     async def feed() -> None:
         start = 0

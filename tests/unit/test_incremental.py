@@ -15,20 +15,28 @@ from streams.pipeline.outbox import OutboxEntry
 from streams.pipeline.processor import PipelineContext, Record, process_batch
 from streams.settings import Settings
 from streams.store.memory import MemoryStore
+from tests.kit import CONTROL_SECRET
+from tests.kit import control as signed
 
 PACK = load_rules(Path(__file__).resolve().parents[2] / "rules")
 
 
 async def run(events: list[dict], incremental: bool, clock: str) -> list[bytes]:
-    config = Settings(clock=clock, incremental_evaluation=incremental, idle_settle_s=0)  # type: ignore[arg-type]
+    config = Settings(
+        clock=clock,  # type: ignore[arg-type]
+        incremental_evaluation=incremental,
+        idle_settle_s=0,
+        control_secret=CONTROL_SECRET,
+    )
     ctx = PipelineContext.create(config, PACK, MemoryStore(), 1)
     records = [
         Record("segmenter.events", 0, i, None, orjson.dumps(e)) for i, e in enumerate(events)
     ]
     for start in range(0, len(records), 97):
         await process_batch(ctx, records[start : start + 97])
-    control = orjson.dumps({"until": datetime(2030, 1, 1, tzinfo=UTC).timestamp()})
-    headers = (("segmenter.control", b"watermark"),)
+    # everything up to the last event is over (a control record never moves time past it)
+    last = max(datetime.fromisoformat(e["timestamp"]).timestamp() for e in events)
+    control, headers = signed(last)
     await process_batch(ctx, [Record("segmenter.events", 0, len(records), None, control, headers)])
     store = ctx.store
     assert isinstance(store, MemoryStore)

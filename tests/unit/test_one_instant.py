@@ -8,10 +8,12 @@ import orjson
 
 from streams.engine import parse_rules
 from streams.pipeline.outbox import OutboxEntry
-from streams.pipeline.processor import CONTROL_HEADER, PipelineContext, Record, process_batch
+from streams.pipeline.processor import PipelineContext, Record, process_batch
 from streams.settings import Settings
 from streams.state.customer import CustomerState
 from streams.store.memory import MemoryStore
+from tests.kit import CONTROL_SECRET
+from tests.kit import control as signed
 
 RULES = parse_rules(
     {
@@ -45,12 +47,15 @@ def order(mid: str, moment: datetime) -> bytes:
 
 
 def control(until: datetime) -> tuple[bytes, tuple[tuple[str, bytes], ...]]:
-    return orjson.dumps({"until": until.timestamp()}), ((CONTROL_HEADER, b"watermark"),)
+    return signed(until.timestamp())
 
 
 async def run(batches: list[list[bytes | tuple[bytes, tuple[tuple[str, bytes], ...]]]]):
     ctx = PipelineContext.create(
-        Settings(clock="event", allowed_lateness_s=0), RULES, MemoryStore(), 1
+        Settings(clock="event", allowed_lateness_s=0, control_secret=CONTROL_SECRET),
+        RULES,
+        MemoryStore(),
+        1,
     )
     offset = 0
     for batch in batches:

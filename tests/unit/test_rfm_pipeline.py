@@ -14,6 +14,8 @@ from streams.pipeline.processor import PipelineContext, Record, process_batch
 from streams.settings import Settings
 from streams.state.customer import CustomerState
 from streams.store.memory import MemoryStore
+from tests.kit import CONTROL_SECRET
+from tests.kit import control as signed
 
 PACK = load_rules(Path(__file__).resolve().parents[2] / "rules")
 DAY = 86400.0
@@ -66,21 +68,16 @@ def expected_scores(events: list[dict], end: float) -> pd.DataFrame:
 
 async def test_rfm_segments_match_pandas() -> None:
     events = history(11, 30, days=200, start=datetime(2026, 1, 1, tzinfo=UTC))
-    ctx = PipelineContext.create(Settings(clock="event", idle_settle_s=0), PACK, MemoryStore(), 1)
+    settings = Settings(clock="event", idle_settle_s=0, control_secret=CONTROL_SECRET)
+    ctx = PipelineContext.create(settings, PACK, MemoryStore(), 1)
     records = [
         Record("segmenter.events", 0, i, None, orjson.dumps(e)) for i, e in enumerate(events)
     ]
     for start in range(0, len(records), 500):
         await process_batch(ctx, records[start : start + 500])
     end = max(datetime.fromisoformat(e["timestamp"]).timestamp() for e in events)
-    control = Record(
-        "segmenter.events",
-        0,
-        len(records),
-        None,
-        orjson.dumps({"until": end}),
-        (("segmenter.control", b"watermark"),),
-    )
+    value, headers = signed(end)
+    control = Record("segmenter.events", 0, len(records), None, value, headers)
     await process_batch(ctx, [control])
 
     expected = expected_scores(events, end)

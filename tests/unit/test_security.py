@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 from redis.asyncio.connection import SSLConnection
 
+from streams.api import guards
 from streams.api import http as http_module
 from streams.api.http import HttpServer
 from streams.engine import parse_rules
@@ -109,12 +110,12 @@ BAD_HEADERS: list[dict[str, str]] = [
     {"Authorization": "Bearer"},
     {"Authorization": "Bearer "},
     {"Authorization": KEY},
-    {"Authorization": f"bearer {KEY}"},
     {"Authorization": f"Basic {KEY}"},
+    {"Authorization": f"Bearerx {KEY}"},
     {"Authorization": f"Bearer {KEY[:-1]}"},
     {"Authorization": f"Bearer {KEY}x"},
-    {"Authorization": f"Bearer  {KEY}"},
     {"Authorization": "Bearer wrong"},
+    {"Authorization": f"Bearer {KEY} x"},
     {"X-Api-Key": KEY},
 ]
 
@@ -160,7 +161,7 @@ async def test_the_key_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPa
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(http_module.hmac, "compare_digest", spy)
+    monkeypatch.setattr(guards.hmac, "compare_digest", spy)
     server = make_server(KEY)
     async with TestClient(TestServer(server.application())) as client:
         assert (
@@ -169,7 +170,16 @@ async def test_the_key_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPa
         good = {"Authorization": f"Bearer {KEY}"}
         assert (await client.get("/v1/segments", headers=good)).status == 200
     assert len(calls) == 2
-    assert calls[1] == (f"Bearer {KEY}".encode(), f"Bearer {KEY}".encode())
+    assert calls[1] == (KEY.encode(), KEY.encode())
+
+
+async def test_the_scheme_is_case_insensitive_as_rfc_7235_says() -> None:
+    """``bearer``, ``BEARER`` and several spaces after the scheme carry the key as well."""
+    server = make_server(KEY)
+    async with TestClient(TestServer(server.application())) as client:
+        for header in (f"bearer {KEY}", f"BEARER {KEY}", f"Bearer   {KEY}", f"bEaReR {KEY}"):
+            response = await client.get("/v1/segments", headers={"Authorization": header})
+            assert response.status == 200, header
 
 
 async def test_without_a_key_the_api_is_open() -> None:

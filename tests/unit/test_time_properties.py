@@ -18,9 +18,11 @@ from hypothesis import strategies as st
 
 from streams.engine import RuleSet, parse_rules
 from streams.pipeline.outbox import OutboxEntry
-from streams.pipeline.processor import CONTROL_HEADER, PipelineContext, Record, process_batch
+from streams.pipeline.processor import PipelineContext, Record, process_batch
 from streams.settings import Settings
 from streams.store.memory import MemoryStore
+from tests.kit import CONTROL_SECRET
+from tests.kit import control as signed
 from tests.reference_model import Migration, ModelResult, durations_in, fold, run_model, to_ms
 
 LATENESSES = (600.0, 0.0, 2 * 86400.0)
@@ -219,13 +221,18 @@ class Outcome:
 
 
 def control_record(offset: int, until: float) -> Record:
-    value = orjson.dumps({"until": until})
-    return Record(INPUT, 0, offset, None, value, ((CONTROL_HEADER, b"watermark"),))
+    value, headers = signed(until)
+    return Record(INPUT, 0, offset, None, value, headers)
 
 
 async def run_pipeline(history: History, rules: RuleSet = RULES) -> Outcome:
     """Feed the history through ``process_batch`` with the in-memory store."""
-    settings_ = Settings(clock="event", allowed_lateness_s=history.lateness_s, idle_settle_s=0)
+    settings_ = Settings(
+        clock="event",
+        allowed_lateness_s=history.lateness_s,
+        idle_settle_s=0,
+        control_secret=CONTROL_SECRET,
+    )
     ctx = PipelineContext.create(settings_, rules, MemoryStore(), 1)
     offset = 0
     batches: list[list[Record]] = []

@@ -6,13 +6,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
+import pytest
 
 from streams.engine import load_rules, parse_rules
 from streams.pipeline.outbox import OutboxEntry
-from streams.pipeline.processor import CONTROL_HEADER, PipelineContext, Record, process_batch
+from streams.pipeline.processor import PipelineContext, Record, process_batch
 from streams.pipeline.timekeeping import ManualClock
 from streams.settings import Settings
 from streams.store.memory import MemoryStore
+from tests.kit import CONTROL_SECRET
+from tests.kit import control as signed
 
 PACK = Path(__file__).resolve().parents[2] / "rules"
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -23,7 +26,12 @@ def at(**delta: float) -> str:
 
 
 def ctx_for(rules=None, clock: str = "event", lateness: float = 0.0) -> PipelineContext:
-    settings = Settings(clock=clock, allowed_lateness_s=lateness, idle_settle_s=0)  # type: ignore[arg-type]
+    settings = Settings(
+        clock=clock,  # type: ignore[arg-type]
+        allowed_lateness_s=lateness,
+        idle_settle_s=0,
+        control_secret=CONTROL_SECRET,
+    )
     return PipelineContext.create(settings, rules or load_rules(PACK), MemoryStore(), 1)
 
 
@@ -158,17 +166,74 @@ async def test_a_customers_own_timers_fire_before_its_next_event() -> None:
 
 def control(offset: int, until: datetime) -> Record:
     """The control record ``segmenter replay`` sends: fire everything due up to ``until``."""
-    value = orjson.dumps({"until": until.timestamp()})
-    return Record("segmenter.events", 0, offset, None, value, ((CONTROL_HEADER, b"watermark"),))
+    value, headers = signed(until.timestamp())
+    return Record("segmenter.events", 0, offset, None, value, headers)
 
 
 async def test_a_control_watermark_fires_everything_due_up_to_it() -> None:
-    ctx = ctx_for(lateness=300)
+    """With 3 h of lateness, a bystander's event 2 h later fires nothing yet; a control record
+    up to the partition's clock settles everything, the abandoned cart at its exact due time."""
+    ctx = ctx_for(lateness=3 * 3600)
     await process_batch(ctx, recs([track("a1", "hal", "Product Added", at())]))
-    await process_batch(ctx, [control(1, T0 + timedelta(hours=2))])
+    await process_batch(ctx, recs([track("b1", "ivy", "Page Viewed", at(hours=2))], start=1))
+    assert emitted(ctx, "hal", "cart_abandoner") == []
+    await process_batch(ctx, [control(2, T0 + timedelta(hours=2))])
     assert [(m["direction"], m["ce_time"]) for m in emitted(ctx, "hal", "cart_abandoner")] == [
         ("entered", iso_z(hours=1))
     ]
+
+
+def dead_letters(ctx: PipelineContext) -> list[dict[str, str]]:
+    store = ctx.store
+    assert isinstance(store, MemoryStore)
+    found = []
+    for raw in store.outboxes.get(0, []):
+        entry = OutboxEntry.decode(raw)
+        if entry.topic == ctx.settings.dlq_topic:
+            found.append({k: v.decode() for k, v in entry.headers})
+    return found
+
+
+@pytest.mark.parametrize(
+    ("value", "headers", "why"),
+    [
+        (b'{"until": 1767322800}', (("segmenter.control", b"watermark"),), "signature"),
+        (
+            b'{"until": 1767322800}',
+            (("segmenter.control", b"watermark"), ("segmenter.control-signature", b"00")),
+            "signature",
+        ),
+        (*signed(1e15), "from 1970 to 3000"),
+        (*signed(T0.timestamp() + 3 * 3600), "past the partition's clock"),
+        (b'{"until": "inf"}', signed(0)[1], "signature"),
+        (b"not json", (("segmenter.control", b"pause"),), "unknown control record"),
+    ],
+)
+async def test_untrusted_or_time_moving_control_records_go_to_the_dlq(
+    value: bytes, headers: tuple[tuple[str, bytes], ...], why: str
+) -> None:
+    """Anyone who can write to the input topic cannot fire every timer: a control record is
+    applied only when signed with SEGMENTER_CONTROL_SECRET and no later than the clock."""
+    ctx = ctx_for(lateness=3 * 3600)
+    await process_batch(ctx, recs([track("a1", "hal", "Product Added", at())]))
+    await process_batch(ctx, recs([track("b1", "ivy", "Page Viewed", at(hours=2))], start=1))
+    await process_batch(ctx, [Record("segmenter.events", 0, 2, None, value, headers)])
+    assert emitted(ctx, "hal", "cart_abandoner") == []
+    [refused] = dead_letters(ctx)
+    assert refused["segmenter.error.kind"] == "control"
+    assert why in refused["segmenter.error.message"]
+    # the partition goes on: a signed record up to the clock still settles everything
+    await process_batch(ctx, [control(3, T0 + timedelta(hours=2))])
+    assert len(emitted(ctx, "hal", "cart_abandoner")) == 1
+
+
+async def test_without_a_secret_no_control_record_is_trusted() -> None:
+    settings = Settings(clock="event", allowed_lateness_s=3 * 3600, idle_settle_s=0)
+    ctx = PipelineContext.create(settings, load_rules(PACK), MemoryStore(), 1)
+    await process_batch(ctx, recs([track("a1", "hal", "Product Added", at(hours=2))]))
+    await process_batch(ctx, [control(1, T0 + timedelta(hours=2))])
+    [refused] = dead_letters(ctx)
+    assert "SEGMENTER_CONTROL_SECRET is unset" in refused["segmenter.error.message"]
 
 
 async def test_batch_boundaries_do_not_change_time_driven_output() -> None:
