@@ -24,7 +24,10 @@ In one run, on the same broker, Redis and synthetic events:
 10. with ``--collect``, (k): the Segment-compatible HTTP collector of one ``segmenter api``
     process, batches of 100 events (:mod:`streams.benchmarks.collect`).
 11. with ``--import``, (l): ``segmenter import`` of a generated two-year shop history
-   (:mod:`streams.benchmarks.history_import`).
+    (:mod:`streams.benchmarks.history_import`);
+12. with ``--history [N]``, (m): a shop-shaped history of N customers over 18 months in event
+    time through the worker (peer pack) and, with ``--peer``, the Quix Streams peer
+    (:mod:`streams.benchmarks.history_bench`).
 
 The run uses its own topics, Redis namespace and consumer group; embedded servers are started
 unless ``SEGMENTER_KAFKA_BOOTSTRAP`` / ``SEGMENTER_REDIS_URL`` are set, and on configured servers
@@ -36,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import sys
+from dataclasses import dataclass
 
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
@@ -45,6 +49,7 @@ from streams.benchmarks.cluster import cluster_topics, run_cluster
 from streams.benchmarks.collect import run_collect
 from streams.benchmarks.common import BenchConfig, BenchError, Infra, cleanup, delete_run, say
 from streams.benchmarks.delivery import run_delivery
+from streams.benchmarks.history_bench import cleanup_history, run_history
 from streams.benchmarks.history_import import import_topics, run_import
 from streams.benchmarks.live import run_live
 from streams.benchmarks.load import preproduce, synthetic
@@ -97,15 +102,25 @@ def _visitors(
     )
 
 
-def _measure(
-    infra: Infra,
-    cfg: BenchConfig,
-    peer: bool,
-    deliver: bool,
-    cluster: bool,
-    collect: bool,
-    history: int = 0,
-) -> dict[str, object]:
+@dataclass(frozen=True)
+class Phases:
+    """The optional phases of a run (each off by default)."""
+
+    peer: bool = False
+    """(g), and the peer side of (m)."""
+    deliver: bool = False
+    """(h)."""
+    cluster: bool = False
+    """(i)."""
+    collect: bool = False
+    """(k)."""
+    import_jobs: int = 0
+    """(l) with this many import processes (0: off)."""
+    history: int = 0
+    """(m) with a history of this many customers (0: off)."""
+
+
+def _measure(infra: Infra, cfg: BenchConfig, phases: Phases) -> dict[str, object]:
     """Every phase, in order; the worker child is stopped whatever happens."""
     asyncio.run(ensure_topics(infra.bootstrap, infra.topics))
     say(f"generating {cfg.events} events from {cfg.customers} synthetic customers")
@@ -147,22 +162,44 @@ def _measure(
     figures = results(cfg, ceiling, segmenter, memory, live)
     if visitors is not None:
         figures.update(visitor_results(visitors))
-    if peer:
+    figures.update(_side_phases(infra, cfg, phases))
+    return figures
+
+
+def _side_phases(infra: Infra, cfg: BenchConfig, phases: Phases) -> dict[str, object]:
+    """The optional phases (g) to (m) that were asked for."""
+    figures: dict[str, object] = {}
+    if phases.peer:
         say("(g) peer: the same events again, to two fresh topics")
         again = synthetic(cfg.events, cfg.customers, cfg.seed)
         ours, theirs = asyncio.run(run_peer(infra, again, _timeout(cfg.events)))
         figures.update(peer_results(ours, theirs))
-    if deliver:
+    if phases.deliver:
         count = min(cfg.events, 50_000)
         figures.update(delivery_results(run_delivery(infra, count, _timeout(count))))
-    if cluster:
+    if phases.cluster:
         again = synthetic(cfg.events, cfg.customers, cfg.seed)
         figures.update(cluster_results(run_cluster(infra, again, _timeout(cfg.events))))
-    if collect:
+    if phases.collect:
         figures.update(collect_results(run_collect(infra, cfg)))
-    if history:
-        figures.update(run_import(infra, history, _timeout(100_000)))
+    if phases.import_jobs:
+        figures.update(run_import(infra, phases.import_jobs, _timeout(100_000)))
+    if phases.history:
+        timeout = _timeout(6 * phases.history)
+        figures.update(asyncio.run(run_history(infra, phases.history, phases.peer, timeout)))
     return figures
+
+
+def _cleanup_sides(infra: Infra, phases: Phases) -> None:
+    """On configured servers: delete what the optional phases made."""
+    if phases.peer:
+        asyncio.run(cleanup_peer(infra))
+    if phases.cluster:
+        asyncio.run(delete_run(infra, f"{infra.namespace}-c", cluster_topics(infra)))
+    if phases.import_jobs:
+        asyncio.run(delete_run(infra, f"{infra.namespace}-import", import_topics(infra)))
+    if phases.history:
+        asyncio.run(cleanup_history(infra))
 
 
 def run_bench(
@@ -174,24 +211,22 @@ def run_bench(
     seconds: float = 10.0,
     api_rate: float = 500.0,
     workers: int = 1,
-    peer: bool = False,
-    deliver: bool = False,
-    cluster: bool = False,
-    collect: bool = False,
     visitors: int = 0,
-    import_jobs: int = 0,
+    phases: Phases = Phases(),
 ) -> int:
     """Run every phase; print the table (or one JSON object); 0 unless infrastructure failed.
 
-    ``peer`` adds (g), which needs Quix Streams (``pip install -e '.[bench]'``): 2 without it.
+    ``phases.peer`` adds (g), which needs Quix Streams (``pip install -e '.[bench]'``): 2
+    without it.
     """
-    if min(events, customers, workers) < 1 or min(rate, seconds, api_rate) <= 0 or visitors < 0:
+    sizes = (visitors, phases.import_jobs, phases.history)
+    if min(events, customers, workers) < 1 or min(rate, seconds, api_rate) <= 0 or min(sizes) < 0:
         print(
             "segmenter bench: sizes, rates, durations and workers must be positive",
             file=sys.stderr,
         )
         return 2
-    if peer and not peer_available():
+    if phases.peer and not peer_available():
         print(
             "segmenter bench: --peer needs Quix Streams: pip install -e '.[bench]'",
             file=sys.stderr,
@@ -211,7 +246,7 @@ def run_bench(
     try:
         infra.start()
         say(f"broker {infra.bootstrap}, Redis {infra.redis_url}, run {infra.run}")
-        figures = _measure(infra, cfg, peer, deliver, cluster, collect, import_jobs)
+        figures = _measure(infra, cfg, phases)
     except (BenchError, StackError, KafkaError, RedisError, OSError, TimeoutError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else repr(exc)
         print(f"segmenter bench: {message}", file=sys.stderr)
@@ -219,14 +254,7 @@ def run_bench(
         if infra.external and infra.bootstrap and infra.redis_url:
             try:
                 asyncio.run(cleanup(infra))
-                if peer:
-                    asyncio.run(cleanup_peer(infra))
-                if cluster:
-                    asyncio.run(delete_run(infra, f"{infra.namespace}-c", cluster_topics(infra)))
-                if import_jobs:
-                    asyncio.run(
-                        delete_run(infra, f"{infra.namespace}-import", import_topics(infra))
-                    )
+                _cleanup_sides(infra, phases)
             except Exception as exc:
                 say(f"cleanup incomplete: {exc!r}")
         infra.stop()

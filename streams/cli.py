@@ -125,7 +125,7 @@ def _cmd_erase(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.bench import run_bench
+    from streams.bench import Phases, run_bench
 
     return run_bench(
         settings,
@@ -136,12 +136,15 @@ def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         seconds=args.seconds,
         api_rate=args.api_rate,
         workers=args.workers,
-        peer=args.peer,
-        deliver=args.deliver,
-        cluster=args.redis_cluster,
         visitors=args.visitors,
-        collect=args.collect,
-        import_jobs=args.import_jobs if args.history_import else 0,
+        phases=Phases(
+            peer=args.peer,
+            deliver=args.deliver,
+            cluster=args.redis_cluster,
+            collect=args.collect,
+            import_jobs=args.import_jobs if args.history_import else 0,
+            history=args.history,
+        ),
     )
 
 
@@ -467,6 +470,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--import-jobs", type=int, default=2, help="(l): processes sharing the import (2)"
+    )
+    bench.add_argument(
+        "--history",
+        type=int,
+        nargs="?",
+        const=20_000,
+        default=0,
+        metavar="N",
+        help="add (m): a shop-shaped history of N customers (default 20000) over 18 months in"
+        " event time, through the worker and (with --peer) the Quix Streams peer",
     )
     bench.set_defaults(func=_cmd_bench)
     return parser

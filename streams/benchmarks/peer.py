@@ -39,10 +39,20 @@ def peer_available() -> bool:
     return importlib.util.find_spec("quixstreams") is not None
 
 
-async def _worker(infra: Infra, topic: str, count: int, timeout: float) -> Throughput:
-    namespace = f"{infra.namespace}-peer"
+async def peer_worker(
+    infra: Infra,
+    topic: str,
+    count: int,
+    timeout: float,
+    phase: str = "(g)",
+    side: str = "peer",
+    **extra: object,
+) -> Throughput:
+    """A worker with the peer pack draining ``topic`` (``side`` names its namespace and its
+    other topics; ``extra`` settings on top, e.g. the event clock)."""
+    namespace = f"{infra.namespace}-{side}"
     env = side_worker_env(
-        infra, f"{infra.prefix}.peer", namespace, rules=PEER_RULES, input_topic=topic
+        infra, f"{infra.prefix}.{side}", namespace, rules=PEER_RULES, input_topic=topic, **extra
     )
     child = Child(["worker"], env).start()
     client = infra.redis()
@@ -52,13 +62,23 @@ async def _worker(infra: Infra, topic: str, count: int, timeout: float) -> Throu
         return sum(int(float(v)) + 1 for v in raw.values())
 
     try:
-        return await drain("worker", [child], count, applied, timeout, "(g)")
+        return await drain("worker", [child], count, applied, timeout, phase)
     finally:
         child.stop()
         await client.aclose()
 
 
-async def _quix(infra: Infra, topic: str, quix_out: str, count: int, timeout: float) -> Throughput:
+async def quix_peer(
+    infra: Infra,
+    topic: str,
+    quix_out: str,
+    count: int,
+    timeout: float,
+    phase: str = "(g)",
+    group: str = "quix",
+) -> Throughput:
+    """The Quix Streams peer (``peer_app.py``) draining ``topic`` in consumer group
+    ``<run's group>-<group>``."""
     with tempfile.TemporaryDirectory(prefix="segmenter-peer-") as workdir:
         progress = Path(workdir) / "progress"
         env = settings_env()
@@ -66,7 +86,7 @@ async def _quix(infra: Infra, topic: str, quix_out: str, count: int, timeout: fl
             PEER_BOOTSTRAP=infra.bootstrap,
             PEER_INPUT=topic,
             PEER_OUTPUT=quix_out,
-            PEER_GROUP=f"{infra.group_id}-quix",
+            PEER_GROUP=f"{infra.group_id}-{group}",
             PEER_STATE_DIR=str(Path(workdir) / "state"),
             PEER_COUNT=str(count),
             PEER_PROGRESS=str(progress),
@@ -80,13 +100,13 @@ async def _quix(infra: Infra, topic: str, quix_out: str, count: int, timeout: fl
             return seen if doc.get("done") else min(seen, count - 1)
 
         try:
-            await drain("Quix Streams peer", [child], count, processed, timeout, "(g)")
+            await drain("Quix Streams peer", [child], count, processed, timeout, phase)
             doc = _progress(progress)
             # from before the first message to after the checkpoint that committed the last
             (wall0, cpu0), (wall1, cpu1) = doc["first"], doc["last"]
             measured = int(doc["seen"])
             rate = measured / max(wall1 - wall0, 1e-6)
-            say(f"(g) Quix Streams peer, its own clocks: {measured} events = {rate:.0f} events/s")
+            say(f"{phase} Quix Streams peer, its own clocks: {measured} events = {rate:.0f}/s")
             return Throughput(rate, (cpu1 - cpu0) * 1e6 / measured)
         finally:
             child.stop()
@@ -137,9 +157,9 @@ async def run_peer(
     )
     await preproduce(infra.bootstrap, [ours, theirs], messages)
     say("(g) peer: the worker with the peer pack")
-    worker = await _worker(infra, ours, len(messages), timeout)
+    worker = await peer_worker(infra, ours, len(messages), timeout)
     say("(g) peer: the Quix Streams application")
-    quix = await _quix(infra, theirs, quix_out, len(messages), timeout)
+    quix = await quix_peer(infra, theirs, quix_out, len(messages), timeout)
     return worker, quix
 
 

@@ -150,6 +150,17 @@ IMPORT_ROWS = (
 """The table's rows of (l), shown when the run had ``--import``."""
 
 
+HISTORY_ROWS = (
+    ("(m) history: events", "history_events", ""),
+    ("    customers", "history_customers", ""),
+    ("    worker events/s", "history_worker_events_per_s", "events/s"),
+    ("    worker CPU per event", "history_worker_cpu_us_per_event", "us"),
+    ("    peer events/s", "history_peer_events_per_s", "events/s"),
+    ("    peer CPU per event", "history_peer_cpu_us_per_event", "us"),
+)
+"""The table's rows of (m), shown when the run had ``--history``."""
+
+
 def visitor_results(found: VisitorReport) -> dict[str, Any]:
     """(j): streams opened, latency from event to stream event, the API's memory and CPU."""
     per_stream = found.bytes_per_stream
@@ -299,6 +310,17 @@ def table(figures: dict[str, Any], cfg: BenchConfig) -> str:
         rows += _visitor_rows()
     if "collect_events_per_s" in figures:
         rows += _collect_rows()
+    if "history_events" in figures:
+        rows += [Row(label, key, unit) for label, key, unit in HISTORY_ROWS]
+        rows.append(
+            Row(
+                "    peer / worker CPU",
+                "history_peer_cpu_ratio",
+                "",
+                ">= 0.5",
+                lambda v: v >= 0.5,
+            )
+        )
     if "import_events_per_s" in figures:
         rows += [
             Row(label, key, unit, target, (lambda v: v >= 20_000) if target else None)

@@ -13,6 +13,8 @@ import sys
 import orjson
 import pytest
 
+from streams.benchmarks.history_bench import spec
+from streams.generate.history import history_events
 from streams.stack.children import settings_env
 
 pytestmark = pytest.mark.integration
@@ -56,6 +58,9 @@ KEYS = (
     "collect_p50_ms",
     "collect_p99_ms",
     "collect_cpu_api_pct",
+    "history_events",
+    "history_worker_events_per_s",
+    "history_worker_cpu_us_per_event",
 )
 
 
@@ -70,6 +75,7 @@ def test_small_bench_reports_every_figure(kafka_bootstrap: str, redis_url: str) 
         "--redis-cluster",
         *("--visitors", "300"),
         "--collect",
+        *("--history", "300"),
     ]
     done = subprocess.run(
         [sys.executable, "-m", "streams", "bench", "--json", *args],
@@ -112,12 +118,18 @@ def test_small_bench_reports_every_figure(kafka_bootstrap: str, redis_url: str) 
     assert report["collect_errors"] == 0
     assert report["collect_latency_samples"] > 0
     assert report["collect_p50_ms"] <= report["collect_p99_ms"]
+    # (m): the whole shop-shaped history was drained (no peer asked: no peer figures)
+    assert report["history_events"] == sum(1 for _ in history_events(spec(300)))
+    assert report["history_customers"] == 300
+    assert report["history_peer_cpu_ratio"] is None
     # The session's broker and Redis were not started by the bench: no CPU figure for them.
     assert report["live_cpu_broker_pct"] is None
     assert report["live_cpu_redis_pct"] is None
 
 
 PEER_KEYS = (
+    "history_peer_cpu_us_per_event",
+    "history_peer_cpu_ratio",
     "peer_worker_events_per_s",
     "peer_worker_cpu_us_per_event",
     "peer_events_per_s",
@@ -134,6 +146,7 @@ def test_small_bench_with_the_peer_reports_the_ratios(kafka_bootstrap: str, redi
     args = [
         *("--events", "2000", "--customers", "1000"),
         *("--rate", "100", "--seconds", "1", "--api-rate", "20"),
+        *("--history", "200"),
     ]
     done = subprocess.run(
         [sys.executable, "-m", "streams", "bench", "--json", "--peer", *args],

@@ -85,7 +85,7 @@ def test_peer_without_quix_streams_exits_2_with_the_install_command(
     from streams import bench
 
     monkeypatch.setattr(bench, "peer_available", lambda: False)
-    assert bench.run_bench(bench.Settings(), as_json=False, peer=True) == 2
+    assert bench.run_bench(bench.Settings(), as_json=False, phases=bench.Phases(peer=True)) == 2
     assert "pip install -e '.[bench]'" in capsys.readouterr().err
 
 
