@@ -17,7 +17,9 @@ from streams.settings import Settings
 def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from streams.stack.up import run_up
 
-    return run_up(settings, generate_rate=args.generate, customers=args.customers)
+    if args.data_dir is not None:
+        settings = settings.model_copy(update={"data_dir": args.data_dir})
+    return run_up(settings, generate_rate=args.generate, customers=args.customers, fresh=args.fresh)
 
 
 def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -229,6 +231,15 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--generate", type=float, metavar="RATE", help="add synthetic events/s")
     up.add_argument(
         "--customers", type=int, default=1000, help="synthetic customers (default 1000)"
+    )
+    up.add_argument(
+        "--data-dir",
+        type=Path,
+        help="where the embedded Redis keeps its data (default SEGMENTER_DATA_DIR, "
+        ".segmenter/data)",
+    )
+    up.add_argument(
+        "--fresh", action="store_true", help="start with empty data (removes what was kept)"
     )
     up.set_defaults(func=_cmd_up)
 

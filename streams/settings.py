@@ -179,6 +179,15 @@ class Settings(BaseSettings):
     )
     ce_source: str = Field("urn:segmenter", description="CloudEvents source attribute")
     state_dir: Path = Field(Path(".segmenter"), description="where `up` writes stack.json")
+    data_dir: Path = Field(
+        Path(".segmenter/data"),
+        description="where `segmenter up` keeps its embedded Redis (append-only file) between runs",
+    )
+    log_resets: bool = Field(
+        False,
+        description="set by `segmenter up` for its children: the embedded broker starts with "
+        "empty topics at each start, so a consumer group without a position reads from the start",
+    )
     log_level: str = "info"
 
     @field_validator("api_key", "write_keys", "visitor_secret", "control_secret", mode="before")

@@ -60,11 +60,9 @@ class StartPositions(ConsumerRebalanceListener):  # type: ignore[misc]
         self.ends = ends
 
     @classmethod
-    async def of(
-        cls, consumer: AIOKafkaConsumer, topic: str, destination: Destination
-    ) -> StartPositions:
-        """The start positions of ``destination`` (none to fix for ``start_from: earliest``)."""
-        if destination.spec.start_from == "earliest":
+    async def of(cls, consumer: AIOKafkaConsumer, topic: str, start_from: str) -> StartPositions:
+        """The start positions of a destination (none to fix for ``start_from: earliest``)."""
+        if start_from == "earliest":
             return cls(consumer, None)
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:
@@ -95,6 +93,12 @@ class Deliverer:
         self.kinds = kinds
         self.runners: list[DestinationRunner] = []
 
+    def start_from(self, destination: Destination) -> str:
+        """Where a destination without a committed position starts: its ``start_from``, or the
+        beginning when the broker's log starts empty at each start (``segmenter up``'s embedded
+        broker): then every migration of the new log is one the destination has not seen."""
+        return "earliest" if self.settings.log_resets else destination.spec.start_from
+
     async def run(self) -> None:
         """Start every destination; return when all stopped (or raise an infrastructure error)."""
         s = self.settings
@@ -115,15 +119,16 @@ class Deliverer:
         try:
             metrics = RedisDeliveryMetrics(store.client, store.keys.ns)
             for destination in self.destinations:
+                start_from = self.start_from(destination)
                 consumer = AIOKafkaConsumer(
                     bootstrap_servers=s.kafka_bootstrap,
                     group_id=f"{s.deliver_group}.{destination.id}",
                     enable_auto_commit=False,
-                    auto_offset_reset=destination.spec.start_from,
+                    auto_offset_reset=start_from,
                     **security,
                 )
                 await consumer.start()
-                start = await StartPositions.of(consumer, s.migrations_topic, destination)
+                start = await StartPositions.of(consumer, s.migrations_topic, start_from)
                 consumer.subscribe([s.migrations_topic], listener=start)
                 consumers.append(consumer)
                 counters = Counters()

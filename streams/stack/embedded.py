@@ -172,6 +172,8 @@ class EmbeddedRedis:
     host: str = "127.0.0.1"
     port: int = 0
     appendonly: bool = False
+    fsync: str = "always"
+    """``appendfsync`` with ``appendonly``: ``always`` (tests of crashes) or ``everysec``."""
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     workdir: Path | None = None
     _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
@@ -207,14 +209,15 @@ class EmbeddedRedis:
             "warning",
         ]
         if self.appendonly:
-            args += ["--appendfsync", "always"]
+            args += ["--appendfsync", self.fsync]
         self.proc = spawn(args)
         wait_for_port(self.host, self.port, self.proc, f"{binary.name}", timeout)
         return self.url
 
     def stop(self) -> None:
-        """Stop the server and remove its scratch directory."""
-        stop_process(self.proc)
+        """Stop the server (SIGTERM: it flushes its append-only file) and remove its scratch
+        directory (a ``workdir`` given by the caller is kept)."""
+        stop_process(self.proc, timeout=30.0)
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None

@@ -17,34 +17,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import secrets
-import signal
 import socket
-import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
 import orjson
 from pydantic import SecretStr
 
 from streams.settings import Settings
 from streams.stack.embedded import EmbeddedBroker, EmbeddedRedis, StackError, free_port
+from streams.stack.persist import DataDir, data_dir_of, drain, prepare_store
+from streams.stack.supervise import Child, StopFlag, Stopped, Supervisor
 from streams.stack.topics import ensure_topics, topic_layout
 
+__all__ = ["Child", "StopFlag", "Stopped", "Supervisor", "run_up"]
+
 HEALTH_TIMEOUT_S = 60.0
-QUICK_CRASH_S = 10.0
-MAX_QUICK_CRASHES = 5
-STOP_TIMEOUT_S = 10.0
-_PR_SET_PDEATHSIG = 1
 
 WORKER_COMMAND: list[str] = [sys.executable, "-m", "streams", "worker"]
 API_COMMAND: list[str] = [sys.executable, "-m", "streams", "api"]
@@ -66,47 +61,6 @@ def _warn(message: str) -> None:
     print(f"segmenter up: {message}", file=sys.stderr, flush=True)
 
 
-class Stopped(Exception):
-    """Raised inside ``run_up`` when SIGINT/SIGTERM arrived during start-up."""
-
-
-class StopFlag:
-    """Turns SIGINT and SIGTERM into a flag that the supervisor loop polls."""
-
-    def __init__(self) -> None:
-        self.stopping = False
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.stopping = True
-
-    def install(self) -> None:
-        """Catch SIGINT and SIGTERM (restored by :meth:`restore`)."""
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._handle)
-
-    def restore(self) -> None:
-        """Put back the handlers that were there before :meth:`install`."""
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
-
-    def check(self) -> None:
-        """Raise :class:`Stopped` if a stop was requested."""
-        if self.stopping:
-            raise Stopped
-
-    def sleep(self, seconds: float) -> None:
-        """Sleep up to ``seconds``, waking early (and raising :class:`Stopped`) on a signal."""
-        deadline = time.monotonic() + seconds
-        while True:
-            self.check()
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            time.sleep(min(left, 0.1))
-
-
 @dataclass
 class Infrastructure:
     """The broker and Redis the stack uses: embedded ones it started, or configured ones."""
@@ -116,8 +70,14 @@ class Infrastructure:
     broker: EmbeddedBroker | None = None
     redis: EmbeddedRedis | None = None
 
-    def start(self, settings: Settings, stop: StopFlag | None = None) -> Infrastructure:
-        """Start what is not configured. On failure, whatever started is left for :meth:`stop`."""
+    def start(
+        self, settings: Settings, stop: StopFlag | None = None, redis_dir: Path | None = None
+    ) -> Infrastructure:
+        """Start what is not configured. On failure, whatever started is left for :meth:`stop`.
+
+        With ``redis_dir``, the embedded Redis keeps its data there (append-only file, fsync
+        every second) and finds it again at the next start.
+        """
         if settings.kafka_bootstrap:
             self.kafka_bootstrap = settings.kafka_bootstrap
         else:
@@ -130,7 +90,11 @@ class Infrastructure:
             self.redis_url = settings.redis_url
         else:
             _say("starting the embedded Redis server...")
-            self.redis = EmbeddedRedis()
+            self.redis = (
+                EmbeddedRedis()
+                if redis_dir is None
+                else EmbeddedRedis(workdir=redis_dir, appendonly=True, fsync="everysec")
+            )
             self.redis_url = self.redis.start()
         return self
 
@@ -191,128 +155,6 @@ def remove_stack_file(path: Path | None) -> None:
             path.unlink()
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
-    """In the child: get SIGTERM when the parent dies (Linux), even if it is SIGKILLed."""
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-
-
-@dataclass
-class Child:
-    """A supervised child process in its own process group, restarted with backoff."""
-
-    name: str
-    argv: Sequence[str]
-    env: Mapping[str, str]
-    restart_on_success: bool = True
-    quick_crash_s: float = QUICK_CRASH_S
-    max_quick_crashes: int = MAX_QUICK_CRASHES
-    log: Callable[[str], None] = _warn
-    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-    pids: list[int] = field(default_factory=list)
-    quick_crashes: int = 0
-    started_at: float = 0.0
-    restart_at: float | None = None
-    done: bool = False
-
-    def start(self) -> None:
-        """Start the process (its own session and process group)."""
-        self.proc = subprocess.Popen(
-            list(self.argv),
-            env=dict(self.env),
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-        )
-        self.pids.append(self.proc.pid)
-        self.started_at = time.monotonic()
-        self.restart_at = None
-
-    def poll(self) -> None:
-        """Restart the process when it has died and its backoff is over.
-
-        Raises :class:`StackError` after ``max_quick_crashes`` crashes in a row, each within
-        ``quick_crash_s`` of its start.
-        """
-        now = time.monotonic()
-        if self.done:
-            return
-        if self.restart_at is not None:
-            if now >= self.restart_at:
-                self.start()
-            return
-        if self.proc is None or self.proc.poll() is None:
-            return
-        code = self.proc.returncode
-        if code == 0 and not self.restart_on_success:
-            self.log(f"{self.name} finished")
-            self.done = True
-            return
-        if now - self.started_at < self.quick_crash_s:
-            self.quick_crashes += 1
-        else:
-            self.quick_crashes = 1
-        if self.quick_crashes >= self.max_quick_crashes:
-            raise StackError(
-                f"the {self.name} crashed {self.quick_crashes} times in a row "
-                f"(last exit code {code}); giving up, see its output above"
-            )
-        delay = min(0.5 * 2 ** (self.quick_crashes - 1), 10.0)
-        self.log(f"{self.name} exited with code {code}; restarting in {delay:g}s")
-        self.restart_at = now + delay
-
-    @property
-    def running(self) -> bool:
-        """True while the current process is alive."""
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
-        """SIGTERM the process group, SIGKILL it after ``timeout`` seconds, and reap it."""
-        self.done = True
-        proc = self.proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            _signal_group(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.log(f"{self.name} did not stop within {timeout:g}s; killing it")
-                _signal_group(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=timeout)
-        # Anything the child left in its group goes too.
-        _signal_group(proc.pid, signal.SIGKILL)
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-@dataclass
-class Supervisor:
-    """Children in start order; :meth:`poll` restarts the dead, :meth:`stop_all` ends them all."""
-
-    children: list[Child] = field(default_factory=list)
-
-    def add(self, child: Child) -> Child:
-        """Start ``child`` and supervise it."""
-        self.children.append(child)
-        child.start()
-        return child
-
-    def poll(self) -> None:
-        """Restart dead children (a :class:`StackError` when one keeps crashing)."""
-        for child in self.children:
-            child.poll()
-
-    def stop_all(self, timeout: float = STOP_TIMEOUT_S) -> None:
-        """Stop the children in reverse start order."""
-        for child in reversed(self.children):
-            child.stop(timeout)
-
-
 def healthy(url: str, timeout: float = 1.0) -> bool:
     """True when ``GET url`` answers 200."""
     try:
@@ -360,6 +202,7 @@ def child_env(settings: Settings, infra: Infrastructure, http_port: int) -> dict
             "SEGMENTER_MIGRATIONS_TOPIC": settings.migrations_topic,
             "SEGMENTER_DLQ_TOPIC": settings.dlq_topic,
             "SEGMENTER_DESTINATIONS": str(Path(settings.destinations).resolve()),
+            "SEGMENTER_LOG_RESETS": "true" if infra.broker is not None else "false",
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -437,12 +280,56 @@ def configured_destinations(settings: Settings) -> list[str]:
     return [d.id for d in found]
 
 
-def run_up(settings: Settings, generate_rate: float | None, customers: int) -> int:
+def _start_data(settings: Settings, data: DataDir, fresh: bool) -> Path | None:
+    """Lock the data directory of the embedded Redis (emptied with ``fresh``); None when Redis
+    is configured (``SEGMENTER_REDIS_URL``: its data is its own)."""
+    if settings.redis_url:
+        if fresh:
+            raise StackError(
+                "--fresh empties the embedded Redis only, and SEGMENTER_REDIS_URL is set"
+            )
+        return None
+    if fresh:
+        _say(f"--fresh: starting with an empty {data.redis}")
+    data.open(fresh)
+    return data.redis
+
+
+def _start_children(
+    settings: Settings, infra: Infrastructure, supervisor: Supervisor, stop: StopFlag, port: int
+) -> str:
+    """The worker, then the API once the worker answers; the API's address."""
+    worker_port = free_port(settings.http_host)
+    env = child_env(settings, infra, worker_port)
+    supervisor.add(Child("worker", list(WORKER_COMMAND), env))
+    wait_for_health(f"{http_base_url(settings, worker_port)}/healthz", supervisor, stop)
+    http_url = http_base_url(settings, port)
+    supervisor.add(Child("api", list(API_COMMAND), child_env(settings, infra, port)))
+    wait_for_health(f"{http_url}/healthz", supervisor, stop, what="the API")
+    return http_url
+
+
+def _stop_stack(settings: Settings, infra: Infrastructure, supervisor: Supervisor) -> None:
+    """Producers first (the generator, the API's collector), then wait for the worker to apply
+    and send what the broker holds (it keeps nothing over a restart), then the rest."""
+    supervisor.stop_named({"generator", "api"})
+    if supervisor.running("worker") and infra.kafka_bootstrap and infra.redis_url:
+        addresses = {"kafka_bootstrap": infra.kafka_bootstrap, "redis_url": infra.redis_url}
+        left = drain(settings.model_copy(update=addresses), _say)
+        if left > 0:
+            _warn(f"stopping with {left} records not yet applied or sent (lost with the broker)")
+    supervisor.stop_all()
+
+
+def run_up(
+    settings: Settings, generate_rate: float | None, customers: int, fresh: bool = False
+) -> int:
     """Run the embedded stack until SIGINT/SIGTERM; 0 on a clean stop, 1 on a start-up error."""
     stop = StopFlag()
     stop.install()
     infra = Infrastructure()
     supervisor = Supervisor()
+    data = DataDir(data_dir_of(settings))
     stack_file: Path | None = None
     try:
         if generate_rate is not None and generate_rate <= 0:
@@ -450,18 +337,18 @@ def run_up(settings: Settings, generate_rate: float | None, customers: int) -> i
         settings = with_visitor_secret(settings)
         port = pick_http_port(settings)
         destinations = configured_destinations(settings)
-        infra.start(settings, stop)
+        redis_dir = _start_data(settings, data, fresh)
+        remove_stack_file(Path(settings.state_dir) / "stack.json")  # left by a killed run
+        infra.start(settings, stop, redis_dir)
         stop.check()
+        addresses = {"redis_url": infra.redis_url, "kafka_bootstrap": infra.kafka_bootstrap}
+        kept = prepare_store(settings.model_copy(update=addresses), infra.broker is not None)
+        if redis_dir is not None:
+            _say(kept.describe(data.path))
         create_topics(settings, infra.kafka_bootstrap)
         stop.check()
-        worker_port = free_port(settings.http_host)
-        env = child_env(settings, infra, worker_port)
-        supervisor.add(Child("worker", list(WORKER_COMMAND), env))
-        wait_for_health(f"{http_base_url(settings, worker_port)}/healthz", supervisor, stop)
-        api_env = child_env(settings, infra, port)
-        http_url = http_base_url(settings, port)
-        supervisor.add(Child("api", list(API_COMMAND), api_env))
-        wait_for_health(f"{http_url}/healthz", supervisor, stop, what="the API")
+        http_url = _start_children(settings, infra, supervisor, stop, port)
+        env = child_env(settings, infra, free_port(settings.http_host))
         if destinations:
             supervisor.add(Child("deliver", list(DELIVER_COMMAND), env))
         if generate_rate is not None:
@@ -485,7 +372,8 @@ def run_up(settings: Settings, generate_rate: float | None, customers: int) -> i
         return 1
     finally:
         stop.stopping = False  # a second Ctrl-C must not interrupt the shutdown
-        supervisor.stop_all()
+        _stop_stack(settings, infra, supervisor)
         remove_stack_file(stack_file)
         infra.stop()
+        data.close()
         stop.restore()
