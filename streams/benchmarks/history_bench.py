@@ -28,7 +28,7 @@ import orjson
 
 from streams.benchmarks.common import PARTITIONS, Infra, delete_run, say
 from streams.benchmarks.load import Message, preproduce
-from streams.benchmarks.peer import RETENTION, peer_worker, quix_peer
+from streams.benchmarks.peer import RETENTION, peer_worker, quix_peer, side_topics
 from streams.generate.history import HistorySpec, history_events
 from streams.stack.topics import ensure_topics
 
@@ -57,16 +57,7 @@ def history_messages(customers: int) -> list[Message]:
 
 def history_topics(infra: Infra) -> dict[str, str]:
     """The topics of (m), by role."""
-    prefix = f"{infra.prefix}.history"
-    return {
-        "ours": f"{prefix}.events",
-        "theirs": f"{prefix}.quix-events",
-        "quix_out": f"{prefix}.quix-out",
-        "migrations": f"{prefix}.migrations",
-        "dlq": f"{prefix}.dlq",
-        "memberships": f"{prefix}.memberships",
-        "changelog": f"changelog__{infra.group_id}-quix-history--{prefix}.quix-events--default",
-    }
+    return side_topics(infra, "history", "history")
 
 
 async def run_history(

@@ -121,9 +121,10 @@ def _progress(path: Path) -> dict[str, Any]:
     return doc if isinstance(doc, dict) else {}
 
 
-def _topics(infra: Infra) -> dict[str, str]:
-    """The topics of (g), by role."""
-    prefix = f"{infra.prefix}.peer"
+def side_topics(infra: Infra, side: str = "peer", group: str = "quix") -> dict[str, str]:
+    """The topics of a side-by-side phase (``side``: ``peer`` for (g)), by role; ``group`` is the
+    Quix Streams consumer group's suffix (it names the changelog topic)."""
+    prefix = f"{infra.prefix}.{side}"
     return {
         "ours": f"{prefix}.events",
         "theirs": f"{prefix}.quix-events",
@@ -132,7 +133,7 @@ def _topics(infra: Infra) -> dict[str, str]:
         "dlq": f"{prefix}.dlq",
         "memberships": f"{prefix}.memberships",
         # the one Quix Streams creates for its state store ("default")
-        "changelog": f"changelog__{infra.group_id}-quix--{prefix}.quix-events--default",
+        "changelog": f"changelog__{infra.group_id}-{group}--{prefix}.quix-events--default",
     }
 
 
@@ -140,7 +141,7 @@ async def run_peer(
     infra: Infra, messages: Sequence[Message], timeout: float
 ) -> tuple[Throughput, Throughput]:
     """(g): the same events through the worker (peer pack) and the Quix Streams peer."""
-    topics = _topics(infra)
+    topics = side_topics(infra)
     ours, theirs, quix_out = topics["ours"], topics["theirs"], topics["quix_out"]
     await ensure_topics(
         infra.bootstrap,
@@ -166,4 +167,4 @@ async def run_peer(
 async def cleanup_peer(infra: Infra) -> None:
     """Delete what (g) made: the peer worker's Redis keys and every topic of (g) (only needed on
     configured servers, like :func:`streams.benchmarks.common.cleanup`)."""
-    await delete_run(infra, f"{infra.namespace}-peer", list(_topics(infra).values()))
+    await delete_run(infra, f"{infra.namespace}-peer", list(side_topics(infra).values()))
