@@ -19,8 +19,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv with the project and its test extras
 
-run: $(STAMP) ## start the embedded stack with the default rules and synthetic traffic
-	$(BIN)/segmenter up --generate 50
+run: $(STAMP) ## start the embedded stack with the default rules, a year of history and live traffic
+	$(BIN)/segmenter up --history 12 --generate 50
 
 test: $(STAMP) ## run the whole suite (unit, integration, e2e) against a real broker and Redis
 	$(BIN)/pytest -q $(PYTEST_ARGS)

@@ -19,7 +19,13 @@ def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.data_dir is not None:
         settings = settings.model_copy(update={"data_dir": args.data_dir})
-    return run_up(settings, generate_rate=args.generate, customers=args.customers, fresh=args.fresh)
+    return run_up(
+        settings,
+        generate_rate=args.generate,
+        customers=args.customers,
+        fresh=args.fresh,
+        history_months=args.history,
+    )
 
 
 def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -124,6 +130,12 @@ def _cmd_erase(args: argparse.Namespace, settings: Settings) -> int:
     from streams.erase import run_erase
 
     return run_erase(settings, args.customer_id)
+
+
+def _cmd_soak(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.stack.soak import run_soak
+
+    return run_soak(settings, args.minutes, args.rate, args.sample_s, args.json)
 
 
 def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
@@ -240,6 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument(
         "--fresh", action="store_true", help="start with empty data (removes what was kept)"
+    )
+    up.add_argument(
+        "--history",
+        type=float,
+        metavar="MONTHS",
+        help="on a first start, import MONTHS of synthetic history of the --customers and fit "
+        "the models before going live (make run: 12)",
     )
     up.set_defaults(func=_cmd_up)
 
@@ -424,6 +443,14 @@ def build_parser() -> argparse.ArgumentParser:
     discover.add_argument("--json", action="store_true", help="the summary as JSON")
     discover.set_defaults(func=_cmd_discover)
 
+    soak = sub.add_parser(
+        "soak", help="the embedded stack under steady traffic: broker CPU and memory over time"
+    )
+    soak.add_argument("--minutes", type=float, default=10.0, help="how long (default 10)")
+    soak.add_argument("--rate", type=float, default=50.0, help="events/s (default 50)")
+    soak.add_argument("--sample-s", type=float, default=60.0, help="seconds between samples")
+    soak.add_argument("--json", action="store_true", help="one JSON object at the end")
+    soak.set_defaults(func=_cmd_soak)
     bench = sub.add_parser("bench", help="the performance harness")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument(

@@ -32,6 +32,7 @@ import orjson
 from pydantic import SecretStr
 
 from streams.settings import Settings
+from streams.stack.demo import import_demo_history
 from streams.stack.embedded import EmbeddedBroker, EmbeddedRedis, StackError, free_port
 from streams.stack.persist import DataDir, data_dir_of, drain, prepare_store
 from streams.stack.supervise import Child, StopFlag, Stopped, Supervisor
@@ -322,7 +323,11 @@ def _stop_stack(settings: Settings, infra: Infrastructure, supervisor: Superviso
 
 
 def run_up(
-    settings: Settings, generate_rate: float | None, customers: int, fresh: bool = False
+    settings: Settings,
+    generate_rate: float | None,
+    customers: int,
+    fresh: bool = False,
+    history_months: float | None = None,
 ) -> int:
     """Run the embedded stack until SIGINT/SIGTERM; 0 on a clean stop, 1 on a start-up error."""
     stop = StopFlag()
@@ -349,6 +354,10 @@ def run_up(
         stop.check()
         http_url = _start_children(settings, infra, supervisor, stop, port)
         env = child_env(settings, infra, free_port(settings.http_host))
+        if history_months and kept.customers:
+            _say("data kept from an earlier run: no demo history imported")
+        elif history_months:
+            import_demo_history(history_months, customers, data.path, env, _say)
         if destinations:
             supervisor.add(Child("deliver", list(DELIVER_COMMAND), env))
         if generate_rate is not None:

@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +38,16 @@ def user_env(**extra: str) -> dict[str, str]:
     return env
 
 
+RUNNING: list[UpStack] = []
+"""Every stack started and not yet killed (the ``up_stacks`` fixture kills what a failed test
+left running)."""
+
+
 class UpStack:
     """One run of ``segmenter up`` in ``cwd`` (its output in ``cwd/up-<n>.log``)."""
 
     def __init__(self, cwd: Path, env: dict[str, str], *args: str) -> None:
+        RUNNING.append(self)
         self.cwd, self.env = cwd, env
         runs = len(list(cwd.glob("up-*.log")))
         self.log_path = cwd / f"up-{runs}.log"
@@ -55,6 +62,7 @@ class UpStack:
         )
         self.children: set[int] = set()
         self.http_url = ""
+        self.killed = False
 
     def output(self) -> str:
         """What ``up`` printed so far."""
@@ -104,7 +112,10 @@ class UpStack:
 
     def kill(self) -> None:
         """SIGKILL ``up`` and every child's process group at once (a power cut)."""
-        targets = [self.proc.pid, *self.children]
+        if self.killed:
+            return
+        self.killed = True
+        targets = [self.proc.pid, *self.children, *children_of(self.proc.pid)]
         for pid in targets:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
@@ -125,3 +136,11 @@ def wait_until(check: Any, timeout: float = 60.0, what: str = "the condition") -
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
         time.sleep(0.25)
+
+
+@pytest.fixture
+def up_stacks() -> Iterator[list[UpStack]]:
+    """Kills, at the end of the test, every stack it started and left running."""
+    yield RUNNING
+    while RUNNING:
+        RUNNING.pop().kill()

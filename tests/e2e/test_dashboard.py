@@ -1,6 +1,7 @@
-"""The dashboard in headless Chromium against the whole stack (``segmenter up --generate``).
+"""The dashboard in headless Chromium against the whole stack, started as ``make run`` starts it.
 
-Start ``up`` with synthetic traffic in a scratch directory, wait for ``.segmenter/stack.json``,
+Start ``up`` with the arguments of the Makefile's ``run`` target (a year of imported history,
+fitted models, live synthetic traffic) in a scratch directory, wait for ``.segmenter/stack.json``,
 open ``/`` in headless Chromium driven over the DevTools protocol (a websocket), wait until the
 page reports ``data-ready="1"``, check that every chart drew SVG elements from live data, and
 save a screenshot to ``tests/e2e/artifacts/dashboard.png``.
@@ -15,6 +16,7 @@ import asyncio
 import base64
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -40,9 +42,19 @@ STACK_DIR: list[Path] = []
 PAGE_TIMEOUT_S = 90.0
 
 
+def make_run_args() -> list[str]:
+    """The arguments ``make run`` gives ``segmenter up`` (read from the Makefile: the test runs
+    what a user runs)."""
+    found = re.search(
+        r"^run:.*\n\t\$\(BIN\)/segmenter up (.*)$", (REPO / "Makefile").read_text(), re.M
+    )
+    assert found, "the Makefile's run target no longer calls segmenter up"
+    return found.group(1).split()
+
+
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[str]:
-    """``segmenter up --generate 200 --customers 200`` in ``tmp_path``; yields the HTTP URL.
+    """``segmenter up`` as ``make run`` starts it, in ``tmp_path``; yields the HTTP URL.
 
     With an audience-file destination in ``destinations/``, so ``up`` runs the deliverer too.
     """
@@ -55,7 +67,7 @@ def stack(tmp_path: Path) -> Iterator[str]:
     env.update({"SEGMENTER_RULES": str(REPO / "rules"), "SEGMENTER_HTTP_PORT": "0"})
     log_path = tmp_path / "up.log"
     log = log_path.open("wb")
-    argv = [sys.executable, "-m", "streams", "up", "--generate", "200", "--customers", "200"]
+    argv = [sys.executable, "-m", "streams", "up", *make_run_args()]
     proc = subprocess.Popen(
         argv, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
@@ -100,6 +112,8 @@ STATE_JS = """JSON.stringify({
   links: document.querySelectorAll('#sankey path.link').length,
   sankeyEmpty: document.querySelectorAll('#sankey text.empty').length,
   cells: document.querySelectorAll('#rfm rect.cell').length,
+  filledCells: [...document.querySelectorAll('#rfm rect.cell title')].filter(
+    t => !t.textContent.endsWith(': 0 customers')).length,
   rfmScored: Number(document.body.dataset.rfmScored || 0),
   matrixTotal: Number(document.body.dataset.matrixTotal || 0),
   rows: document.querySelectorAll('#sizetable tbody tr').length,
@@ -121,6 +135,7 @@ REPORT_JS = """JSON.stringify({
   review: document.querySelectorAll('#review tbody tr').length,
   perf: document.querySelectorAll('#perf tbody tr').length,
   sizes: [...document.querySelectorAll('#review tbody tr')].map(tr => tr.children[1].textContent),
+  reach: [...document.querySelectorAll('#review tbody tr')].map(tr => tr.children[6].textContent),
 })"""
 
 
@@ -155,6 +170,12 @@ async def test_dashboard_renders_live_data(stack: str, tmp_path: Path) -> None:
 
         state = await wait_for(browser, charts_drawn, PAGE_TIMEOUT_S)
         assert state["rows"] > 0
+        # the imported year fills the RFM grid, and the stack's own fit draws the predictions
+        assert state["filledCells"] >= 10, state
+        await browser.evaluate(
+            "document.getElementById('predseg').value = 'predicted_low'; refreshPredictions(); 1"
+        )
+        state = await wait_for(browser, lambda s: s["predBars"] == 10 and s["predCounted"] > 0, 40)
         if state["matrixTotal"] == 0:  # the worker may not record the matrix yet: wait a little
             with contextlib.suppress(AssertionError):
                 state = await wait_for(browser, lambda s: s["links"] > 0, 20)
@@ -214,6 +235,8 @@ async def test_dashboard_renders_live_data(stack: str, tmp_path: Path) -> None:
         assert report.get("ready") == "1", report
         assert report["review"] > 0 and report["perf"] > 0
         assert any(size not in ("0", "") for size in report["sizes"])
+        reached = [r for r in report["reach"] if r not in ("", "—", "0%")]
+        assert len(reached) >= len(report["reach"]) // 2, f"consented members reach: {report}"
         shot = await browser.call(
             "Page.captureScreenshot", format="png", captureBeyondViewport=True
         )

@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.stack import UpStack, user_env, wait_until
+from tests.e2e.stack import UpStack, up_stacks, user_env, wait_until
 
 pytestmark = pytest.mark.e2e
+__all__ = ["up_stacks"]  # the fixture
 
 
 def order(customer: str, revenue: float, message_id: str) -> dict[str, Any]:
@@ -43,7 +44,9 @@ def sizes(stack: UpStack) -> dict[str, int]:
     return {s["id"]: s["size"] for s in body["segments"]}
 
 
-def test_up_keeps_customers_over_a_stop_a_kill_and_forgets_with_fresh(tmp_path: Path) -> None:
+def test_up_keeps_customers_over_a_stop_a_kill_and_forgets_with_fresh(
+    tmp_path: Path, up_stacks: list[UpStack]
+) -> None:
     env = user_env()
     ada, bob = f"ada-{uuid.uuid4().hex[:6]}", f"bob-{uuid.uuid4().hex[:6]}"
     first, second = str(uuid.uuid4()), str(uuid.uuid4())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import get_args
 
@@ -70,8 +71,8 @@ def test_pack_has_every_kind_and_both_families(pack: RuleSet) -> None:
 def test_lapsed_high_value_customer(pack: RuleSet) -> None:
     facts = customer(pack, orders((100, 700), (200, 500)))
     result = pack.evaluate(facts)
-    # R: 100 days -> 2, F: 2 orders -> 2; predicted value 1200 * 365 / 200 days = 2190
-    assert result.members == {"high_value", "lapsed", "rfm_hibernating", "predicted_high"}
+    # R: 100 days -> 2, F: 2 orders -> 2; no model fitted: no predicted value tier
+    assert result.members == {"high_value", "lapsed", "rfm_hibernating"}
     assert result.primary == "high_value"
     reason = pack.explain(facts)["lapsed"].reason
     assert reason.rule == "lifetime orders >= 1 and no Order Completed within 90d"
@@ -87,7 +88,6 @@ def test_new_young_north_american_customer(pack: RuleSet) -> None:
         "mid_value",
         "new_customer",
         "rfm_new",  # R 5 (5 days), F 1
-        "predicted_medium",  # 150 * 365 / 30 days (tenure floor) = 1825
     }
     assert result.holds["active"] is True  # displaced by new_customer in the lifecycle family
     assert result.primary == "new_customer"
@@ -118,7 +118,7 @@ def test_cart_abandoner_leaves_when_checkout_starts(pack: RuleSet) -> None:
 
 def test_active_customer_becomes_at_risk_on_time(pack: RuleSet) -> None:
     facts = customer(pack, orders((50, 40), (120, 40), (300, 40)))
-    steady = {"mid_value", "rfm_potential_loyalist", "predicted_low"}
+    steady = {"mid_value", "rfm_potential_loyalist"}
     assert pack.evaluate(facts).members == {"active", *steady}
     due = pack.next_due(facts)
     assert due == NOW + 10 * DAY
@@ -145,7 +145,6 @@ def test_champion_vip(pack: RuleSet) -> None:
         "luxury_seeker",
         "eco_conscious",
         "rfm_potential_loyalist",  # R 5, F 3
-        "predicted_high",
     }
     assert result.primary == "vip"
     reason = pack.explain(facts)["champions"].reason
@@ -209,3 +208,34 @@ def test_cart_abandoner_has_a_ten_percent_holdout(pack: RuleSet) -> None:
     share = sum(pack.is_holdout(c, "cart_abandoner") for c in ids) / len(ids)
     assert 0.07 < share < 0.13
     assert not any(pack.is_holdout(c, "vip") for c in ids)
+
+
+@dataclass(frozen=True)
+class Fitted(FakeFacts):
+    """Facts with a fitted model whose one-year CLV is ``clv`` (None: no model)."""
+
+    clv: float | None = None
+
+    def prediction(
+        self, metric: str, horizon_s: float | None, at: float | None = None
+    ) -> float | None:
+        return self.clv if metric == "clv" else None
+
+
+def tier(pack: RuleSet, clv: float | None, was: str | None = None) -> set[str]:
+    base = customer(pack, orders((5, 150)))
+    facts = Fitted(**{f.name: getattr(base, f.name) for f in fields(base)}, clv=clv)
+    if was is not None:
+        facts = replace(facts, members={was: NOW - DAY})
+    return set(pack.evaluate(facts).members) & set(pack.families["predicted_value_tier"])
+
+
+def test_value_tiers_follow_the_fitted_clv_with_hysteresis(pack: RuleSet) -> None:
+    assert tier(pack, None) == set(), "no model: the tiers stay empty"
+    assert tier(pack, 2500.0) == {"predicted_high"}
+    assert tier(pack, 1900.0) == {"predicted_medium"}, "1900 does not enter high"
+    assert tier(pack, 1900.0, was="predicted_high") == {"predicted_high"}, "but stays there"
+    assert tier(pack, 1700.0, was="predicted_high") == {"predicted_medium"}
+    assert tier(pack, 480.0, was="predicted_medium") == {"predicted_medium"}
+    assert tier(pack, 480.0) == {"predicted_low"}
+    assert tier(pack, 12.0) == {"predicted_low"}
