@@ -19,7 +19,7 @@ from streams.events.decode import DecodeFailure
 from streams.events.intake import prepare
 from streams.pipeline.migrations import structured
 from streams.settings import Settings
-from streams.stack.discovery import with_running_stack
+from streams.stack.discovery import broker_lock, with_running_stack
 from streams.stack.kafka_security import client_kwargs
 
 
@@ -91,7 +91,8 @@ def run_send(settings: Settings, event: str | None, stdin: TextIO = sys.stdin) -
     if not events:
         _err("send", "no event given (pass JSON as an argument or on stdin)")
         return 1
-    asyncio.run(_send(ready, events))
+    with broker_lock(settings):
+        asyncio.run(_send(ready, events))
     return 0
 
 

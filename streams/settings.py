@@ -183,6 +183,15 @@ class Settings(BaseSettings):
         Path(".segmenter/data"),
         description="where `segmenter up` keeps its embedded Redis (append-only file) between runs",
     )
+    embedded_max_records: int = Field(
+        30_000,
+        ge=1000,
+        description="records `segmenter up`'s embedded broker may hold before `up` drains the "
+        "stack and starts a new broker generation (its CPU grows with what it holds)",
+    )
+    embedded_check_s: float = Field(
+        30.0, gt=0, description="how often `segmenter up` counts what its embedded broker holds"
+    )
     log_resets: bool = Field(
         False,
         description="set by `segmenter up` for its children: the embedded broker starts with "

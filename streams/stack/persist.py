@@ -134,50 +134,115 @@ def prepare_store(settings: Settings, log_resets: bool) -> Kept:
         raise StackError(f"cannot read the kept data in Redis: {exc}") from exc
 
 
-async def _backlog(settings: Settings, store: RedisStore) -> int:
-    """Input records not yet applied, plus migrations not yet sent from the outbox."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
+async def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
+    """Partition -> end offset of ``topic`` (its next offset).
+
+    The memory engine's ListOffsets answers the last batch's base offset + 1 when that batch
+    holds several records, so the answer is corrected by reading that last batch.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
+    )
     await consumer.start()
     try:
-        partitions = range(settings.input_partitions)
-        tps = [TopicPartition(settings.input_topic, p) for p in partitions]
-        ends = await consumer.end_offsets(tps)
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        listed = {tp.partition: int(end) for tp, end in (await consumer.end_offsets(tps)).items()}
+        nonempty = [tp for tp in tps if listed[tp.partition] > 0]
+        if not nonempty:
+            return listed
+        consumer.assign(nonempty)
+        for tp in nonempty:
+            consumer.seek(tp, listed[tp.partition] - 1)
+        ends, waiting = dict(listed), set(nonempty)
+        for _ in range(10):
+            got = await consumer.getmany(*waiting, timeout_ms=200)
+            for tp, records in got.items():
+                if records:
+                    ends[tp.partition] = max(ends[tp.partition], records[-1].offset + 1)
+                    waiting.discard(tp)
+            if not waiting:
+                break
+        return ends
     finally:
         await consumer.stop()
+
+
+async def committed_offsets(
+    bootstrap: str, group: str, topic: str, partitions: int
+) -> dict[int, int]:
+    """Partition -> the offset consumer group ``group`` committed on ``topic`` (0 when none),
+    read without joining the group."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        found = {}
+        for p in range(partitions):
+            offset = await consumer.committed(TopicPartition(topic, p))
+            found[p] = int(offset) if offset is not None and offset >= 0 else 0
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def _delivery_lag(settings: Settings, groups: list[str]) -> int:
+    """Migrations the deliverers' groups have not committed yet."""
+    if not groups:
+        return 0
+    assert settings.kafka_bootstrap is not None
+    topic, partitions = settings.migrations_topic, settings.migrations_partitions
+    ends = await end_offsets(settings.kafka_bootstrap, topic, partitions)
+    lag = 0
+    for group in groups:
+        done = await committed_offsets(settings.kafka_bootstrap, group, topic, partitions)
+        lag += sum(max(0, end - done[p]) for p, end in ends.items())
+    return lag
+
+
+async def _backlog(settings: Settings, store: RedisStore, groups: list[str]) -> int:
+    """Input records not yet applied, migrations not yet sent from the outbox, and migrations
+    not yet delivered by the deliverers' ``groups``."""
+    assert settings.kafka_bootstrap is not None
+    partitions = range(settings.input_partitions)
+    ends = await end_offsets(settings.kafka_bootstrap, settings.input_topic, len(partitions))
     applied = (await store.load([], list(partitions))).offsets
-    unapplied = sum(max(0, ends[tp] - 1 - applied.get(tp.partition, -1)) for tp in tps)
-    outboxes = [len(await store.outbox(p, 1)) for p in partitions]
-    return int(unapplied) + sum(outboxes)
+    unapplied = sum(max(0, ends[p] - 1 - applied.get(p, -1)) for p in partitions)
+    outboxes = sum([len(await store.outbox(p, 1)) for p in partitions])
+    return unapplied + outboxes + await _delivery_lag(settings, groups)
 
 
-async def _drain(settings: Settings, timeout: float, say: Callable[[str], None]) -> int:
+async def _drain(
+    settings: Settings, groups: list[str], timeout: float, say: Callable[[str], None]
+) -> int:
     store = RedisStore.from_settings(settings)
     deadline = time.monotonic() + timeout
     try:
         while True:
-            left = await _backlog(settings, store)
+            left = await _backlog(settings, store, groups)
             if not left or time.monotonic() > deadline:
                 return left
-            say(f"waiting for the worker: {left} records to apply or send")
+            say(f"waiting for the worker and deliverers: {left} records to apply, send or deliver")
             await asyncio.sleep(0.5)
     finally:
         await store.close()
 
 
-def drain(settings: Settings, say: Callable[[str], None], timeout: float = DRAIN_TIMEOUT_S) -> int:
+def drain(
+    settings: Settings,
+    say: Callable[[str], None],
+    groups: list[str] | None = None,
+    timeout: float = DRAIN_TIMEOUT_S,
+) -> int:
     """Wait (up to ``timeout``) until the worker has applied every input record and sent its
-    outbox; return what is left (0 when drained). Errors are reported, not raised: the stack
-    is stopping either way."""
+    outbox, and the deliverers' consumer ``groups`` have delivered every migration; return what
+    is left (0 when drained, -1 when it could not be checked). Errors are reported, not raised:
+    the caller goes on either way."""
     try:
-        return int(asyncio.run(_drain(settings, timeout, say)))
+        return asyncio.run(_drain(settings, groups or [], timeout, say))
     except Exception as exc:
         say(f"could not check that the worker caught up: {exc}")
         return -1
-
-
-def child_settings_env(log_resets: bool) -> dict[str, str]:
-    """What the children learn about the log (see :attr:`Settings.log_resets`)."""
-    return {"SEGMENTER_LOG_RESETS": "true"} if log_resets else {}
 
 
 def data_dir_of(settings: Settings) -> Path:

@@ -1,42 +1,35 @@
-"""``segmenter soak --minutes N``: the embedded stack under steady synthetic traffic, sampled.
+"""``segmenter soak --minutes N``: ``segmenter up`` under steady synthetic traffic, sampled.
 
-Starts what ``segmenter up`` starts (the embedded broker, a scratch Redis, the topics, one worker,
-the API and the generator at ``--rate`` events/s), then every ``--sample-s`` seconds reads from
-``/proc`` the CPU (percent of one core over the interval) and resident memory of the broker,
-the worker and the API, and how many records the broker holds. It prints one line a sample and,
-at the end, the comparison that matters for a stack left running: the broker's CPU in the last
-sample against its mean over the first five minutes (or the first fifth of the run when it is
-shorter), and its memory at the start and at the end (``--json``: one object).
+Runs ``segmenter up --generate RATE --fresh`` in a scratch directory (its own data directory,
+the embedded broker and Redis, the worker, the API, the generator: what a user runs, broker
+generations included), then every ``--sample-s`` seconds reads from ``/proc`` the CPU (percent
+of one core over the interval) and resident memory of the broker, the worker and the API, and
+how many records the broker holds. It prints one line a sample and, at the end, the comparison
+that matters for a stack left running: the broker's CPU in the last sample against its mean over
+the first five minutes (or the first fifth of a shorter run), and its memory at the start and
+at the end (``--json``: one object).
 """
 
 from __future__ import annotations
 
-import asyncio
+import os
+import signal
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.benchmarks.cpu import cpu_seconds
 from streams.settings import Settings
-from streams.stack.embedded import StackError, free_port
-from streams.stack.supervise import Child, StopFlag, Stopped, Supervisor
-from streams.stack.topics import topic_layout
-from streams.stack.up import (
-    API_COMMAND,
-    WORKER_COMMAND,
-    Infrastructure,
-    child_env,
-    create_topics,
-    generator_command,
-    http_base_url,
-    wait_for_health,
-    with_visitor_secret,
-)
+from streams.stack.rotate import records_held
+from streams.stack.supervise import StopFlag, Stopped
+
+READY_TIMEOUT_S = 180.0
 
 
 @dataclass(frozen=True)
@@ -62,35 +55,12 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def records_held(bootstrap: str, topics: list[str]) -> int:
-    """How many records the broker holds in ``topics`` (the sum of their end offsets)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
-    await consumer.start()
-    try:
-        tps = [
-            TopicPartition(topic, p)
-            for topic in topics
-            for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
-        if not tps:
-            await consumer.force_metadata_update()
-            tps = [
-                TopicPartition(topic, p)
-                for topic in topics
-                for p in sorted(consumer.partitions_for_topic(topic) or ())
-            ]
-        ends = await consumer.end_offsets(tps) if tps else {}
-        return int(sum(ends.values()))
-    finally:
-        await consumer.stop()
-
-
 class Meter:
     """CPU percent of one process between two readings."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, fresh: bool = False) -> None:
         self.pid = pid
-        self.cpu = cpu_seconds(pid) or 0.0
+        self.cpu = 0.0 if fresh else cpu_seconds(pid) or 0.0
         self.at = time.monotonic()
 
     def percent(self) -> float:
@@ -121,49 +91,98 @@ def summary(samples: list[Sample]) -> dict[str, Any]:
     }
 
 
-def _start(settings: Settings, infra: Infrastructure, supervisor: Supervisor, rate: float) -> None:
-    stop = StopFlag()
-    create_topics(settings, infra.kafka_bootstrap)
-    worker_port = free_port(settings.http_host)
-    env = child_env(settings, infra, worker_port)
-    supervisor.add(Child("worker", list(WORKER_COMMAND), env))
-    wait_for_health(f"{http_base_url(settings, worker_port)}/healthz", supervisor, stop)
-    api_port = free_port(settings.http_host)
-    supervisor.add(Child("api", list(API_COMMAND), child_env(settings, infra, api_port)))
-    wait_for_health(f"{http_base_url(settings, api_port)}/healthz", supervisor, stop, what="API")
-    argv = generator_command(rate, 1000)
-    supervisor.add(Child("generator", argv, env, restart_on_success=False))
+def _pids(parent: int) -> dict[str, int]:
+    """The broker, worker and API processes under ``up`` (by their command lines)."""
+    found: dict[str, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid != parent:
+            continue
+        line = b" ".join(argv)
+        for role, mark in (
+            ("broker", b"tansu"),
+            ("worker", b"streams worker"),
+            ("api", b"streams api"),
+        ):
+            if mark in line:
+                found[role] = int(entry.name)
+    return found
+
+
+class Stack:
+    """``segmenter up`` in a scratch directory."""
+
+    def __init__(self, workdir: Path, rate: float, rules: Path) -> None:
+        env = {k: v for k, v in os.environ.items() if k not in ("SEGMENTER_KAFKA_BOOTSTRAP",)}
+        env.update({"SEGMENTER_HTTP_PORT": "0", "SEGMENTER_RULES": str(rules.resolve())})
+        self.workdir = workdir
+        self.log = (workdir / "up.log").open("wb")
+        argv = [sys.executable, "-m", "streams", "up", "--fresh", "--generate", f"{rate:g}"]
+        self.proc = subprocess.Popen(
+            argv, cwd=workdir, env=env, stdout=self.log, stderr=subprocess.STDOUT
+        )
+
+    def ready(self, stop: StopFlag) -> Settings:
+        """Wait for ``stack.json``; the stack's settings (its broker's address)."""
+        stack_file = self.workdir / ".segmenter" / "stack.json"
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not stack_file.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                tail = (self.workdir / "up.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"segmenter up did not start:\n{tail}")
+            stop.sleep(0.5)
+        return Settings(kafka_bootstrap=orjson.loads(stack_file.read_bytes())["kafka_bootstrap"])
+
+    def stop(self) -> None:
+        """SIGINT ``up`` and wait for it."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def _sample(stack: Stack, settings: Settings, meters: dict[str, Meter], minute: float) -> Sample:
+    pids = _pids(stack.proc.pid)
+    for role, pid in pids.items():
+        if role not in meters or meters[role].pid != pid:
+            meters[role] = Meter(pid, fresh=True)  # a new broker generation, or a restart
+    pct = {
+        role: meters[role].percent() if role in meters else 0.0
+        for role in ("broker", "worker", "api")
+    }
+    return Sample(
+        minute=round(minute, 2),
+        broker_cpu_pct=pct["broker"],
+        broker_rss_mb=round(rss_mb(pids.get("broker", 0)), 1),
+        worker_cpu_pct=pct["worker"],
+        api_cpu_pct=pct["api"],
+        records_held=records_held(settings),
+    )
 
 
 def _measure(
-    settings: Settings, infra: Infrastructure, supervisor: Supervisor, minutes: float, every: float
+    stack: Stack, settings: Settings, minutes: float, every: float, stop: StopFlag
 ) -> list[Sample]:
-    assert infra.broker is not None and infra.broker.proc is not None
-    broker = infra.broker.proc.pid
-    pid = {c.name: c.proc.pid for c in supervisor.children if c.proc is not None}
-    meters = {name: Meter(p) for name, p in [("broker", broker), *pid.items()]}
-    topics = list(topic_layout(settings))
+    meters = {role: Meter(pid) for role, pid in _pids(stack.proc.pid).items()}
     started, samples = time.monotonic(), []
-    stop = StopFlag()
-    stop.install()
     try:
         while time.monotonic() - started < minutes * 60:
             stop.sleep(min(every, minutes * 60 - (time.monotonic() - started)))
-            supervisor.poll()
-            sample = Sample(
-                minute=round((time.monotonic() - started) / 60, 2),
-                broker_cpu_pct=meters["broker"].percent(),
-                broker_rss_mb=round(rss_mb(broker), 1),
-                worker_cpu_pct=meters["worker"].percent(),
-                api_cpu_pct=meters["api"].percent(),
-                records_held=asyncio.run(records_held(infra.kafka_bootstrap, topics)),
-            )
+            sample = _sample(stack, settings, meters, (time.monotonic() - started) / 60)
             samples.append(sample)
             print(f"soak: {orjson.dumps(asdict(sample)).decode()}", file=sys.stderr, flush=True)
     except Stopped:
         print("soak: stopped early", file=sys.stderr, flush=True)
-    finally:
-        stop.restore()
     return samples
 
 
@@ -175,18 +194,18 @@ def run_soak(settings: Settings, minutes: float, rate: float, every: float, as_j
             file=sys.stderr,
         )
         return 2
-    settings = with_visitor_secret(settings)
-    infra, supervisor = Infrastructure(), Supervisor()
-    try:
-        infra.start(settings)
-        _start(settings, infra, supervisor, rate)
-        result = summary(_measure(settings, infra, supervisor, minutes, every))
-    except (StackError, OSError) as exc:
-        print(f"segmenter soak: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        supervisor.stop_all()
-        infra.stop()
+    stop = StopFlag()
+    stop.install()
+    with tempfile.TemporaryDirectory(prefix="segmenter-soak-") as scratch:
+        stack = Stack(Path(scratch), rate, settings.rules)
+        try:
+            result = summary(_measure(stack, stack.ready(stop), minutes, every, stop))
+        except (RuntimeError, Stopped) as exc:
+            print(f"segmenter soak: {exc or 'stopped'}", file=sys.stderr)
+            return 1
+        finally:
+            stop.restore()
+            stack.stop()
     if as_json:
         print(orjson.dumps(result).decode())
     else:

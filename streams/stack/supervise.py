@@ -185,11 +185,23 @@ class Supervisor:
         for child in self.children:
             child.poll()
 
-    def stop_named(self, names: set[str], timeout: float = STOP_TIMEOUT_S) -> None:
-        """Stop the children called one of ``names`` (in reverse start order)."""
+    def stop_named(self, names: set[str], timeout: float = STOP_TIMEOUT_S) -> list[Child]:
+        """Stop the children called one of ``names`` (in reverse start order); the ones that
+        were still supervised (see :meth:`resume`)."""
+        stopped = []
         for child in reversed(self.children):
-            if child.name in names:
+            if child.name in names and not child.done:
                 child.stop(timeout)
+                stopped.append(child)
+        return stopped
+
+    @staticmethod
+    def resume(children: list[Child]) -> None:
+        """Start again children that :meth:`stop_named` stopped."""
+        for child in children:
+            child.done = False
+            child.quick_crashes = 0
+            child.start()
 
     def running(self, name: str) -> bool:
         """True when a child called ``name`` is alive."""

@@ -35,6 +35,7 @@ from streams.settings import Settings
 from streams.stack.demo import import_demo_history
 from streams.stack.embedded import EmbeddedBroker, EmbeddedRedis, StackError, free_port
 from streams.stack.persist import DataDir, data_dir_of, drain, prepare_store
+from streams.stack.rotate import Rotation
 from streams.stack.supervise import Child, StopFlag, Stopped, Supervisor
 from streams.stack.topics import ensure_topics, topic_layout
 
@@ -296,27 +297,68 @@ def _start_data(settings: Settings, data: DataDir, fresh: bool) -> Path | None:
     return data.redis
 
 
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the stack's worker and API answer."""
+
+    worker: str
+    api: str
+
+
 def _start_children(
     settings: Settings, infra: Infrastructure, supervisor: Supervisor, stop: StopFlag, port: int
-) -> str:
-    """The worker, then the API once the worker answers; the API's address."""
+) -> Endpoints:
+    """The worker, then the API once the worker answers."""
     worker_port = free_port(settings.http_host)
     env = child_env(settings, infra, worker_port)
     supervisor.add(Child("worker", list(WORKER_COMMAND), env))
-    wait_for_health(f"{http_base_url(settings, worker_port)}/healthz", supervisor, stop)
-    http_url = http_base_url(settings, port)
+    found = Endpoints(http_base_url(settings, worker_port), http_base_url(settings, port))
+    wait_for_health(f"{found.worker}/healthz", supervisor, stop)
     supervisor.add(Child("api", list(API_COMMAND), child_env(settings, infra, port)))
-    wait_for_health(f"{http_url}/healthz", supervisor, stop, what="the API")
-    return http_url
+    wait_for_health(f"{found.api}/healthz", supervisor, stop, what="the API")
+    return found
 
 
-def _stop_stack(settings: Settings, infra: Infrastructure, supervisor: Supervisor) -> None:
+def _rotation(
+    settings: Settings,
+    infra: Infrastructure,
+    supervisor: Supervisor,
+    stop: StopFlag,
+    where: Endpoints,
+    destinations: list[str],
+) -> Rotation | None:
+    """How ``up`` bounds its embedded broker (None with a configured Kafka)."""
+    broker = infra.broker
+    if broker is None:
+        return None
+
+    def restart_broker() -> None:
+        broker.stop()
+        broker.start()
+        create_topics(settings, infra.kafka_bootstrap)
+
+    addresses = {"kafka_bootstrap": infra.kafka_bootstrap, "redis_url": infra.redis_url}
+    return Rotation(
+        settings=settings.model_copy(update=addresses),
+        restart_broker=restart_broker,
+        wait_api=lambda: wait_for_health(f"{where.api}/healthz", supervisor, stop, what="the API"),
+        wait_worker=lambda: wait_for_health(f"{where.worker}/healthz", supervisor, stop),
+        deliver_groups=[f"{settings.deliver_group}.{d}" for d in destinations],
+        say=_say,
+        next_check=time.monotonic() + settings.embedded_check_s,
+    )
+
+
+def _stop_stack(
+    settings: Settings, infra: Infrastructure, supervisor: Supervisor, destinations: list[str]
+) -> None:
     """Producers first (the generator, the API's collector), then wait for the worker to apply
     and send what the broker holds (it keeps nothing over a restart), then the rest."""
     supervisor.stop_named({"generator", "api"})
     if supervisor.running("worker") and infra.kafka_bootstrap and infra.redis_url:
         addresses = {"kafka_bootstrap": infra.kafka_bootstrap, "redis_url": infra.redis_url}
-        left = drain(settings.model_copy(update=addresses), _say)
+        groups = [f"{settings.deliver_group}.{d}" for d in destinations]
+        left = drain(settings.model_copy(update=addresses), _say, groups)
         if left > 0:
             _warn(f"stopping with {left} records not yet applied or sent (lost with the broker)")
     supervisor.stop_all()
@@ -336,6 +378,7 @@ def run_up(
     supervisor = Supervisor()
     data = DataDir(data_dir_of(settings))
     stack_file: Path | None = None
+    destinations: list[str] = []
     try:
         if generate_rate is not None and generate_rate <= 0:
             raise StackError("--generate RATE must be positive")
@@ -352,7 +395,8 @@ def run_up(
             _say(kept.describe(data.path))
         create_topics(settings, infra.kafka_bootstrap)
         stop.check()
-        http_url = _start_children(settings, infra, supervisor, stop, port)
+        where = _start_children(settings, infra, supervisor, stop, port)
+        http_url = where.api
         env = child_env(settings, infra, free_port(settings.http_host))
         if history_months and kept.customers:
             _say("data kept from an earlier run: no demo history imported")
@@ -367,8 +411,11 @@ def run_up(
             Path(settings.state_dir), infra.kafka_bootstrap, infra.redis_url, http_url
         )
         print(banner(settings, infra, http_url, destinations), flush=True)
+        rotation = _rotation(settings, infra, supervisor, stop, where, destinations)
         while True:
             supervisor.poll()
+            if rotation is not None and rotation.due(time.monotonic()):
+                rotation.rotate(supervisor, stop)
             stop.sleep(0.2)
     except Stopped:
         _say("stopping...")
@@ -381,7 +428,7 @@ def run_up(
         return 1
     finally:
         stop.stopping = False  # a second Ctrl-C must not interrupt the shutdown
-        _stop_stack(settings, infra, supervisor)
+        _stop_stack(settings, infra, supervisor, destinations)
         remove_stack_file(stack_file)
         infra.stop()
         data.close()
