@@ -42,6 +42,7 @@ class Sample:
     worker_cpu_pct: float
     api_cpu_pct: float
     records_held: int
+    broker_pid: int
 
 
 def rss_mb(pid: int) -> float:
@@ -88,6 +89,8 @@ def summary(samples: list[Sample]) -> dict[str, Any]:
         "broker_rss_mb_first": round(samples[0].broker_rss_mb, 1),
         "broker_rss_mb_last": round(last.broker_rss_mb, 1),
         "records_held_last": last.records_held,
+        "records_held_max": max(s.records_held for s in samples),
+        "broker_generations": len({s.broker_pid for s in samples if s.broker_pid}),
     }
 
 
@@ -167,6 +170,7 @@ def _sample(stack: Stack, settings: Settings, meters: dict[str, Meter], minute: 
         worker_cpu_pct=pct["worker"],
         api_cpu_pct=pct["api"],
         records_held=records_held(settings),
+        broker_pid=pids.get("broker", 0),
     )
 
 
