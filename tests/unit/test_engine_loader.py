@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import textwrap
 from pathlib import Path
 
@@ -249,7 +250,11 @@ def test_version_depends_on_names_and_bytes(tmp_path: Path) -> None:
     text = segment("a", "{type: trait, path: a, op: exists}")
     write(tmp_path, "a.yaml", text)
     first = load_rules(tmp_path).version
-    assert len(first) == 16 and int(first, 16) >= 0
+    # computed here from the documented recipe: sha256 over each sorted (name, length, bytes)
+    expected = hashlib.sha256()
+    data = text.encode()
+    expected.update(b"a.yaml\0" + str(len(data)).encode() + b"\0" + data)
+    assert first == expected.hexdigest()[:16]
     assert load_rules(tmp_path).version == first
     write(tmp_path, "a.yaml", text + "# comment\n")
     assert load_rules(tmp_path).version != first
