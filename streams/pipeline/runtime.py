@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Awaitable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -22,9 +21,6 @@ from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams.api.http import HttpServer
 from streams.deliver.metrics import read_delivery_metrics
@@ -33,6 +29,7 @@ from streams.models.published import FittedModels, ModelReader
 from streams.pipeline import rulepack
 from streams.pipeline.backfill import backfill, refresh_customers
 from streams.pipeline.processor import PipelineContext, Record, process_batch
+from streams.pipeline.retry import RETRIABLE, ConfigMismatch, RetryPolicy, WorkerExit
 from streams.pipeline.rfm_live import (
     compute_boundaries,
     computed_at,
@@ -48,16 +45,6 @@ from streams.store.redis_store import LayoutError, RedisStore
 
 log = logging.getLogger("segmenter.worker")
 
-RETRIABLE: tuple[type[BaseException], ...] = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    KafkaError,
-    OSError,
-    asyncio.TimeoutError,
-)
-EXIT_INFRASTRUCTURE = 75
-EXIT_CONFIG = 78
-"""The settings do not fit the namespace (``EX_CONFIG``): a restart would fail the same way."""
 RULES_CHECK_S = 2.0
 STALL_S = 30.0
 
@@ -86,23 +73,14 @@ class Runtime:
     flush_all: bool = True
     """Send every assigned partition's outbox before the next batch (at start, after errors)."""
 
+    @property
+    def retry(self) -> RetryPolicy:
+        """How infrastructure errors are retried (:class:`GaveUp` when they persist)."""
+        return RetryPolicy.from_settings(self.settings)
+
     async def ensure_started(self) -> PipelineContext:
-        """Start, retrying infrastructure errors; exit 75 for the supervisor when they persist."""
-        delay, attempts, longest = (
-            0.2,
-            self.settings.retry_attempts,
-            self.settings.retry_max_delay_s,
-        )
-        for attempt in range(1, attempts + 1):
-            try:
-                return await self._start()
-            except RETRIABLE as exc:
-                log.warning("cannot start yet (attempt %d/%d): %r", attempt, attempts, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, longest)
-        log.critical("giving up starting after %d attempts; exiting for the supervisor", attempts)
-        logging.shutdown()
-        os._exit(EXIT_INFRASTRUCTURE)
+        """Start, retrying infrastructure errors (:class:`GaveUp` when they persist)."""
+        return await self.retry.run(self._start, "cannot start yet")
 
     async def _start(self) -> PipelineContext:
         """Connect to Redis and Kafka, adopt the published rules, start HTTP (idempotent)."""
@@ -195,37 +173,32 @@ class Runtime:
 
     async def guarded(self, work: Any, *args: Any) -> None:
         """Run ``work(ctx, *args)`` under the lock, then send the outbox; retry infra errors."""
-        ctx = await self.ensure_started()
+        await self.ensure_started()
         assert self.producer is not None
-        delay, attempts, longest = (
-            0.2,
-            self.settings.retry_attempts,
-            self.settings.retry_max_delay_s,
+
+        async def attempt() -> None:
+            assert self.ctx is not None and self.producer is not None
+            async with self.lock:
+                ctx = self.ctx
+                if self.flush_all and self.assigned:
+                    for partition in sorted(self.assigned):
+                        await flush_outbox(ctx.store, self.producer, partition)
+                    self.flush_all = False
+                commit = await work(ctx, *args)
+                await send_committed(ctx.store, self.producer, commit)
+            self.last_progress = time.monotonic()
+
+        def resend_everything(_exc: BaseException) -> None:
+            # partitions committed before the error have messages to send
+            self.flush_all = True
+
+        await self.retry.run(
+            attempt,
+            "infrastructure error",
+            again_at_once=(ConflictError,),
+            on_error=resend_everything,
+            again_log="state of %s changed under this batch; applying it again",
         )
-        for attempt in range(1, attempts + 1):
-            try:
-                async with self.lock:
-                    ctx = self.ctx or ctx
-                    if self.flush_all and self.assigned:
-                        for partition in sorted(self.assigned):
-                            await flush_outbox(ctx.store, self.producer, partition)
-                        self.flush_all = False
-                    commit = await work(ctx, *args)
-                    await send_committed(ctx.store, self.producer, commit)
-                self.last_progress = time.monotonic()
-                return
-            except ConflictError as exc:
-                # partitions committed before the conflict have messages to send
-                self.flush_all = True
-                log.warning("state of %s changed under this batch; applying it again", exc)
-            except RETRIABLE as exc:
-                self.flush_all = True
-                log.warning("infrastructure error (attempt %d/%d): %r", attempt, attempts, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, longest)
-        log.critical("giving up after %d attempts; exiting for the supervisor to restart", attempts)
-        logging.shutdown()
-        os._exit(EXIT_INFRASTRUCTURE)
 
     async def handle(self, records: list[Record], partitions: Collection[int] = ()) -> None:
         """Apply one batch (and the timers due on ``partitions``), then send its outbox."""
@@ -248,8 +221,18 @@ class Runtime:
             await self._duty("following RFM boundaries", self._follow_rfm())
             await self._duty("following the fitted models", self._follow_models())
         pending = assigned - self.backfilled
+        self._raise_if_backfill_gave_up()
         if pending and (self.backfill_task is None or self.backfill_task.done()):
             self.backfill_task = asyncio.create_task(self._backfill(frozenset(pending)))
+
+    def _raise_if_backfill_gave_up(self) -> None:
+        """A backfill whose retries ran out ends the worker like a batch whose retries did."""
+        task = self.backfill_task
+        if task is not None and task.done() and not task.cancelled():
+            failed = task.exception()
+            if isinstance(failed, WorkerExit):
+                self.backfill_task = None
+                raise failed
 
     async def _duty(self, what: str, work: Awaitable[None]) -> None:
         """Run a periodic duty; an infrastructure error skips it until the next tick."""
@@ -375,8 +358,8 @@ class Runtime:
 
 
 async def _check_layout(store: RedisStore, settings: Settings, partitions: int) -> None:
-    """Exit (78, a configuration error) when the Redis layout does not fit the namespace or the
-    input topic; then finish hand-overs a crash cut short (partitioned layout)."""
+    """:class:`ConfigMismatch` (exit 78) when the Redis layout does not fit the namespace or
+    the input topic; then finish hand-overs a crash cut short (partitioned layout)."""
     problem = None
     if settings.redis_layout == "partitioned" and partitions != settings.input_partitions:
         problem = (
@@ -390,9 +373,7 @@ async def _check_layout(store: RedisStore, settings: Settings, partitions: int) 
         except LayoutError as exc:
             problem = str(exc)
     if problem is not None:
-        log.critical("%s", problem)
-        logging.shutdown()
-        os._exit(EXIT_CONFIG)
+        raise ConfigMismatch(problem)
     finished = await store.recover()
     if finished:
         log.warning("finished %d identity hand-overs that a stop had cut short", finished)

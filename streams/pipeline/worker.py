@@ -15,7 +15,10 @@ import atexit
 import logging
 import os
 import shutil
+import signal
 import tempfile
+import threading
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -23,6 +26,7 @@ import faust
 from streams.engine import RuleLoadError, RuleSet, load_rules
 from streams.pipeline.direct_input import DirectInput, to_record
 from streams.pipeline.faust_transport import install as install_transport
+from streams.pipeline.retry import BatchLoopFailed, WorkerExit
 from streams.pipeline.runtime import Runtime
 from streams.settings import Settings
 from streams.stack.kafka_security import faust_credentials
@@ -31,17 +35,44 @@ log = logging.getLogger("segmenter.worker")
 
 QUEUE_BATCHES = 8
 """Records the batch loop's queue holds, in batches (``SEGMENTER_BATCH_SIZE``)."""
-EXIT_SOFTWARE = 70
 METADATA_MAX_AGE_MS = 5000
-"""Exit code when the batch loop fails other than on infrastructure (a bug): restart me."""
+STOP_GRACE_S = 20.0
+"""How long a fatal error's clean stop may take before the process ends anyway."""
+
+
+@dataclass
+class ExitRequest:
+    """The exit code a fatal error asked for (0: none). The first request logs it and stops the
+    worker the way SIGTERM does (faust commits what was acknowledged, the temp directory goes);
+    :func:`run_worker` then returns the code. If that stop hangs (a broker that is gone), the
+    process ends with the code after :data:`STOP_GRACE_S`."""
+
+    datadir: str
+    code: int = 0
+
+    def __call__(self, exc: WorkerExit) -> None:
+        if self.code:
+            return
+        self.code = exc.code
+        log.critical("%s; exiting with code %d for the supervisor", exc, exc.code)
+        watchdog = threading.Timer(STOP_GRACE_S, self._end_now)
+        watchdog.daemon = True
+        watchdog.start()
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def _end_now(self) -> None:  # pragma: no cover - only when a clean stop hangs
+        shutil.rmtree(self.datadir, True)
+        logging.shutdown()
+        os._exit(self.code)
 
 
 def _faust_broker(bootstrap: str) -> str:
     return "kafka://" + ";".join(part.strip() for part in bootstrap.split(",") if part.strip())
 
 
-def create_app(settings: Settings, rules: RuleSet) -> tuple[faust.App, Runtime]:
-    """Build the faust app and its runtime. Nothing connects until the app runs."""
+def create_app(settings: Settings, rules: RuleSet) -> tuple[faust.App, Runtime, ExitRequest]:
+    """Build the faust app, its runtime and the exit request its tasks use. Nothing connects
+    until the app runs."""
     if not settings.kafka_bootstrap or not settings.redis_url:
         raise SystemExit(
             "segmenter worker: set SEGMENTER_KAFKA_BOOTSTRAP and SEGMENTER_REDIS_URL "
@@ -50,6 +81,7 @@ def create_app(settings: Settings, rules: RuleSet) -> tuple[faust.App, Runtime]:
     runtime = Runtime(settings=settings, rules=rules, bootstrap=settings.kafka_bootstrap)
     datadir = tempfile.mkdtemp(prefix="segmenter-faust-")
     atexit.register(shutil.rmtree, datadir, True)
+    exits = ExitRequest(datadir)
     app = faust.App(
         settings.group_id,
         broker=_faust_broker(settings.kafka_bootstrap),
@@ -92,17 +124,23 @@ def create_app(settings: Settings, rules: RuleSet) -> tuple[faust.App, Runtime]:
                 consumer.track_message(message)
             try:
                 await runtime.handle([to_record(m) for m in messages])
-            except Exception:
-                log.critical("the batch loop failed; exiting for the supervisor", exc_info=True)
-                logging.shutdown()
-                os._exit(EXIT_SOFTWARE)
+            except WorkerExit as exc:
+                exits(exc)
+                return
+            except Exception as exc:
+                log.exception("the batch loop failed")
+                exits(BatchLoopFailed(f"the batch loop failed: {exc!r}"))
+                return
             for message in messages:
                 consumer.ack(message)
 
     app.task(segment)
 
     async def start_runtime() -> None:
-        await runtime.ensure_started()
+        try:
+            await runtime.ensure_started()
+        except WorkerExit as exc:
+            exits(exc)
 
     app.task(start_runtime)
 
@@ -111,10 +149,15 @@ def create_app(settings: Settings, rules: RuleSet) -> tuple[faust.App, Runtime]:
         assigned = frozenset(
             tp.partition for tp in app.consumer.assignment() if tp.topic == settings.input_topic
         )
-        await runtime.tick(assigned)
+        if exits.code:
+            return
+        try:
+            await runtime.tick(assigned)
+        except WorkerExit as exc:
+            exits(exc)
 
     app.timer(settings.timer_interval_s)(tick)
-    return app, runtime
+    return app, runtime, exits
 
 
 def run_worker(settings: Settings) -> int:
@@ -133,11 +176,15 @@ def run_worker(settings: Settings) -> int:
         for problem in exc.problems:
             print(f"{problem.file}:{problem.line}: {problem.message}")
         return 1
-    app, _runtime = create_app(settings, rules)
+    app, _runtime, exits = create_app(settings, rules)
     level = settings.log_level.upper()
     logging.getLogger("segmenter").setLevel(level)
     quiet_faust = "WARNING" if level == "INFO" else level
     worker = faust.Worker(app, loglevel=quiet_faust, quiet=True)
     worker.spinner = None
-    worker.execute_from_commandline()
-    return 0
+    try:
+        worker.execute_from_commandline()
+    except SystemExit:
+        if not exits.code:
+            raise
+    return exits.code

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,9 +51,13 @@ SHORT_BUDGET = {"retry_max_delay_s": 1.0}
 for the budget to run out (about 6 s instead of 21 s)."""
 
 
-def start_worker(deployment: Deployment, port: int, **extra: object) -> Child:
+def start_worker(
+    deployment: Deployment, port: int, tmpdir: Path | None = None, **extra: object
+) -> Child:
     env = deployment.env(**extra)
     env["SEGMENTER_HTTP_PORT"] = str(port)
+    if tmpdir is not None:
+        env["TMPDIR"] = str(tmpdir)
     return Child(["worker"], env).start()
 
 
@@ -157,7 +162,8 @@ async def test_a_long_redis_outage_exits_75_and_a_restart_loses_nothing(
 ) -> None:
     d = redis_deployment
     await d.create_topics()
-    worker = start_worker(d, free_port(), **SHORT_BUDGET)
+    scratch = Path(tempfile.mkdtemp(prefix="segmenter-test-tmp-"))
+    worker = start_worker(d, free_port(), scratch, **SHORT_BUDGET)
     try:
         await produce(d.kafka, d.input, keyed([order("b0", "early", 10.0)]))
         await consume_until(d.kafka, d.migrations, lambda r: len(r) >= 1, worker=worker)
@@ -166,7 +172,9 @@ async def test_a_long_redis_outage_exits_75_and_a_restart_loses_nothing(
         assert worker.proc is not None
         code = await asyncio.to_thread(worker.proc.wait, 60)
         assert code == 75, worker.log_tail()
-        assert "giving up after" in worker.log_tail(5)
+        assert "giving up after 8 attempts" in worker.log_tail(40)
+        left = list(scratch.glob("segmenter-faust-*"))
+        assert not left, f"the exit left the worker's temp directory behind: {left}"
         own_redis.start()
         worker = start_worker(d, free_port())
         got = await consume_until(
