@@ -30,6 +30,7 @@ from streams.engine.compiled import (
     Reason,
     never,
 )
+from streams.engine.condition_types import condition_type
 from streams.engine.durations import format_duration
 from streams.engine.facts import MISSING, Facts, SeriesSpec
 from streams.engine.instants import HALF_MS
@@ -161,31 +162,46 @@ class Compiler:
         return dataclasses.replace(compiled, explain=explain)
 
     def _compile(self, cond: m.Condition) -> CompiledCondition:
-        if isinstance(cond, m.TraitCondition):
-            return _trait(cond)
-        if isinstance(cond, m.EventCountCondition):
-            return self._count(cond)
-        if isinstance(cond, m.EventSumCondition | m.EventAverageCondition):
-            return self._sum(cond)
-        if isinstance(cond, m.RecencyCondition):
-            return _recency(cond)
-        if isinstance(cond, m.LifetimeCondition):
-            return compile_lifetime(cond)
-        if isinstance(cond, m.RfmCondition):
-            if self._rfm is None:
-                raise ValueError("an 'rfm' condition needs the pack's rfm file")
-            return compile_rfm(cond, self._rfm, self._rfm_scorer)
-        if isinstance(cond, m.InSegmentCondition):
-            return self._in_segment(cond)
-        if isinstance(cond, m.PredictedCondition):
-            return compile_predicted(cond)
-        if isinstance(cond, m.AllCondition):
-            return _all([self.compile(c) for c in cond.of])
-        if isinstance(cond, m.AnyCondition):
-            return _any([self.compile(c) for c in cond.of])
+        return condition_type(cond).compile(self, cond)
+
+    # One method per condition type, called through its registration (condition_types.py).
+
+    def trait(self, cond: m.TraitCondition) -> CompiledCondition:
+        """A ``trait`` condition."""
+        return _trait(cond)
+
+    def recency(self, cond: m.RecencyCondition) -> CompiledCondition:
+        """A ``recency`` condition."""
+        return _recency(cond)
+
+    def lifetime(self, cond: m.LifetimeCondition) -> CompiledCondition:
+        """A ``lifetime`` condition."""
+        return compile_lifetime(cond)
+
+    def predicted(self, cond: m.PredictedCondition) -> CompiledCondition:
+        """A ``predicted`` condition."""
+        return compile_predicted(cond)
+
+    def rfm(self, cond: m.RfmCondition) -> CompiledCondition:
+        """An ``rfm`` condition (the pack needs its rfm file)."""
+        if self._rfm is None:
+            raise ValueError("an 'rfm' condition needs the pack's rfm file")
+        return compile_rfm(cond, self._rfm, self._rfm_scorer)
+
+    def all_of(self, cond: m.AllCondition) -> CompiledCondition:
+        """``all``: every child holds."""
+        return _all([self.compile(c) for c in cond.of])
+
+    def any_of(self, cond: m.AnyCondition) -> CompiledCondition:
+        """``any``: a child holds."""
+        return _any([self.compile(c) for c in cond.of])
+
+    def not_of(self, cond: m.NotCondition) -> CompiledCondition:
+        """``not``: the child does not hold."""
         return _not(self.compile(cond.condition))
 
-    def _count(self, cond: m.EventCountCondition) -> CompiledCondition:
+    def count(self, cond: m.EventCountCondition) -> CompiledCondition:
+        """An ``event_count`` condition."""
         series_id = self.register_series(cond.event, cond.where, cond.within)
         window = cond.within
         pred = numeric_predicate(cond.op, cond.value)
@@ -205,7 +221,8 @@ class Compiler:
         next_change = CountDue(series_id, window, check, bound).at
         return CompiledCondition(test, explain, next_change, frozenset({cond.event}), ())
 
-    def _sum(self, cond: m.EventSumCondition | m.EventAverageCondition) -> CompiledCondition:
+    def sum(self, cond: m.EventSumCondition | m.EventAverageCondition) -> CompiledCondition:
+        """An ``event_sum`` or ``event_average`` condition."""
         prop = cond.property
         series_id = self.register_series(cond.event, cond.where, cond.within, prop)
         window = cond.within
@@ -240,7 +257,8 @@ class Compiler:
         next_change = WindowDue(series_id, window).at
         return CompiledCondition(test, explain, next_change, frozenset({cond.event}), ())
 
-    def _in_segment(self, cond: m.InSegmentCondition) -> CompiledCondition:
+    def in_segment(self, cond: m.InSegmentCondition) -> CompiledCondition:
+        """An ``in_segment`` condition."""
         target = cond.segment
         text = f"in segment {target}"
         key = f"in_segment({target})"

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import Any, Final, Protocol
 
-if TYPE_CHECKING:
-    from streams.engine.rfm import RfmBoundaries
+from streams.engine.rfm_boundaries import RfmBoundaries
 
 
 class _Missing:
@@ -141,15 +140,3 @@ class Facts(Protocol):
         """The first canonical instant after ``now`` at which ``holds(prediction)`` changes as
         the prediction falls through ``threshold`` with no new conversion, or None."""
         ...
-
-
-def member_since(facts: Facts, segment_id: str) -> float | None:
-    """``facts.member_since(segment_id)``; None for a ``Facts`` written before that method."""
-    method = getattr(facts, "member_since", None)
-    return None if method is None else method(segment_id)
-
-
-def live_rfm_boundaries(facts: Facts) -> RfmBoundaries | None:
-    """``facts.rfm_boundaries()``; None for a ``Facts`` written before that method."""
-    method = getattr(facts, "rfm_boundaries", None)
-    return None if method is None else method()

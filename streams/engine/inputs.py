@@ -23,42 +23,9 @@ fired first.
 from __future__ import annotations
 
 from streams.engine import model as m
+from streams.engine.condition_types import ORDER_EVENT, PREDICTED, condition_inputs
 
-ORDER_EVENT = "Order Completed"
-PREDICTED = "predicted"
-"""Stands for the pack's conversion event until the loader knows it (``with_conversion``)."""
-_ORDER_METRICS = frozenset({"orders", "revenue", "average_order_value", "predicted_value"})
-
-
-def condition_inputs(condition: m.Condition) -> frozenset[str]:
-    """The tokens a condition reads."""
-    if isinstance(condition, m.AllCondition | m.AnyCondition):
-        return frozenset().union(*(condition_inputs(c) for c in condition.of))
-    if isinstance(condition, m.NotCondition):
-        return condition_inputs(condition.condition)
-    if isinstance(condition, m.TraitCondition):
-        head = condition.path.split(".", 1)[0]
-        return frozenset({"consent"} if head == "consent" else {f"trait:{head}"})
-    if isinstance(condition, m.RecencyCondition):
-        return frozenset({f"event:{condition.event}", "time"})
-    if isinstance(condition, m.InSegmentCondition):
-        return frozenset({f"member:{condition.segment}"})
-    if isinstance(condition, m.RfmCondition):
-        return frozenset({f"event:{ORDER_EVENT}", "time"})
-    if isinstance(condition, m.PredictedCondition):
-        return frozenset({PREDICTED, "time"})
-    if isinstance(condition, m.LifetimeCondition):
-        metric = str(condition.metric)
-        if metric in _ORDER_METRICS:
-            extra = {"seen", "time"} if metric == "predicted_value" else set()
-            return frozenset({f"event:{ORDER_EVENT}", *extra})
-        if metric == "events":
-            return frozenset({"events"})
-        return frozenset({"seen", "time"})
-    event = getattr(condition, "event", None)
-    if event is not None:
-        return frozenset({f"event:{event}", "time"})
-    return frozenset({"time", "events", "seen"})
+__all__ = ["ORDER_EVENT", "PREDICTED", "condition_inputs", "segment_inputs", "with_conversion"]
 
 
 def segment_inputs(

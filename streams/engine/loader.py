@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from streams.engine import model as m
 from streams.engine.compile import CompiledCondition, Compiler
 from streams.engine.compiled import NextChange, never
+from streams.engine.condition_types import predicts
 from streams.engine.inputs import segment_inputs, with_conversion
 from streams.engine.membership import segment_condition
 from streams.engine.nextdue import Earliest
@@ -304,7 +305,7 @@ def parse_rules(
         ),
     )
     predictive = any(
-        _predicts(c) for s in unique for c in (s.condition, s.stay_condition) if c is not None
+        predicts(c) for s in unique for c in (s.condition, s.stay_condition) if c is not None
     )
     rules = RuleSet.build(
         rules_version(blobs), compiled, compiler.series(), rfm, inputs, conversion, predictive
@@ -314,17 +315,6 @@ def parse_rules(
         members = rules.families.get(info.family, (info.id,)) if info.family else (info.id,)
         compiler.bind_segment(info.id, _unit_next_change([conditions[s] for s in members]))
     return rules
-
-
-def _predicts(condition: m.Condition) -> bool:
-    """Whether a condition tree holds a ``predicted`` condition."""
-    if isinstance(condition, m.PredictedCondition):
-        return True
-    if isinstance(condition, m.AllCondition | m.AnyCondition):
-        return any(_predicts(c) for c in condition.of)
-    if isinstance(condition, m.NotCondition):
-        return _predicts(condition.condition)
-    return False
 
 
 def load_rules(directory: Path) -> RuleSet:

@@ -25,7 +25,7 @@ from streams.engine.compiled import (
     never,
 )
 from streams.engine.durations import format_duration
-from streams.engine.facts import MISSING, Facts, member_since
+from streams.engine.facts import MISSING, Facts
 from streams.engine.nextdue import Earliest
 from streams.engine.value import merge_crossings
 
@@ -39,7 +39,7 @@ def in_dwell(facts: Facts, segment_id: str, min_dwell_s: float | None) -> bool:
     """Whether the customer is a member whose minimum dwell has not elapsed yet."""
     if min_dwell_s is None:
         return False
-    since = member_since(facts, segment_id)
+    since = facts.member_since(segment_id)
     return since is not None and facts.now < since + min_dwell_s
 
 
@@ -80,7 +80,7 @@ def segment_condition(
 
     def current(ctx: EvalContext) -> tuple[CompiledCondition, float | None]:
         """The condition deciding now, and when the customer entered (None: not a member)."""
-        since = member_since(ctx.facts, segment_id) if tracks else None
+        since = ctx.facts.member_since(segment_id) if tracks else None
         if since is not None and stay is not None:
             return stay, since
         return condition, since
@@ -90,7 +90,7 @@ def segment_condition(
         if requires_consent is not None and facts.trait(consent_key) is not True:
             return False
         if tracks:
-            since = member_since(facts, segment_id)
+            since = facts.member_since(segment_id)
             if since is not None:
                 if min_dwell_s is not None and facts.now < since + min_dwell_s:
                     return True
@@ -130,7 +130,7 @@ def segment_condition(
         """When a current member's minimum dwell ends, if still ahead."""
         if min_dwell_s is None:
             return None
-        since = member_since(facts, segment_id)
+        since = facts.member_since(segment_id)
         if since is not None and since + min_dwell_s > facts.now:
             return since + min_dwell_s
         return None

@@ -17,14 +17,14 @@ customer population (``quintile_boundaries``), which the state layer hands over 
 from __future__ import annotations
 
 import bisect
-import hashlib
-import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from streams.engine.facts import Facts, live_rfm_boundaries
+from streams.engine.facts import Facts
+from streams.engine.rfm_boundaries import Cuts, RfmBoundaries
+
+__all__ = ["Cuts", "RfmBoundaries", "RfmConfig"]
 
 DAY = 86400.0
 ORDER_EVENT = "Order Completed"
@@ -32,56 +32,6 @@ ORDER_EVENT = "Order Completed"
 
 _EPSILON = 1e-3
 """Added to a cut-point instant: R changes once days-since-last-order exceeds the cut point."""
-
-Cuts = tuple[float, float, float, float]
-
-
-def _check_cuts(name: str, cuts: Sequence[float]) -> Cuts:
-    if len(cuts) != 4:
-        raise ValueError(f"{name}: expected 4 cut points, got {len(cuts)}")
-    values = tuple(float(c) for c in cuts)
-    if not all(math.isfinite(c) for c in values):
-        raise ValueError(f"{name}: cut points must be finite numbers")
-    if any(a > b for a, b in itertools.pairwise(values)):
-        raise ValueError(f"{name}: cut points must be in ascending order, got {list(values)}")
-    return values[0], values[1], values[2], values[3]
-
-
-@dataclass(frozen=True, slots=True)
-class RfmBoundaries:
-    """Four ascending cut points for each score (equal neighbours allowed, e.g. ties in live
-    quintiles): ``recency_days`` in days since the last order, ``frequency`` in orders,
-    ``monetary`` in revenue."""
-
-    recency_days: Cuts
-    frequency: Cuts
-    monetary: Cuts
-
-    def __post_init__(self) -> None:
-        for name in ("recency_days", "frequency", "monetary"):
-            object.__setattr__(self, name, _check_cuts(name, getattr(self, name)))
-
-    def to_dict(self) -> dict[str, list[float]]:
-        """JSON form: ``{"recency_days": [...], "frequency": [...], "monetary": [...]}``."""
-        return {
-            "recency_days": list(self.recency_days),
-            "frequency": list(self.frequency),
-            "monetary": list(self.monetary),
-        }
-
-    def digest(self) -> str:
-        """A short, stable fingerprint of the cut points."""
-        text = ";".join(",".join(repr(float(c)) for c in cuts) for cuts in self.to_dict().values())
-        return hashlib.sha256(text.encode()).hexdigest()[:8]
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RfmBoundaries:
-        """The inverse of ``to_dict`` (``ValueError`` on a malformed mapping)."""
-        return cls(
-            recency_days=tuple(data["recency_days"]),
-            frequency=tuple(data["frequency"]),
-            monetary=tuple(data["monetary"]),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +89,7 @@ def quintile_boundaries(values: Sequence[float]) -> Cuts:
 def boundaries_for(facts: Facts, config: RfmConfig) -> RfmBoundaries:
     """The live boundaries when the config wants them and the facts have them, else fixed."""
     if config.live:
-        live = live_rfm_boundaries(facts)
+        live = facts.rfm_boundaries()
         if live is not None:
             return live
     return config.fixed
