@@ -59,10 +59,12 @@ def rss_mb(pid: int) -> float:
 class Meter:
     """CPU percent of one process between two readings."""
 
-    def __init__(self, pid: int, fresh: bool = False) -> None:
+    def __init__(self, pid: int, since: float | None = None) -> None:
+        """Measure from now, or (``since``: a process that started after that instant, a new
+        broker generation) all the CPU it used since it started, over the time since ``since``."""
         self.pid = pid
-        self.cpu = 0.0 if fresh else cpu_seconds(pid) or 0.0
-        self.at = time.monotonic()
+        self.cpu = 0.0 if since is not None else cpu_seconds(pid) or 0.0
+        self.at = since if since is not None else time.monotonic()
 
     def percent(self) -> float:
         """CPU used since the last call, as a percent of one core."""
@@ -158,7 +160,8 @@ def _sample(stack: Stack, settings: Settings, meters: dict[str, Meter], minute: 
     pids = _pids(stack.proc.pid)
     for role, pid in pids.items():
         if role not in meters or meters[role].pid != pid:
-            meters[role] = Meter(pid, fresh=True)  # a new broker generation, or a restart
+            previous = meters[role].at if role in meters else None
+            meters[role] = Meter(pid, since=previous)  # a new broker generation, or a restart
     pct = {
         role: meters[role].percent() if role in meters else 0.0
         for role in ("broker", "worker", "api")
