@@ -58,3 +58,12 @@ def control(until: float) -> tuple[bytes, tuple[tuple[str, bytes], ...]]:
     from streams.pipeline.control import control_record
 
     return control_record(until, CONTROL_SECRET)
+
+
+def memory_store(ctx: PipelineContext) -> MemoryStore:
+    """The in-memory store of a context the kit built: the one place a test narrows ``Store``
+    to :class:`MemoryStore` (to read its outbox, members and states directly)."""
+    store = ctx.store
+    if not isinstance(store, MemoryStore):
+        raise TypeError(f"this context's store is a {type(store).__name__}, not a MemoryStore")
+    return store

@@ -16,6 +16,7 @@ from streams.pipeline.processor import PipelineContext, Record, process_batch
 from streams.pipeline.routing import partition_for
 from streams.settings import Settings
 from streams.store.memory import MemoryStore
+from tests.kit import memory_store
 from tests.reliability.run_reliability import Config, describe, run
 
 RECENT = {
@@ -51,8 +52,7 @@ async def _moves(batches: list[list[Record]]) -> list[tuple[str, str, str]]:
     )
     for batch in batches:
         await process_batch(ctx, batch)
-    store = ctx.store
-    assert isinstance(store, MemoryStore)
+    store = memory_store(ctx)
     out = []
     for partition in sorted(store.outboxes):
         for raw in store.outboxes[partition]:

@@ -15,6 +15,7 @@ from streams.pipeline.rfm_live import compute_boundaries, live_boundaries, publi
 from streams.settings import Settings
 from streams.state.customer import CustomerState
 from streams.store.memory import MemoryStore
+from tests.kit import memory_store
 
 V1 = {
     "big.yaml": """
@@ -53,8 +54,7 @@ async def seed(ctx: PipelineContext, revenues: dict[str, float]) -> None:
 
 
 def migrations(ctx: PipelineContext) -> list[dict]:
-    store = ctx.store
-    assert isinstance(store, MemoryStore)
+    store = memory_store(ctx)
     out = []
     for p in sorted(store.outboxes):
         for raw in store.outboxes[p]:

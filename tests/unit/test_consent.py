@@ -7,8 +7,7 @@ import orjson
 from streams.engine import parse_rules
 from streams.pipeline.outbox import OutboxEntry
 from streams.pipeline.processor import Record, process_batch
-from streams.store.memory import MemoryStore
-from tests.kit import pinned_context
+from tests.kit import memory_store, pinned_context
 
 RULES = parse_rules(
     {
@@ -52,8 +51,7 @@ async def test_withdrawing_consent_exits_the_consent_segments_only() -> None:
     ]
     records = [Record("segmenter.events", 0, i, None, v) for i, v in enumerate(values)]
     await process_batch(ctx, records)
-    store = ctx.store
-    assert isinstance(store, MemoryStore)
+    store = memory_store(ctx)
     moves = []
     for raw in store.outboxes[0]:
         entry = OutboxEntry.decode(raw)

@@ -12,7 +12,7 @@ from streams.pipeline.outbox import OutboxEntry
 from streams.pipeline.processor import PipelineContext, Record, process_batch
 from streams.settings import Settings
 from streams.store.memory import MemoryStore
-from tests.kit import CONTROL_SECRET, control
+from tests.kit import CONTROL_SECRET, control, memory_store
 
 RULES = parse_rules(
     {
@@ -54,8 +54,7 @@ async def test_an_entry_gives_the_condition_and_an_exit_the_stay_condition() -> 
         for n, (value, head) in enumerate(zip(values, headers, strict=True))
     ]
     await process_batch(ctx, records)
-    store = ctx.store
-    assert isinstance(store, MemoryStore)
+    store = memory_store(ctx)
     reasons = [
         (data["direction"], data["reason"]["rule"])
         for data in (

@@ -32,7 +32,7 @@ from tests.exact_model import (
     history,
     ms,
 )
-from tests.kit import CONTROL_SECRET
+from tests.kit import CONTROL_SECRET, memory_store
 from tests.kit import control as signed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -124,8 +124,7 @@ def run(docs: list[dict[str, Any]], seed: int = 0) -> tuple[dict[str, list[Migra
             start += size
 
     asyncio.run(feed())
-    store = ctx.store
-    assert isinstance(store, MemoryStore)
+    store = memory_store(ctx)
     got: dict[str, list[Migration]] = {}
     sequences: dict[str, list[int]] = {}
     for raw in store.outboxes.get(0, []):

@@ -24,6 +24,7 @@ from streams.pipeline.outbox import OutboxEntry
 from streams.pipeline.processor import PipelineContext, Record, process_batch
 from streams.settings import Settings
 from streams.store.memory import MemoryStore
+from tests.kit import memory_store
 
 RULES = load_rules(Path(__file__).resolve().parents[2] / "rules")
 MAX_BYTES = Settings().max_event_bytes
@@ -76,8 +77,7 @@ def make_ctx() -> PipelineContext:
 
 
 def dlq_for(ctx: PipelineContext, offset: int) -> list[OutboxEntry]:
-    store = ctx.store
-    assert isinstance(store, MemoryStore)
+    store = memory_store(ctx)
     entries = [OutboxEntry.decode(raw) for raw in store.outboxes.get(0, [])]
     return [
         entry

@@ -10,8 +10,7 @@ from streams.pipeline.processor import PipelineContext, Record, process_batch
 from streams.pipeline.routing import partition_for
 from streams.settings import Settings
 from streams.state.customer import CustomerState
-from streams.store.memory import MemoryStore
-from tests.kit import pinned_clock, pinned_context
+from tests.kit import memory_store, pinned_clock, pinned_context
 
 RULES = {
     "value.yaml": """
@@ -90,8 +89,7 @@ class Feed:
 
     async def drain_forwards(self) -> None:
         """Deliver re-routed events like Kafka would, until none is left."""
-        store = self.ctx.store
-        assert isinstance(store, MemoryStore)
+        store = memory_store(self.ctx)
         for _ in range(5):
             moved = False
             for p, raw_entries in list(store.outboxes.items()):
@@ -120,8 +118,7 @@ class Feed:
 
 
 def sent(ctx: PipelineContext, topic: str = "segmenter.migrations") -> list[OutboxEntry]:
-    store = ctx.store
-    assert isinstance(store, MemoryStore)
+    store = memory_store(ctx)
     return [
         e
         for p in sorted(store.outboxes)
@@ -243,8 +240,7 @@ async def test_erasure_forgets_the_profile_and_its_aliases_for_good() -> None:
     await feed.send([ev("erase", "e", "2026-01-03T00:00:00Z", userId="eve")])
     exits = [m for m in moves(ctx, "eve") if m[1] == "exited"]
     assert exits == [("big_spender", "exited", "erasure")]
-    store = ctx.store
-    assert isinstance(store, MemoryStore)
+    store = memory_store(ctx)
     assert "eve" not in store.states and "anon-e" not in store.states
     assert all("eve" not in members for members in store.segments.values())
     before = len(sent(ctx))

@@ -15,7 +15,7 @@ from streams.pipeline.outbox import OutboxEntry
 from streams.pipeline.processor import PipelineContext, Record, process_batch
 from streams.settings import Settings
 from streams.store.memory import MemoryStore
-from tests.kit import CONTROL_SECRET
+from tests.kit import CONTROL_SECRET, memory_store
 from tests.kit import control as signed
 
 PACK = load_rules(Path(__file__).resolve().parents[2] / "rules")
@@ -38,8 +38,7 @@ async def run(events: list[dict], incremental: bool, clock: str) -> list[bytes]:
     last = max(datetime.fromisoformat(e["timestamp"]).timestamp() for e in events)
     control, headers = signed(last)
     await process_batch(ctx, [Record("segmenter.events", 0, len(records), None, control, headers)])
-    store = ctx.store
-    assert isinstance(store, MemoryStore)
+    store = memory_store(ctx)
     return [
         raw
         for raw in store.outboxes.get(0, [])

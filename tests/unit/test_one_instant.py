@@ -12,7 +12,7 @@ from streams.pipeline.processor import PipelineContext, Record, process_batch
 from streams.settings import Settings
 from streams.state.customer import CustomerState
 from streams.store.memory import MemoryStore
-from tests.kit import CONTROL_SECRET
+from tests.kit import CONTROL_SECRET, memory_store
 from tests.kit import control as signed
 
 RULES = parse_rules(
@@ -65,8 +65,7 @@ async def run(batches: list[list[bytes | tuple[bytes, tuple[tuple[str, bytes], .
             records.append(Record("segmenter.events", 0, offset, b"ada", value, headers))
             offset += 1
         await process_batch(ctx, records)
-    store = ctx.store
-    assert isinstance(store, MemoryStore)
+    store = memory_store(ctx)
     moves = []
     for raw in store.outboxes.get(0, []):
         entry = OutboxEntry.decode(raw)

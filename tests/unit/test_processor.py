@@ -12,8 +12,7 @@ from streams.pipeline.processor import PipelineContext, Record, process_batch
 from streams.pipeline.routing import partition_for
 from streams.settings import Settings
 from streams.state.customer import CustomerState
-from streams.store.memory import MemoryStore
-from tests.kit import pinned_context
+from tests.kit import memory_store, pinned_context
 
 RULES = {
     "buyers.yaml": """
@@ -65,8 +64,7 @@ def records(docs: list, partition: int = 0, start: int = 0) -> list[Record]:
 
 
 def outbox(ctx: PipelineContext, partition: int = 0) -> list[OutboxEntry]:
-    store = ctx.store
-    assert isinstance(store, MemoryStore)
+    store = memory_store(ctx)
     return [OutboxEntry.decode(raw) for raw in store.outboxes.get(partition, [])]
 
 
@@ -119,8 +117,7 @@ async def test_redelivered_offsets_change_nothing() -> None:
     ctx = make_ctx()
     batch = records([order("o1", 100.0), order("o2", 2000.0)])
     await process_batch(ctx, batch)
-    store = ctx.store
-    assert isinstance(store, MemoryStore)
+    store = memory_store(ctx)
     before = (dict(store.states), list(store.outboxes[0]))
     await process_batch(ctx, batch)
     assert (dict(store.states), list(store.outboxes[0])) == before

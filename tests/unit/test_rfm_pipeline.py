@@ -14,7 +14,7 @@ from streams.pipeline.processor import PipelineContext, Record, process_batch
 from streams.settings import Settings
 from streams.state.customer import CustomerState
 from streams.store.memory import MemoryStore
-from tests.kit import CONTROL_SECRET
+from tests.kit import CONTROL_SECRET, memory_store
 from tests.kit import control as signed
 
 PACK = load_rules(Path(__file__).resolve().parents[2] / "rules")
@@ -81,8 +81,7 @@ async def test_rfm_segments_match_pandas() -> None:
     await process_batch(ctx, [control])
 
     expected = expected_scores(events, end)
-    store = ctx.store
-    assert isinstance(store, MemoryStore)
+    store = memory_store(ctx)
     got: dict[str, str] = {}
     for cid, stored in store.states.items():
         state = CustomerState.from_json(stored.data)

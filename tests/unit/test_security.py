@@ -22,7 +22,7 @@ from streams.pipeline.processor import PipelineContext, Record, process_batch
 from streams.settings import Settings
 from streams.store.memory import MemoryStore
 from streams.store.redis_store import RedisStore
-from tests.kit import pinned_context
+from tests.kit import memory_store, pinned_context
 
 KEY = "k3y-Ω-s3cret"
 RULES = {
@@ -220,8 +220,7 @@ async def test_personal_traits_never_reach_migrations_or_logs(
     caplog.set_level(logging.DEBUG)
     for record in records:
         await process_batch(ctx, [record])
-    store = ctx.store
-    assert isinstance(store, MemoryStore)
+    store = memory_store(ctx)
     entries = [OutboxEntry.decode(raw) for raw in store.outboxes.get(0, [])]
     migrations = [e for e in entries if e.topic == settings.migrations_topic]
     entered = {orjson.loads(e.value or b"")["segment"] for e in migrations}
@@ -259,8 +258,7 @@ condition: {type: trait, path: address, op: exists}
     ctx = pinned_context(rules, settings)
     value = doc("identify", "m1", "2026-01-05T10:00:00Z", traits=PERSONAL)
     await process_batch(ctx, [Record(settings.input_topic, 0, 0, b"ada", value)])
-    store = ctx.store
-    assert isinstance(store, MemoryStore)
+    store = memory_store(ctx)
     published = b"".join(
         OutboxEntry.decode(raw).value or b""
         for raw in store.outboxes.get(0, [])

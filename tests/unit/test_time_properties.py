@@ -21,7 +21,7 @@ from streams.pipeline.outbox import OutboxEntry
 from streams.pipeline.processor import PipelineContext, Record, process_batch
 from streams.settings import Settings
 from streams.store.memory import MemoryStore
-from tests.kit import CONTROL_SECRET
+from tests.kit import CONTROL_SECRET, memory_store
 from tests.kit import control as signed
 from tests.reference_model import Migration, ModelResult, durations_in, fold, run_model, to_ms
 
@@ -253,8 +253,7 @@ async def run_pipeline(history: History, rules: RuleSet = RULES) -> Outcome:
 
 
 def outcome_of(ctx: PipelineContext) -> Outcome:
-    store = ctx.store
-    assert isinstance(store, MemoryStore)
+    store = memory_store(ctx)
     migrations: dict[str, list[Migration]] = {}
     sequences: dict[str, list[int]] = {}
     for raw in store.outboxes.get(0, []):

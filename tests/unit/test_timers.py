@@ -14,7 +14,7 @@ from streams.pipeline.processor import PipelineContext, Record, process_batch
 from streams.pipeline.timekeeping import ManualClock
 from streams.settings import Settings
 from streams.store.memory import MemoryStore
-from tests.kit import CONTROL_SECRET
+from tests.kit import CONTROL_SECRET, memory_store
 from tests.kit import control as signed
 
 PACK = Path(__file__).resolve().parents[2] / "rules"
@@ -54,8 +54,7 @@ def recs(values: list[bytes], start: int = 0) -> list[Record]:
 def emitted(
     ctx: PipelineContext, user: str | None = None, segment: str | None = None
 ) -> list[dict]:
-    store = ctx.store
-    assert isinstance(store, MemoryStore)
+    store = memory_store(ctx)
     out = []
     for raw in store.outboxes.get(0, []):
         entry = OutboxEntry.decode(raw)
@@ -184,8 +183,7 @@ async def test_a_control_watermark_fires_everything_due_up_to_it() -> None:
 
 
 def dead_letters(ctx: PipelineContext) -> list[dict[str, str]]:
-    store = ctx.store
-    assert isinstance(store, MemoryStore)
+    store = memory_store(ctx)
     found = []
     for raw in store.outboxes.get(0, []):
         entry = OutboxEntry.decode(raw)
