@@ -46,6 +46,49 @@ def _error(message: str) -> int:
     return 1
 
 
+async def _produce_at_rate(
+    producer: Any,
+    generator: Generator,
+    topic: str,
+    rate: float,
+    duration: float | None,
+    stop: asyncio.Event,
+    failures: list[BaseException],
+    delivered: Any,
+) -> int:
+    """Send ``rate`` events a second (stamped now) until ``stop``, a failure, or ``duration``;
+    print the rate every few seconds; return how many were sent."""
+    loop = asyncio.get_running_loop()
+    sent = 0
+    start = loop.time()
+    last_report, last_sent = start, 0
+    while not stop.is_set() and not failures:
+        now = loop.time()
+        elapsed = now - start
+        finished = duration is not None and elapsed >= duration
+        if duration is not None:
+            elapsed = min(elapsed, duration)
+        due = int(rate * elapsed) - sent
+        if due > 0:
+            stamp = datetime.now(UTC)
+            for _ in range(due):
+                event = generator.next_event(stamp)
+                future = await producer.send(
+                    topic, value=orjson.dumps(event), key=customer_key(event).encode()
+                )
+                future.add_done_callback(delivered)
+            sent += due
+        if finished:
+            break
+        if now - last_report >= PROGRESS_EVERY_S:
+            current = (sent - last_sent) / (now - last_report)
+            print(f"generate: {sent} events sent ({current:.0f} events/s)", flush=True)
+            last_report, last_sent = now, sent
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=_TICK_S)
+    return sent
+
+
 async def run_generate(
     settings: Settings,
     rate: float,
@@ -108,35 +151,10 @@ async def run_generate(
         flush=True,
     )
     sent = 0
-    start = loop.time()
-    last_report, last_sent = start, 0
     try:
-        while not stop.is_set() and not failures:
-            now = loop.time()
-            elapsed = now - start
-            finished = duration is not None and elapsed >= duration
-            if duration is not None:
-                elapsed = min(elapsed, duration)
-            due = int(rate * elapsed) - sent
-            if due > 0:
-                stamp = datetime.now(UTC)
-                for _ in range(due):
-                    event = generator.next_event(stamp)
-                    future = await producer.send(
-                        settings.input_topic,
-                        value=orjson.dumps(event),
-                        key=customer_key(event).encode(),
-                    )
-                    future.add_done_callback(delivered)
-                sent += due
-            if finished:
-                break
-            if now - last_report >= PROGRESS_EVERY_S:
-                current = (sent - last_sent) / (now - last_report)
-                print(f"generate: {sent} events sent ({current:.0f} events/s)", flush=True)
-                last_report, last_sent = now, sent
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=_TICK_S)
+        sent = await _produce_at_rate(
+            producer, generator, settings.input_topic, rate, duration, stop, failures, delivered
+        )
         await producer.flush()
     except KafkaError as exc:
         failures.append(exc)

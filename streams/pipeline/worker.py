@@ -70,19 +70,10 @@ def _faust_broker(bootstrap: str) -> str:
     return "kafka://" + ";".join(part.strip() for part in bootstrap.split(",") if part.strip())
 
 
-def create_app(settings: Settings, rules: RuleSet) -> tuple[faust.App, Runtime, ExitRequest]:
-    """Build the faust app, its runtime and the exit request its tasks use. Nothing connects
-    until the app runs."""
-    if not settings.kafka_bootstrap or not settings.redis_url:
-        raise SystemExit(
-            "segmenter worker: set SEGMENTER_KAFKA_BOOTSTRAP and SEGMENTER_REDIS_URL "
-            "(or use `segmenter up`, which starts both)"
-        )
-    runtime = Runtime(settings=settings, rules=rules, bootstrap=settings.kafka_bootstrap)
-    datadir = tempfile.mkdtemp(prefix="segmenter-faust-")
-    atexit.register(shutil.rmtree, datadir, True)
-    exits = ExitRequest(datadir)
-    app = faust.App(
+def _faust_app(settings: Settings, datadir: str) -> faust.App:
+    """The faust app: the consumer group, offset commits and timers (input bypasses agents)."""
+    assert settings.kafka_bootstrap is not None
+    return faust.App(
         settings.group_id,
         broker=_faust_broker(settings.kafka_bootstrap),
         web_enabled=False,
@@ -104,6 +95,21 @@ def create_app(settings: Settings, rules: RuleSet) -> tuple[faust.App, Runtime, 
         producer_acks=-1,
         broker_credentials=faust_credentials(settings),
     )
+
+
+def create_app(settings: Settings, rules: RuleSet) -> tuple[faust.App, Runtime, ExitRequest]:
+    """Build the faust app, its runtime and the exit request its tasks use. Nothing connects
+    until the app runs."""
+    if not settings.kafka_bootstrap or not settings.redis_url:
+        raise SystemExit(
+            "segmenter worker: set SEGMENTER_KAFKA_BOOTSTRAP and SEGMENTER_REDIS_URL "
+            "(or use `segmenter up`, which starts both)"
+        )
+    runtime = Runtime(settings=settings, rules=rules, bootstrap=settings.kafka_bootstrap)
+    datadir = tempfile.mkdtemp(prefix="segmenter-faust-")
+    atexit.register(shutil.rmtree, datadir, True)
+    exits = ExitRequest(datadir)
+    app = _faust_app(settings, datadir)
     direct = DirectInput(app, settings.input_topic, maxsize=QUEUE_BATCHES * settings.batch_size)
     install_transport(app, settings.fetch_max_wait_ms, direct)
     topic = app.topic(settings.input_topic, key_serializer="raw", value_serializer="raw")
