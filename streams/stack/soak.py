@@ -5,9 +5,9 @@ the embedded broker and Redis, the worker, the API, the generator: what a user r
 generations included), then every ``--sample-s`` seconds reads from ``/proc`` the CPU (percent
 of one core over the interval) and resident memory of the broker, the worker and the API, and
 how many records the broker holds. It prints one line a sample and, at the end, the comparison
-that matters for a stack left running: the broker's CPU in the last sample against its mean over
-the first five minutes (or the first fifth of a shorter run), and its memory at the start and
-at the end (``--json``: one object).
+that matters for a stack left running: the broker's mean CPU over the last five minutes against
+its first five (the first and last fifth of a run shorter than ten minutes), its busiest
+minute, and its memory at the start, the end and its most (``--json``: one object).
 """
 
 from __future__ import annotations
@@ -74,22 +74,34 @@ class Meter:
         return round(used, 2)
 
 
+def _window_mean(samples: list[Sample], first: bool) -> float:
+    """The broker's mean CPU over the first (or last) five minutes of samples, or over the
+    first (last) fifth of a run shorter than ten minutes."""
+    span = samples[-1].minute
+    if span >= 10.0:
+        chosen = [s for s in samples if (s.minute <= 5.0 if first else s.minute > span - 5.0)]
+    else:
+        fifth = max(1, len(samples) // 5)
+        chosen = samples[:fifth] if first else samples[-fifth:]
+    return sum(s.broker_cpu_pct for s in chosen) / len(chosen)
+
+
 def summary(samples: list[Sample]) -> dict[str, Any]:
-    """The soak's verdict: the broker's CPU at the end against its first five minutes."""
+    """The soak's verdict: the broker's CPU over the last five minutes against the first five
+    (``broker_cpu_ratio``), its busiest minute, its memory at the start and the end."""
     if not samples:
         return {"samples": []}
-    first = [s for s in samples if s.minute <= 5.0] or samples[:1]
-    if len(first) == len(samples) and len(samples) > 1:
-        first = samples[: max(1, len(samples) // 5)]
-    early = sum(s.broker_cpu_pct for s in first) / len(first)
+    early, late = _window_mean(samples, True), _window_mean(samples, False)
     last = samples[-1]
     return {
         "samples": [asdict(s) for s in samples],
         "broker_cpu_first_pct": round(early, 2),
-        "broker_cpu_last_pct": last.broker_cpu_pct,
-        "broker_cpu_ratio": round(last.broker_cpu_pct / early, 3) if early > 0 else None,
+        "broker_cpu_last_pct": round(late, 2),
+        "broker_cpu_ratio": round(late / early, 3) if early > 0 else None,
+        "broker_cpu_max_pct": max(s.broker_cpu_pct for s in samples),
         "broker_rss_mb_first": round(samples[0].broker_rss_mb, 1),
         "broker_rss_mb_last": round(last.broker_rss_mb, 1),
+        "broker_rss_mb_max": max(s.broker_rss_mb for s in samples),
         "records_held_last": last.records_held,
         "records_held_max": max(s.records_held for s in samples),
         "broker_generations": len({s.broker_pid for s in samples if s.broker_pid}),
