@@ -7,8 +7,6 @@ needed), ``tail`` prints the live migrations, and a real local HTTP receiver get
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
 import subprocess
 import time
@@ -19,11 +17,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.e2e.test_up_kcat import READY_TIMEOUT_S, REPO, segmenter_command
+from tests.e2e.stack import UpStack, segmenter_command, up_stacks, user_env
 from tests.integration.test_up_stack import alive, children_of
 from tests.receiver import Receiver
 
 pytestmark = pytest.mark.e2e
+__all__ = ["up_stacks"]  # the fixture
 SECRET = "e2e-secret"
 
 
@@ -36,46 +35,22 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture
 def up(
-    tmp_path: Path, receiver: Receiver
+    tmp_path: Path, receiver: Receiver, up_stacks: list[UpStack]
 ) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, str]]]:
     (tmp_path / "destinations").mkdir()
     (tmp_path / "destinations" / "hook.yaml").write_text(
         f"id: hook\ntype: webhook\nurl: {receiver.url}\nsecret_env: HOOK_SECRET\n"
         "batch: {max_records: 50, linger_ms: 100}\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGMENTER_")}
-    env.update(
-        {"SEGMENTER_RULES": str(REPO / "rules"), "SEGMENTER_HTTP_PORT": "0", "HOOK_SECRET": SECRET}
-    )
-    log = (tmp_path / "up.log").open("wb")
-    proc = subprocess.Popen(
-        [*segmenter_command(), "up"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    kids: set[int] = set()
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while not (tmp_path / ".segmenter" / "stack.json").exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                output = (tmp_path / "up.log").read_text(errors="replace")[-3000:]
-                pytest.fail(f"segmenter up did not get ready (code {proc.poll()}):\n{output}")
-            time.sleep(0.2)
-        kids = children_of(proc.pid)
-        yield proc, env
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for pid in kids:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-        log.close()
+    stack = UpStack(tmp_path, user_env(HOOK_SECRET=SECRET)).wait_ready()
+    yield stack.proc, stack.env
 
 
 def test_send_tail_and_deliver_beside_up(
     up: tuple[subprocess.Popen[bytes], dict[str, str]], receiver: Receiver, tmp_path: Path
 ) -> None:
     proc, env = up
-    log = (tmp_path / "up.log").read_text(errors="replace")
+    log = (tmp_path / "up-0.log").read_text(errors="replace")
     assert "deliver:   hook" in log
     customer = f"e2e-{uuid.uuid4().hex[:8]}"
     tail = subprocess.Popen(
@@ -123,7 +98,9 @@ def test_send_tail_and_deliver_beside_up(
     deadline = time.monotonic() + 60
     wanted = {e["id"] for e in printed}
     while not wanted <= {i["id"] for i in receiver.items()}:
-        assert time.monotonic() < deadline, (tmp_path / "up.log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "".join(
+            p.read_text(errors="replace") for p in tmp_path.glob("up-*.log")
+        )[-3000:]
         time.sleep(0.3)
     assert receiver.bad_signatures == 0
 
