@@ -30,12 +30,23 @@ import orjson
 import pytest
 
 from tests.e2e.browser import Browser, open_page
+from tests.e2e.stack import UpStack, up_stacks, user_env
 
 pytestmark = pytest.mark.e2e
+__all__ = ["up_stacks"]  # the fixture
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "tests" / "e2e" / "artifacts"
-READY_TIMEOUT_S = 120.0
+MODEL = {
+    "fitted_at": "2026-01-01T00:00:00Z",
+    "customers": 1000,
+    "repeat_customers": 300,
+    "unit": "days",
+    "conversion_event": "Order Completed",
+    "bgnbd": {"r": 0.6, "alpha": 25.0, "a": 0.8, "b": 2.5},
+    "gamma_gamma": {"p": 6.0, "q": 4.0, "v": 15.0},
+}
+"""A model document the test publishes with `segmenter model publish`."""
 STACK_DIR: list[Path] = []
 """The running stack's working directory (where `segmenter` commands find it; it also holds
 ``model.json``, a model document the test publishes with `segmenter model publish`)."""
@@ -53,7 +64,7 @@ def make_run_args() -> list[str]:
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[str]:
+def stack(tmp_path: Path, up_stacks: list[UpStack]) -> Iterator[str]:
     """``segmenter up`` as ``make run`` starts it, in ``tmp_path``; yields the HTTP URL.
 
     With an audience-file destination in ``destinations/``, so ``up`` runs the deliverer too.
@@ -63,47 +74,11 @@ def stack(tmp_path: Path) -> Iterator[str]:
         f"id: ads\ntype: audience_file\ndirectory: {tmp_path / 'audiences'}\n"
         "kinds: [value, lifecycle]\nbatch: {max_records: 200, linger_ms: 200}\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGMENTER_")}
-    env.update({"SEGMENTER_RULES": str(REPO / "rules"), "SEGMENTER_HTTP_PORT": "0"})
-    log_path = tmp_path / "up.log"
-    log = log_path.open("wb")
-    argv = [sys.executable, "-m", "streams", "up", *make_run_args()]
-    proc = subprocess.Popen(
-        argv, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    try:
-        stack_file = tmp_path / ".segmenter" / "stack.json"
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while not stack_file.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                tail = log_path.read_text(errors="replace")[-3000:]
-                pytest.fail(f"segmenter up did not get ready (code {proc.poll()}):\n{tail}")
-            time.sleep(0.2)
-        STACK_DIR[:] = [tmp_path]
-        (tmp_path / "model.json").write_bytes(
-            orjson.dumps(
-                {
-                    "fitted_at": "2026-01-01T00:00:00Z",
-                    "customers": 1000,
-                    "repeat_customers": 300,
-                    "unit": "days",
-                    "conversion_event": "Order Completed",
-                    "bgnbd": {"r": 0.6, "alpha": 25.0, "a": 0.8, "b": 2.5},
-                    "gamma_gamma": {"p": 6.0, "q": 4.0, "v": 15.0},
-                }
-            )
-        )
-        yield str(orjson.loads(stack_file.read_bytes())["http_url"])
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.close()
+    running = UpStack(tmp_path, user_env(), *make_run_args()).wait_ready()
+    STACK_DIR[:] = [tmp_path]
+    (tmp_path / "model.json").write_bytes(orjson.dumps(MODEL))
+    yield running.http_url
+    running.stop(signal.SIGTERM)
 
 
 STATE_JS = """JSON.stringify({
