@@ -12,14 +12,12 @@ is skipped, except under CI (``CI`` set), where it fails.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,12 +28,12 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.e2e.stack import UpStack, up_stacks, user_env
 from tests.integration.test_up_stack import alive, children_of
 
 pytestmark = pytest.mark.e2e
+__all__ = ["up_stacks"]  # the fixture
 
-REPO = Path(__file__).resolve().parents[2]
-READY_TIMEOUT_S = 120.0
 MIGRATIONS_TIMEOUT_S = 60.0
 
 
@@ -44,11 +42,6 @@ def unusable(reason: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"kcat e2e test cannot run under CI: {reason}")
     pytest.skip(reason)
-
-
-def segmenter_command() -> list[str]:
-    script = Path(sys.executable).parent / "segmenter"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "streams"]
 
 
 def bundled_librdkafka(scratch: Path) -> dict[str, str] | None:
@@ -118,35 +111,14 @@ def accepts(address: str) -> bool:
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+def stack(
+    tmp_path: Path, up_stacks: list[UpStack]
+) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
     """``segmenter up`` running in ``tmp_path`` (killed with its children if the test fails)."""
     if shutil.which("kcat") is None:
         unusable("kcat is not installed (apt-get install kcat)")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGMENTER_")}
-    env.update({"SEGMENTER_RULES": str(REPO / "rules"), "SEGMENTER_HTTP_PORT": "0"})
-    log = (tmp_path / "up.log").open("wb")
-    proc = subprocess.Popen(
-        [*segmenter_command(), "up"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    kids: set[int] = set()
-    try:
-        stack_file = tmp_path / ".segmenter" / "stack.json"
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while not stack_file.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                output = (tmp_path / "up.log").read_text(errors="replace")[-3000:]
-                pytest.fail(f"segmenter up did not get ready (code {proc.poll()}):\n{output}")
-            time.sleep(0.2)
-        kids = children_of(proc.pid)
-        yield proc, tmp_path
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for pid in kids:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-        log.close()
+    running = UpStack(tmp_path, user_env()).wait_ready()
+    yield running.proc, tmp_path
 
 
 def test_up_with_kcat(stack: tuple[subprocess.Popen[bytes], Path]) -> None:
