@@ -20,7 +20,7 @@ from tests.e2e.stack import REPO, segmenter_command
 
 pytestmark = pytest.mark.e2e
 LIMIT = 1500
-RATE = 50
+RATE = 100
 
 
 def test_soak_reports_samples_and_bounds_the_broker(tmp_path: Path) -> None:
@@ -32,7 +32,7 @@ def test_soak_reports_samples_and_bounds_the_broker(tmp_path: Path) -> None:
             "SEGMENTER_EMBEDDED_CHECK_S": "2",
         }
     )
-    argv = [*segmenter_command(), "soak", "--minutes", "1", "--sample-s", "10"]
+    argv = [*segmenter_command(), "soak", "--minutes", "0.75", "--sample-s", "10"]
     done = subprocess.run(
         [*argv, "--rate", str(RATE), "--json"],
         cwd=tmp_path,
@@ -43,11 +43,11 @@ def test_soak_reports_samples_and_bounds_the_broker(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     report = orjson.loads(done.stdout)
     samples = report["samples"]
-    assert len(samples) == 6
+    assert len(samples) >= 3  # one every 10 s, plus the time each sample takes
     assert [s["minute"] for s in samples] == sorted(s["minute"] for s in samples)
     assert report["broker_generations"] >= 2, "the broker was never replaced"
-    # unbounded, 60 s at 50 events/s would leave about 4,000; bounded: the limit plus what
+    # unbounded, 45 s at 100 events/s would leave about 5,800; bounded: the limit plus what
     # arrives between two checks
-    assert report["records_held_max"] < LIMIT + RATE * 2 * 8, report
+    assert report["records_held_max"] < LIMIT + RATE * 2 * 4, report
     assert all(s["broker_rss_mb"] > 0 for s in samples)
     assert report["broker_cpu_first_pct"] is not None

@@ -75,7 +75,7 @@ def test_small_bench_reports_every_figure(kafka_bootstrap: str, redis_url: str) 
         "--redis-cluster",
         *("--visitors", "300"),
         "--collect",
-        *("--history", "300"),
+        *("--history", "100"),
     ]
     done = subprocess.run(
         [sys.executable, "-m", "streams", "bench", "--json", *args],
@@ -119,8 +119,8 @@ def test_small_bench_reports_every_figure(kafka_bootstrap: str, redis_url: str) 
     assert report["collect_latency_samples"] > 0
     assert report["collect_p50_ms"] <= report["collect_p99_ms"]
     # (m): the whole shop-shaped history was drained (no peer asked: no peer figures)
-    assert report["history_events"] == sum(1 for _ in history_events(spec(300)))
-    assert report["history_customers"] == 300
+    assert report["history_events"] == sum(1 for _ in history_events(spec(100)))
+    assert report["history_customers"] == 100
     assert report["history_peer_cpu_ratio"] is None
     # The session's broker and Redis were not started by the bench: no CPU figure for them.
     assert report["live_cpu_broker_pct"] is None
@@ -146,7 +146,7 @@ def test_small_bench_with_the_peer_reports_the_ratios(kafka_bootstrap: str, redi
     args = [
         *("--events", "2000", "--customers", "1000"),
         *("--rate", "100", "--seconds", "1", "--api-rate", "20"),
-        *("--history", "200"),
+        *("--history", "100"),
     ]
     done = subprocess.run(
         [sys.executable, "-m", "streams", "bench", "--json", "--peer", *args],
