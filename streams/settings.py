@@ -117,6 +117,12 @@ class Settings(BaseSettings):
     namespace: str = Field("seg", description="prefix of every Redis key")
     max_event_bytes: int = Field(32 * 1024, ge=256, description="larger input goes to the DLQ")
     batch_size: int = Field(500, ge=1, description="events applied per Redis round trip")
+    state_cache_customers: int = Field(
+        20_000,
+        ge=0,
+        description="customer states a worker keeps decoded between batches (about 3 KB each),"
+        " least recently used dropped first (0: none; Redis stays the record either way)",
+    )
     fetch_max_wait_ms: int = Field(20, ge=1, description="longest a fetch waits at the broker")
     incremental_evaluation: bool = Field(
         True, description="re-evaluate only the segments an event can change (same result)"

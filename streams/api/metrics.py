@@ -73,6 +73,18 @@ def render(
     out.single("segmenter_late_events_total", "counter", "Events beyond lateness", m.late)
     out.single("segmenter_timers_fired_total", "counter", "Timers fired", m.timers_fired)
     out.single(
+        "segmenter_state_cache_hits_total",
+        "counter",
+        "Customer states taken from the worker's state cache",
+        m.state_cache_hits,
+    )
+    out.single(
+        "segmenter_state_cache_misses_total",
+        "counter",
+        "Customer states read from Redis",
+        m.state_cache_misses,
+    )
+    out.single(
         "segmenter_quarantined_total",
         "counter",
         "Customers whose processing failed in a batch (their events went to the DLQ)",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Sequence
 
+from streams.pipeline.loading import commit_work
 from streams.pipeline.processor import PipelineContext, load_working_set
 from streams.store.base import CommitBatch
 
@@ -37,8 +38,7 @@ async def refresh_customers(
             work.refresh(home, state, instant)
     commit = work.finish({})
     commit.clocks = {}
-    if not commit.is_empty():
-        commit.outbox_lengths = await ctx.store.commit(commit)
+    await commit_work(ctx, work, commit)
     return commit
 
 

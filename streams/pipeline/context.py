@@ -13,6 +13,7 @@ from streams.models.predictor import Predictor
 from streams.models.published import FittedModels
 from streams.pipeline.metrics import Metrics
 from streams.pipeline.routing import partition_for
+from streams.pipeline.state_cache import StateCache
 from streams.pipeline.timekeeping import (
     Clock,
     QuietPartitions,
@@ -45,9 +46,11 @@ class PipelineContext:
     quiet: QuietPartitions = field(default_factory=QuietPartitions)
     """Event time: when each partition's clock last moved (to settle quiet partitions)."""
     version: str = ""
+    """What memberships are evaluated under: the rule version, plus live RFM boundaries."""
     predictor: Predictor | None = None
     """The published customer-base models, for rules with ``predicted`` conditions."""
-    """What memberships are evaluated under: the rule version, plus live RFM boundaries."""
+    state_cache: StateCache | None = None
+    """The worker's decoded states between batches (None: every batch reads the store)."""
 
     @classmethod
     def create(
@@ -61,6 +64,7 @@ class PipelineContext:
         clock: Clock | None = None,
         quiet: QuietPartitions | None = None,
         models: FittedModels | None = None,
+        state_cache: StateCache | None = None,
     ) -> PipelineContext:
         """Index the rule set's series for the hot path."""
         by_event: dict[str, list[SeriesSpec]] = {}
@@ -89,6 +93,7 @@ class PipelineContext:
             quiet=quiet or QuietPartitions(),
             version=version,
             predictor=predictor,
+            state_cache=state_cache,
         )
 
     def with_rules(
@@ -109,6 +114,7 @@ class PipelineContext:
             self.clock,
             self.quiet,
             models if models is not None else self.models,
+            self.state_cache,
         )
 
     @property

@@ -23,6 +23,10 @@ class Metrics:
     eval_seconds: float = 0.0
     quarantined: int = 0
     """Customers whose processing failed in a batch: their events of it went to the DLQ."""
+    state_cache_hits: int = 0
+    """Customer states a batch took from the worker's state cache instead of Redis."""
+    state_cache_misses: int = 0
+    """Customer states a batch read from Redis (not in the state cache, or it is off)."""
     unreadable_states: int = 0
     """Stored customer states that could not be read (skipped by shared views)."""
     migrations_by: dict[tuple[str, str, str], int] = field(default_factory=dict)

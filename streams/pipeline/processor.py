@@ -16,7 +16,7 @@ Sending the outbox to Kafka is the worker's job (:mod:`streams.pipeline.sender`)
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -27,18 +27,17 @@ from streams.events.models import AliasEvent, BaseEvent, IdentifyEvent, iso
 from streams.pipeline.context import PipelineContext
 from streams.pipeline.control import CONTROL_HEADER, beyond_clock, is_control, read_control
 from streams.pipeline.identity import MAX_HOPS, Refused
+from streams.pipeline.loading import commit_work, read_states
 from streams.pipeline.logic import Emission
 from streams.pipeline.metrics import Metrics
 from streams.pipeline.outbox import OutboxEntry
 from streams.pipeline.routing import partition_for
 from streams.pipeline.timekeeping import EventTime, Watermark
 from streams.pipeline.working_set import CustomerFailed, WorkingSet
-from streams.state.customer import CustomerState, StateDecodeError
-from streams.store.base import CommitBatch, StoredState
+from streams.store.base import CommitBatch
 
 log = logging.getLogger("segmenter.pipeline")
 
-DUE_LIMIT = 100_000
 REROUTED_HEADER = "segmenter.rerouted-from"
 """Set on an event re-sent to the partition that owns its (merged) profile; it stays there."""
 
@@ -172,38 +171,21 @@ async def _load(
     run: ImportBatch | None = None,
     quarantined: frozenset[str] = frozenset(),
 ) -> tuple[WorkingSet, dict[int, int], list[tuple[int, str, float]]]:
-    """Step 3: due timers first, then one round trip for states, offsets and clocks.
-
-    A quarantined customer's state is left out; one that cannot be read raises
-    :class:`CustomerFailed` (the batch then quarantines it)."""
+    """Step 3: due timers first, then one round trip for states, offsets and clocks
+    (:func:`~streams.pipeline.loading.read_states`; an import run reads no cache)."""
     now = ctx.clock.now()
     reach = ctx.mode.timer_reach(now)
     bounds = {p: max(horizon.get(p, float("-inf")), reach) for p in partitions}
     due_until = {p: bound for p, bound in bounds.items() if bound > float("-inf")}
-    snapshot = await ctx.store.load(customers, partitions, due_until, DUE_LIMIT)
+    cache = ctx.state_cache if run is None else None
+    read = await read_states(ctx, customers, partitions, due_until, quarantined, cache)
+    snapshot = read.snapshot
     due = snapshot.due
-    more = [cid for cid in dict.fromkeys(cid for _, cid, _ in due) if cid not in snapshot.states]
-    if more:
-        snapshot.states.update((await ctx.store.load(more, [])).states)
-    stored = dict(snapshot.states)
-    states = _decoded(stored, quarantined)
-    for _ in range(MAX_HOPS):
-        targets = {
-            state.merged_into
-            for state in states.values()
-            if state is not None
-            and state.merged_into is not None
-            and state.merged_into not in stored
-        }
-        if not targets:
-            break
-        found = (await ctx.store.load(sorted(targets), [])).states
-        stored.update(found)
-        states.update(_decoded(found, quarantined))
+    states = read.states
     work = WorkingSet(
         ctx=ctx,
         states=states,
-        versions={cid: s.version if s else 0 for cid, s in stored.items()},
+        versions=read.versions,
         clocks=dict(snapshot.clocks),
         loaded_clocks=dict(snapshot.clocks),
         stored_due={cid: state.timer() if state else None for cid, state in states.items()},
@@ -213,7 +195,7 @@ async def _load(
             else (frozenset(state.members), state.primary)
             for cid, state in states.items()
         },
-        suppressed=dict(snapshot.suppressed),
+        suppressed=read.suppressed,
         instant=now,
         quarantined=quarantined,
     )
@@ -225,21 +207,6 @@ async def _load(
     for _p, cid, when in due:
         work.schedule(cid, when)
     return work, dict(snapshot.offsets) if run is None else {}, due
-
-
-def _decoded(
-    stored: Mapping[str, StoredState | None], quarantined: frozenset[str]
-) -> dict[str, CustomerState | None]:
-    """The loaded states, decoded (quarantined customers left out)."""
-    states: dict[str, CustomerState | None] = {}
-    for cid, found in stored.items():
-        if cid in quarantined:
-            continue
-        try:
-            states[cid] = CustomerState.from_json(found.data) if found else None
-        except StateDecodeError as exc:
-            raise CustomerFailed(cid, str(exc)) from exc
-    return states
 
 
 async def process_batch(
@@ -302,8 +269,7 @@ async def process_batch(
     ctx.quiet.observe(work.clocks, work.instant)
     if run is not None:
         _run_commit(work, commit, run)
-    if not commit.is_empty():
-        commit.outbox_lengths = await ctx.store.commit(commit)
+    await commit_work(ctx, work, commit)
     if run is not None:
         run.clocks.update(work.clocks)
     ctx.metrics.batches += 1

@@ -37,6 +37,7 @@ from streams.pipeline.rfm_live import (
     publish_boundaries,
 )
 from streams.pipeline.sender import flush_outbox, send_committed
+from streams.pipeline.state_cache import StateCache
 from streams.settings import Settings
 from streams.stack.kafka_security import client_kwargs
 from streams.stack.topics import ensure_segmenter_topics
@@ -95,8 +96,14 @@ class Runtime:
                 await _check_layout(store, settings, partitions)
                 self.rules = await self._startup_rules(store)
                 models = await self.models.current(store)
+                cache = settings.state_cache_customers
                 self.ctx = PipelineContext.create(
-                    settings, self.rules, store, partitions, models=models
+                    settings,
+                    self.rules,
+                    store,
+                    partitions,
+                    models=models,
+                    state_cache=StateCache(cache) if cache else None,
                 )
                 await self._adopt_rfm()
                 self.producer = AIOKafkaProducer(
@@ -189,8 +196,11 @@ class Runtime:
             self.last_progress = time.monotonic()
 
         def resend_everything(_exc: BaseException) -> None:
-            # partitions committed before the error have messages to send
+            # partitions committed before the error have messages to send, and what the
+            # error interrupted is read again from Redis (another writer, a restarted server)
             self.flush_all = True
+            if self.ctx is not None and self.ctx.state_cache is not None:
+                self.ctx.state_cache.forget()
 
         await self.retry.run(
             attempt,
@@ -213,6 +223,7 @@ class Runtime:
             self.backfilled &= assigned
             self.flush_all = True
             self.assigned = assigned
+            self._forget_unowned(assigned)
         if assigned:
             await self.handle([], assigned)
         if time.monotonic() - self.last_rules_check >= RULES_CHECK_S:
@@ -224,6 +235,15 @@ class Runtime:
         self._raise_if_backfill_gave_up()
         if pending and (self.backfill_task is None or self.backfill_task.done()):
             self.backfill_task = asyncio.create_task(self._backfill(frozenset(pending)))
+
+    def _forget_unowned(self, assigned: frozenset[int]) -> None:
+        """Drop the cached states of customers whose partitions this worker no longer owns."""
+        ctx = self.ctx
+        if ctx is not None and ctx.state_cache is not None:
+            home = ctx.home_partition
+            dropped = ctx.state_cache.retain(lambda cid: home(cid) in assigned)
+            if dropped:
+                log.info("state cache: %d customers of revoked partitions dropped", dropped)
 
     def _raise_if_backfill_gave_up(self) -> None:
         """A backfill whose retries ran out ends the worker like a batch whose retries did."""
