@@ -155,6 +155,110 @@ async def _publish_models(redis_url: str, namespace: str, document: dict[str, ob
         await store.close()
 
 
+class _UnusableInput(Exception):
+    """An input file the replay cannot use; the message says which and why."""
+
+
+def _read_models(models: Path) -> dict[str, object]:
+    """The fitted-models document in ``models``, checked to be usable."""
+    try:
+        document: dict[str, object] = orjson.loads(models.read_bytes())
+        FittedModels.of({**document, "version": version_of(document)})
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise _UnusableInput(f"cannot use the models in {models}: {exc!r}") from exc
+    return document
+
+
+def _read_events(events: Path) -> list[bytes]:
+    """The non-blank lines of the JSONL file ``events``."""
+    try:
+        return [line for line in events.read_bytes().splitlines() if line.strip()]
+    except OSError as exc:
+        raise _UnusableInput(f"cannot read {events}: {exc.strerror}") from exc
+
+
+def _replay_topics(run: str) -> dict[str, str]:
+    """The run's own topics, by the setting that names each."""
+    prefix = f"segmenter.replay.{run}"
+    return {
+        "input_topic": f"{prefix}.events",
+        "migrations_topic": f"{prefix}.migrations",
+        "dlq_topic": f"{prefix}.dlq",
+    }
+
+
+def _send_input(
+    bootstrap: str,
+    redis_url: str,
+    namespace: str,
+    topics: dict[str, str],
+    lines: list[bytes],
+    document: dict[str, object] | None,
+) -> tuple[int, str]:
+    """Create the topics, send the events, publish the models: (records sent, control secret)."""
+    asyncio.run(ensure_topics(bootstrap, {name: 1 for name in topics.values()}))
+    secret = secrets.token_hex(16)
+    sent = asyncio.run(_produce(bootstrap, topics["input_topic"], lines, secret))
+    if document is not None:
+        asyncio.run(_publish_models(redis_url, namespace, document))
+    return sent, secret
+
+
+def _worker_env(
+    settings: Settings,
+    bootstrap: str,
+    redis_url: str,
+    namespace: str,
+    run: str,
+    secret: str,
+    topics: dict[str, str],
+) -> dict[str, str]:
+    """The environment of the run's worker: one partition, the event-time clock."""
+    return settings_env(
+        kafka_bootstrap=bootstrap,
+        redis_url=redis_url,
+        rules=settings.rules.resolve(),
+        namespace=namespace,
+        group_id=f"segmenter-replay-{run}",
+        clock="event",
+        idle_settle_s=0,
+        input_partitions=1,
+        migrations_partitions=1,
+        redis_layout="single",
+        http_port=0,
+        log_level="warning",
+        control_secret=secret,
+        **topics,
+    )
+
+
+def _tear_down(
+    worker: Child | None,
+    broker: EmbeddedBroker | None,
+    redis_server: EmbeddedRedis | None,
+    bootstrap: str,
+    redis_url: str,
+    namespace: str,
+    topics: dict[str, str],
+    keep: str | None,
+) -> None:
+    """Stop the worker, remove what the run created on servers it did not start, stop those
+    it started."""
+    if worker is not None:
+        worker.stop()
+    if (broker is None or redis_server is None) and bootstrap and redis_url:
+        try:
+            asyncio.run(
+                _cleanup(bootstrap, redis_url, namespace, list(topics.values()), keep is None)
+            )
+        except Exception as exc:
+            _say(f"cleanup incomplete: {exc!r}")
+    if redis_server:
+        redis_server.stop()
+    if broker:
+        broker.stop()
+
+
 def run_replay(
     settings: Settings,
     events: Path,
@@ -169,27 +273,15 @@ def run_replay(
     the run's Redis keys under this namespace at the end (to read its customers, sizes and
     size history), instead of deleting them.
     """
-    document = None
-    if models is not None:
-        try:
-            document = orjson.loads(models.read_bytes())
-            FittedModels.of({**document, "version": version_of(document)})
-        except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
-            print(f"segmenter replay: cannot use the models in {models}: {exc!r}", file=sys.stderr)
-            return 1
     try:
-        lines = [line for line in events.read_bytes().splitlines() if line.strip()]
-    except OSError as exc:
-        print(f"segmenter replay: cannot read {events}: {exc.strerror}", file=sys.stderr)
+        document = None if models is None else _read_models(models)
+        lines = _read_events(events)
+    except _UnusableInput as exc:
+        print(f"segmenter replay: {exc}", file=sys.stderr)
         return 1
     started = time.monotonic()
     run = uuid.uuid4().hex[:10]
-    prefix = f"segmenter.replay.{run}"
-    topics = {
-        "input_topic": f"{prefix}.events",
-        "migrations_topic": f"{prefix}.migrations",
-        "dlq_topic": f"{prefix}.dlq",
-    }
+    topics = _replay_topics(run)
     namespace = keep or f"replay-{run}"
     broker = EmbeddedBroker() if not settings.kafka_bootstrap else None
     redis_server = EmbeddedRedis() if not settings.redis_url else None
@@ -198,28 +290,9 @@ def run_replay(
     try:
         bootstrap = broker.start() if broker else str(settings.kafka_bootstrap)
         redis_url = redis_server.start() if redis_server else str(settings.redis_url)
-        asyncio.run(ensure_topics(bootstrap, {name: 1 for name in topics.values()}))
-        secret = secrets.token_hex(16)
-        sent = asyncio.run(_produce(bootstrap, topics["input_topic"], lines, secret))
-        if document is not None:
-            asyncio.run(_publish_models(redis_url, namespace, document))
+        sent, secret = _send_input(bootstrap, redis_url, namespace, topics, lines, document)
         _say(f"{len(lines)} events sent; starting the worker (event-time clock)")
-        env = settings_env(
-            kafka_bootstrap=bootstrap,
-            redis_url=redis_url,
-            rules=settings.rules.resolve(),
-            namespace=namespace,
-            group_id=f"segmenter-replay-{run}",
-            clock="event",
-            idle_settle_s=0,
-            input_partitions=1,
-            migrations_partitions=1,
-            redis_layout="single",
-            http_port=0,
-            log_level="warning",
-            control_secret=secret,
-            **topics,
-        )
+        env = _worker_env(settings, bootstrap, redis_url, namespace, run, secret, topics)
         worker = Child(["worker"], env).start()
         timeout = 120 + len(lines) / 500
         asyncio.run(_wait_applied(redis_url, Keys(namespace), sent, worker, timeout))
@@ -235,16 +308,4 @@ def run_replay(
         print(f"segmenter replay: {exc}", file=sys.stderr)
         return 1
     finally:
-        if worker is not None:
-            worker.stop()
-        if (broker is None or redis_server is None) and bootstrap and redis_url:
-            try:
-                asyncio.run(
-                    _cleanup(bootstrap, redis_url, namespace, list(topics.values()), keep is None)
-                )
-            except Exception as exc:
-                _say(f"cleanup incomplete: {exc!r}")
-        if redis_server:
-            redis_server.stop()
-        if broker:
-            broker.stop()
+        _tear_down(worker, broker, redis_server, bootstrap, redis_url, namespace, topics, keep)

@@ -22,15 +22,101 @@ from typing import Any
 from streams.analytics import history as h
 from streams.analytics.overlap import Overlap, most_similar
 from streams.analytics.performance import compare, groups
-from streams.analytics.population import Population
-from streams.analytics.stats import two_proportions
+from streams.analytics.population import Group, Population, SegmentFigures
+from streams.analytics.stats import Comparison, two_proportions
 from streams.engine import RuleSet
 from streams.settings import Settings
 from streams.store.base import SizeHistory
 
 
 def _share(part: float, whole: float) -> float | None:
+    """``part / whole``, None when ``whole`` is 0."""
     return part / whole if whole else None
+
+
+def _size_flags(share: float | None, settings: Settings) -> list[dict[str, str]]:
+    """``too_small`` or ``too_large`` when the share of customers is out of bounds."""
+    flags: list[dict[str, str]] = []
+    if share is not None and share < settings.report_min_share:
+        flags.append(
+            {
+                "flag": "too_small",
+                "reason": f"{share:.1%} of customers, below {settings.report_min_share:.1%}",
+            }
+        )
+    if share is not None and share > settings.report_max_share:
+        flags.append(
+            {
+                "flag": "too_large",
+                "reason": f"{share:.1%} of customers, above {settings.report_max_share:.1%}",
+            }
+        )
+    return flags
+
+
+def _differentiation_flags(
+    figures: SegmentFigures,
+    population: Population,
+    similar: tuple[str, Overlap] | None,
+    settings: Settings,
+) -> list[dict[str, str]]:
+    """``not_differentiable`` against the most similar segment: by overlap, else by conversion."""
+    if similar is None:
+        return []
+    other_id, overlap = similar
+    if overlap.jaccard > settings.report_max_jaccard:
+        return [
+            {
+                "flag": "not_differentiable",
+                "reason": f"Jaccard {overlap.jaccard:.2f} with {other_id}, above"
+                f" {settings.report_max_jaccard:.2f}",
+            }
+        ]
+    mine = figures.members
+    theirs = population.segments[other_id].members
+    floor = settings.report_min_compare
+    test = two_proportions(mine.converted, mine.customers, theirs.converted, theirs.customers)
+    if (
+        test is not None
+        and mine.customers >= floor
+        and theirs.customers >= floor
+        and not test.significant
+    ):
+        return [
+            {
+                "flag": "not_differentiable",
+                "reason": f"conversion {test.a:.1%} vs {test.b:.1%} of {other_id}"
+                f" (its most similar segment): not different at 95% (p={test.p_value:.2f})",
+            }
+        ]
+    return []
+
+
+def _reach_flags(reach: float | None, settings: Settings) -> list[dict[str, str]]:
+    """``unreachable`` when too few members can be reached."""
+    if reach is not None and reach < settings.report_min_reach:
+        return [
+            {
+                "flag": "unreachable",
+                "reason": f"{reach:.0%} of members reachable,"
+                f" below {settings.report_min_reach:.0%}",
+            }
+        ]
+    return []
+
+
+def _performance(
+    members: Group, other: Group, name: str, rate: Comparison | None
+) -> dict[str, Any]:
+    """The members' conversion rate against the comparison group's, with the lift."""
+    return {
+        "comparison_group": name,
+        "rate": members.as_dict()["rate"],
+        "comparison_rate": other.as_dict()["rate"],
+        "lift": rate.lift if rate else None,
+        "ci95": [rate.low, rate.high] if rate else None,
+        "significant": rate.significant if rate else None,
+    }
 
 
 def segment_report(
@@ -52,60 +138,10 @@ def segment_report(
     members, other, name = groups(population, rules, segment)
     rate, _value = compare(members, other)
     similar = most_similar(pairs, segment)
-    flags: list[dict[str, str]] = []
-    if share is not None and share < settings.report_min_share:
-        flags.append(
-            {
-                "flag": "too_small",
-                "reason": f"{share:.1%} of customers, below {settings.report_min_share:.1%}",
-            }
-        )
-    if share is not None and share > settings.report_max_share:
-        flags.append(
-            {
-                "flag": "too_large",
-                "reason": f"{share:.1%} of customers, above {settings.report_max_share:.1%}",
-            }
-        )
-    if similar is not None:
-        other_id, overlap = similar
-        if overlap.jaccard > settings.report_max_jaccard:
-            flags.append(
-                {
-                    "flag": "not_differentiable",
-                    "reason": f"Jaccard {overlap.jaccard:.2f} with {other_id}, above"
-                    f" {settings.report_max_jaccard:.2f}",
-                }
-            )
-        else:
-            mine = figures.members
-            theirs = population.segments[other_id].members
-            floor = settings.report_min_compare
-            test = two_proportions(
-                mine.converted, mine.customers, theirs.converted, theirs.customers
-            )
-            if (
-                test is not None
-                and mine.customers >= floor
-                and theirs.customers >= floor
-                and not test.significant
-            ):
-                flags.append(
-                    {
-                        "flag": "not_differentiable",
-                        "reason": f"conversion {test.a:.1%} vs {test.b:.1%} of {other_id}"
-                        f" (its most similar segment): not different at 95% (p={test.p_value:.2f})",
-                    }
-                )
+    flags = _size_flags(share, settings)
+    flags += _differentiation_flags(figures, population, similar, settings)
     reach = _share(figures.reachable, figures.members.customers)
-    if reach is not None and reach < settings.report_min_reach:
-        flags.append(
-            {
-                "flag": "unreachable",
-                "reason": f"{reach:.0%} of members reachable,"
-                f" below {settings.report_min_reach:.0%}",
-            }
-        )
+    flags += _reach_flags(reach, settings)
     return {
         "segment": segment,
         "name": info.name,
@@ -123,14 +159,7 @@ def segment_report(
             if similar is not None
             else None
         ),
-        "performance": {
-            "comparison_group": name,
-            "rate": members.as_dict()["rate"],
-            "comparison_rate": other.as_dict()["rate"],
-            "lift": rate.lift if rate else None,
-            "ci95": [rate.low, rate.high] if rate else None,
-            "significant": rate.significant if rate else None,
-        },
+        "performance": _performance(members, other, name, rate),
         "flags": flags,
     }
 

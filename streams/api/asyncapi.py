@@ -127,142 +127,164 @@ def _schemas() -> dict[str, Any]:
 
 
 def _kafka_key(description: str) -> dict[str, Any]:
+    """The Kafka binding of a message whose key is ``description``."""
     return {"kafka": {"key": {"type": "string", "description": description}}}
 
 
 def asyncapi_document() -> dict[str, Any]:
     """The AsyncAPI 3.0 document (topic names are the defaults)."""
-    ref = "#/components/messages/"
     return {
         "asyncapi": "3.0.0",
-        "info": {
-            "title": "Segmenter topics",
-            "version": __version__,
-            "description": (
-                "Input events, segment migrations and dead letters of the real-time customer "
-                "segmenter. Topic names are the defaults (SEGMENTER_INPUT_TOPIC, "
-                "SEGMENTER_MIGRATIONS_TOPIC, SEGMENTER_DLQ_TOPIC)."
-            ),
-        },
+        "info": _info(),
         "defaultContentType": "application/json",
-        "servers": {
-            "kafka": {
-                "host": "localhost:9092",
-                "protocol": "kafka",
-                "description": "SEGMENTER_KAFKA_BOOTSTRAP",
-            }
+        "servers": _servers(),
+        "channels": _channels(),
+        "operations": _operations(),
+        "components": {"messages": _messages(), "schemas": _schemas()},
+    }
+
+
+def _info() -> dict[str, Any]:
+    """The document's title, version and description."""
+    return {
+        "title": "Segmenter topics",
+        "version": __version__,
+        "description": (
+            "Input events, segment migrations and dead letters of the real-time customer "
+            "segmenter. Topic names are the defaults (SEGMENTER_INPUT_TOPIC, "
+            "SEGMENTER_MIGRATIONS_TOPIC, SEGMENTER_DLQ_TOPIC)."
+        ),
+    }
+
+
+def _servers() -> dict[str, Any]:
+    """The Kafka server (the default bootstrap address)."""
+    return {
+        "kafka": {
+            "host": "localhost:9092",
+            "protocol": "kafka",
+            "description": "SEGMENTER_KAFKA_BOOTSTRAP",
+        }
+    }
+
+
+def _channels() -> dict[str, Any]:
+    """The topics: input events, migrations, dead letters, delivery dead letters."""
+    ref = "#/components/messages/"
+    return {
+        "events": {
+            "address": "segmenter.events",
+            "description": "Segment Spec JSON events, keyed by customer id.",
+            "messages": {"segmentEvent": {"$ref": ref + "SegmentEvent"}},
         },
-        "channels": {
-            "events": {
-                "address": "segmenter.events",
-                "description": "Segment Spec JSON events, keyed by customer id.",
-                "messages": {"segmentEvent": {"$ref": ref + "SegmentEvent"}},
-            },
-            "migrations": {
-                "address": "segmenter.migrations",
-                "description": "CloudEvents 1.0 (Kafka binary mode), keyed by customer id.",
-                "messages": {
-                    "segmentEntered": {"$ref": ref + "SegmentEntered"},
-                    "segmentExited": {"$ref": ref + "SegmentExited"},
-                },
-            },
-            "deadLetters": {
-                "address": "segmenter.events.dlq",
-                "description": "Input that could not be used, unchanged, with error headers.",
-                "messages": {"deadLetter": {"$ref": ref + "DeadLetter"}},
-            },
-            "deliveryDeadLetters": {
-                "address": "segmenter.deliver.{destination}.dlq",
-                "description": (
-                    "Migrations `segmenter deliver` could not deliver to a destination before its"
-                    " give-up time (or that it refused for good): the migration unchanged, with"
-                    " the error. One topic per destination (its `dead_letter_topic`)."
-                ),
-                "parameters": {"destination": {"description": "the destination file's id"}},
-                "messages": {"deliveryDeadLetter": {"$ref": ref + "DeliveryDeadLetter"}},
-            },
-        },
-        "operations": {
-            "receiveEvents": {
-                "action": "receive",
-                "channel": {"$ref": "#/channels/events"},
-                "summary": "The workers consume input events.",
-                "messages": [{"$ref": "#/channels/events/messages/segmentEvent"}],
-            },
-            "sendCollectedEvents": {
-                "action": "send",
-                "channel": {"$ref": "#/channels/events"},
-                "summary": "The HTTP collector of `segmenter api` (Segment's tracking API) produces"
-                " each event it accepts, acknowledged by all in-sync replicas before it answers"
-                " 200.",
-                "description": (
-                    "It sets `receivedAt`; when the client sent `sentAt`, it keeps the client's"
-                    " `timestamp` as `originalTimestamp` and sets `timestamp` to `receivedAt -"
-                    " (sentAt - originalTimestamp)`. It drops `writeKey`, `integrations` and"
-                    " `_metadata` and keeps `context` (docs/events.md)."
-                ),
-                "messages": [{"$ref": "#/channels/events/messages/segmentEvent"}],
-            },
-            "sendMigrations": {
-                "action": "send",
-                "channel": {"$ref": "#/channels/migrations"},
-                "summary": "A customer entered or exited a segment.",
-                "messages": [
-                    {"$ref": "#/channels/migrations/messages/segmentEntered"},
-                    {"$ref": "#/channels/migrations/messages/segmentExited"},
-                ],
-            },
-            "sendDeadLetters": {
-                "action": "send",
-                "channel": {"$ref": "#/channels/deadLetters"},
-                "summary": "Invalid, unparseable or oversized input.",
-                "messages": [{"$ref": "#/channels/deadLetters/messages/deadLetter"}],
-            },
-            "sendDeliveryDeadLetters": {
-                "action": "send",
-                "channel": {"$ref": "#/channels/deliveryDeadLetters"},
-                "summary": "A migration a destination did not accept in time.",
-                "messages": [
-                    {"$ref": "#/channels/deliveryDeadLetters/messages/deliveryDeadLetter"}
-                ],
-            },
-        },
-        "components": {
+        "migrations": {
+            "address": "segmenter.migrations",
+            "description": "CloudEvents 1.0 (Kafka binary mode), keyed by customer id.",
             "messages": {
-                "SegmentEvent": {
-                    "name": "SegmentEvent",
-                    "title": "Segment event",
-                    "contentType": "application/json",
-                    "payload": {"$ref": "#/components/schemas/SegmentEvent"},
-                    "bindings": _kafka_key("the customer id (userId, else anonymousId)"),
-                },
-                "SegmentEntered": _migration(ENTERED, "entered"),
-                "SegmentExited": _migration(EXITED, "exited"),
-                "DeadLetter": {
-                    "name": "DeadLetter",
-                    "title": "Dead letter",
-                    "summary": "The original record's key and value, unchanged.",
-                    "contentType": "application/octet-stream",
-                    "headers": {"$ref": "#/components/schemas/DeadLetterHeaders"},
-                    "payload": {"description": "the original bytes, unchanged"},
-                    "bindings": _kafka_key("the original key, unchanged"),
-                },
-                "DeliveryDeadLetter": {
-                    "name": "DeliveryDeadLetter",
-                    "title": "Undelivered migration",
-                    "summary": "The migration's key, value and CloudEvents headers, unchanged.",
-                    "contentType": "application/json",
-                    "headers": {"$ref": "#/components/schemas/DeliveryDeadLetterHeaders"},
-                    "payload": {"$ref": "#/components/schemas/MigrationData"},
-                    "bindings": _kafka_key("the customer id"),
-                },
+                "segmentEntered": {"$ref": ref + "SegmentEntered"},
+                "segmentExited": {"$ref": ref + "SegmentExited"},
             },
-            "schemas": _schemas(),
+        },
+        "deadLetters": {
+            "address": "segmenter.events.dlq",
+            "description": "Input that could not be used, unchanged, with error headers.",
+            "messages": {"deadLetter": {"$ref": ref + "DeadLetter"}},
+        },
+        "deliveryDeadLetters": {
+            "address": "segmenter.deliver.{destination}.dlq",
+            "description": (
+                "Migrations `segmenter deliver` could not deliver to a destination before its"
+                " give-up time (or that it refused for good): the migration unchanged, with"
+                " the error. One topic per destination (its `dead_letter_topic`)."
+            ),
+            "parameters": {"destination": {"description": "the destination file's id"}},
+            "messages": {"deliveryDeadLetter": {"$ref": ref + "DeliveryDeadLetter"}},
+        },
+    }
+
+
+def _operations() -> dict[str, Any]:
+    """Who receives and who sends on each channel."""
+    return {
+        "receiveEvents": {
+            "action": "receive",
+            "channel": {"$ref": "#/channels/events"},
+            "summary": "The workers consume input events.",
+            "messages": [{"$ref": "#/channels/events/messages/segmentEvent"}],
+        },
+        "sendCollectedEvents": {
+            "action": "send",
+            "channel": {"$ref": "#/channels/events"},
+            "summary": "The HTTP collector of `segmenter api` (Segment's tracking API) produces"
+            " each event it accepts, acknowledged by all in-sync replicas before it answers"
+            " 200.",
+            "description": (
+                "It sets `receivedAt`; when the client sent `sentAt`, it keeps the client's"
+                " `timestamp` as `originalTimestamp` and sets `timestamp` to `receivedAt -"
+                " (sentAt - originalTimestamp)`. It drops `writeKey`, `integrations` and"
+                " `_metadata` and keeps `context` (docs/events.md)."
+            ),
+            "messages": [{"$ref": "#/channels/events/messages/segmentEvent"}],
+        },
+        "sendMigrations": {
+            "action": "send",
+            "channel": {"$ref": "#/channels/migrations"},
+            "summary": "A customer entered or exited a segment.",
+            "messages": [
+                {"$ref": "#/channels/migrations/messages/segmentEntered"},
+                {"$ref": "#/channels/migrations/messages/segmentExited"},
+            ],
+        },
+        "sendDeadLetters": {
+            "action": "send",
+            "channel": {"$ref": "#/channels/deadLetters"},
+            "summary": "Invalid, unparseable or oversized input.",
+            "messages": [{"$ref": "#/channels/deadLetters/messages/deadLetter"}],
+        },
+        "sendDeliveryDeadLetters": {
+            "action": "send",
+            "channel": {"$ref": "#/channels/deliveryDeadLetters"},
+            "summary": "A migration a destination did not accept in time.",
+            "messages": [{"$ref": "#/channels/deliveryDeadLetters/messages/deliveryDeadLetter"}],
+        },
+    }
+
+
+def _messages() -> dict[str, Any]:
+    """The message of each channel: payload, headers and Kafka key."""
+    return {
+        "SegmentEvent": {
+            "name": "SegmentEvent",
+            "title": "Segment event",
+            "contentType": "application/json",
+            "payload": {"$ref": "#/components/schemas/SegmentEvent"},
+            "bindings": _kafka_key("the customer id (userId, else anonymousId)"),
+        },
+        "SegmentEntered": _migration(ENTERED, "entered"),
+        "SegmentExited": _migration(EXITED, "exited"),
+        "DeadLetter": {
+            "name": "DeadLetter",
+            "title": "Dead letter",
+            "summary": "The original record's key and value, unchanged.",
+            "contentType": "application/octet-stream",
+            "headers": {"$ref": "#/components/schemas/DeadLetterHeaders"},
+            "payload": {"description": "the original bytes, unchanged"},
+            "bindings": _kafka_key("the original key, unchanged"),
+        },
+        "DeliveryDeadLetter": {
+            "name": "DeliveryDeadLetter",
+            "title": "Undelivered migration",
+            "summary": "The migration's key, value and CloudEvents headers, unchanged.",
+            "contentType": "application/json",
+            "headers": {"$ref": "#/components/schemas/DeliveryDeadLetterHeaders"},
+            "payload": {"$ref": "#/components/schemas/MigrationData"},
+            "bindings": _kafka_key("the customer id"),
         },
     }
 
 
 def _migration(ce_type: str, direction: str) -> dict[str, Any]:
+    """The message of a migration of one direction (entered or exited)."""
     return {
         "name": ce_type,
         "title": f"Customer {direction} a segment",

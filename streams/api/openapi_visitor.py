@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.api.openapi import _INT, _STR, _list, _obj, _op, _ref
+from streams.api.openapi import _op
+from streams.api.openapi_schemas import _INT, _STR, _list, _obj, _ref
 
 SCHEMAS: dict[str, Any] = {
     "VisitorTokenRequest": _obj({"customer_id": {**_STR, "minLength": 1, "maxLength": 512}}),

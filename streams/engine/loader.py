@@ -194,39 +194,39 @@ def _compile(compiler: Compiler, seg: _Segment) -> CompiledCondition:
     )
 
 
-def parse_rules(
-    files: Mapping[str, str | bytes], display: Mapping[str, str] | None = None
-) -> RuleSet:
-    """Build a rule set from file contents keyed by file name (processed in name order).
+@dataclass
+class _Pack:
+    """What all the files of a pack gave together, before ids and references are checked."""
 
-    ``display`` optionally maps a file name to the path shown in problems.
-
-    Raises:
-        RuleLoadError: listing every problem found.
-    """
-    blobs = {name: t.encode() if isinstance(t, str) else t for name, t in files.items()}
-    problems: list[RuleProblem] = []
-    segments: list[_Segment] = []
-    family_files: dict[str, str] = {}
+    segments: list[_Segment] = field(default_factory=list)
+    problems: list[RuleProblem] = field(default_factory=list)
     rfm: RfmConfig | None = None
-    rfm_uses: list[tuple[str, int]] = []
     performance: tuple[m.PerformanceSection, str] | None = None
+
+
+def _read_pack(blobs: Mapping[str, bytes], display: Mapping[str, str] | None) -> _Pack:
+    """Read every file in name order; report a second rfm, performance or same family."""
+    pack = _Pack()
+    problems = pack.problems
+    family_files: dict[str, str] = {}
+    rfm_uses: list[tuple[str, int]] = []
     for name in sorted(blobs):
         shown = (display or {}).get(name, name)
         read = _read_file(shown, blobs[name])
         problems.extend(read.problems)
         rfm_uses.extend((shown, line) for line in read.rfm_lines)
         if read.rfm is not None:
-            if rfm is not None:
-                problems.append(RuleProblem(shown, 1, f"rfm is already configured in {rfm.file}"))
-            else:
-                rfm = _rfm_config(read.rfm, shown)
-        if read.performance is not None:
-            if performance is not None:
-                message = f"performance is already configured in {performance[1]}"
+            if pack.rfm is not None:
+                message = f"rfm is already configured in {pack.rfm.file}"
                 problems.append(RuleProblem(shown, 1, message))
             else:
-                performance = (read.performance, shown)
+                pack.rfm = _rfm_config(read.rfm, shown)
+        if read.performance is not None:
+            if pack.performance is not None:
+                message = f"performance is already configured in {pack.performance[1]}"
+                problems.append(RuleProblem(shown, 1, message))
+            else:
+                pack.performance = (read.performance, shown)
         family = read.family
         if family is not None:
             if family in family_files:
@@ -236,12 +236,19 @@ def parse_rules(
                     )
                 )
             family_files.setdefault(family, shown)
-        segments.extend(read.segments)
-    if rfm is None:
+        pack.segments.extend(read.segments)
+    if pack.rfm is None:
         problems.extend(
             RuleProblem(file, line, "an 'rfm' condition needs an rfm file in the pack (rfm: ...)")
             for file, line in rfm_uses
         )
+    return pack
+
+
+def _segments_by_id(
+    segments: Sequence[_Segment], problems: list[RuleProblem]
+) -> dict[str, _Segment]:
+    """Each id's first segment, in definition order; a problem for each later duplicate."""
     by_id: dict[str, _Segment] = {}
     for seg in segments:
         first = by_id.get(seg.info.id)
@@ -256,17 +263,26 @@ def parse_rules(
             )
         else:
             by_id[seg.info.id] = seg
-    unique = list(by_id.values())
-    for seg in unique:
+    return by_id
+
+
+def _unknown_references(by_id: Mapping[str, _Segment]) -> Iterator[RuleProblem]:
+    """A problem for each ``in_segment`` reference to an id not in the pack, with a hint."""
+    for seg in by_id.values():
         for target, line in seg.refs:
             if target not in by_id:
                 close = difflib.get_close_matches(target, list(by_id), n=1, cutoff=0.6)
                 hint = f", did you mean '{close[0]}'?" if close else ""
-                problems.append(
-                    RuleProblem(
-                        seg.info.file, line, f"in_segment: unknown segment '{target}'{hint}"
-                    )
+                yield RuleProblem(
+                    seg.info.file, line, f"in_segment: unknown segment '{target}'{hint}"
                 )
+
+
+def _evaluation_order(
+    by_id: Mapping[str, _Segment],
+) -> tuple[list[str], list[tuple[str, int, str]]]:
+    """The segment ids in evaluation order, and the cycles found (file, line, message)."""
+    unique = list(by_id.values())
     nodes = [
         Node(
             s.info.id,
@@ -277,14 +293,14 @@ def parse_rules(
         )
         for s in unique
     ]
-    ordered, cycles = evaluation_order(nodes, {s.info.id: s.info.priority for s in unique})
-    problems.extend(RuleProblem(file, line, msg) for file, line, msg in cycles)
-    if problems:
-        raise RuleLoadError(sorted(set(problems), key=lambda p: (p.file, p.line, p.message)))
-    compiler = Compiler(rfm)
-    compiled = [(by_id[sid].info, _compile(compiler, by_id[sid])) for sid in ordered]
-    section = performance[0] if performance is not None else m.PerformanceSection()
-    inputs = {
+    return evaluation_order(nodes, {s.info.id: s.info.priority for s in unique})
+
+
+def _inputs(
+    by_id: Mapping[str, _Segment], ordered: Sequence[str], conversion_event: str
+) -> dict[str, frozenset[str]]:
+    """The inputs each segment reads, the conversion event included."""
+    return {
         sid: with_conversion(
             segment_inputs(
                 by_id[sid].condition,
@@ -292,11 +308,15 @@ def parse_rules(
                 by_id[sid].info.min_dwell_s,
                 by_id[sid].info.requires_consent,
             ),
-            section.conversion_event,
+            conversion_event,
         )
         for sid in ordered
     }
-    conversion = Conversion(
+
+
+def _conversion(compiler: Compiler, section: m.PerformanceSection) -> Conversion:
+    """The pack's conversion (for performance reports), with its series registered."""
+    return Conversion(
         event=section.conversion_event,
         value_property=section.value_property,
         window_s=section.window_days * 86400,
@@ -304,16 +324,54 @@ def parse_rules(
             section.conversion_event, None, section.window_days * 86400, section.value_property
         ),
     )
-    predictive = any(
-        predicts(c) for s in unique for c in (s.condition, s.stay_condition) if c is not None
-    )
-    rules = RuleSet.build(
-        rules_version(blobs), compiled, compiler.series(), rfm, inputs, conversion, predictive
-    )
+
+
+def _bind_next_changes(
+    compiler: Compiler,
+    rules: RuleSet,
+    compiled: Sequence[tuple[SegmentInfo, CompiledCondition]],
+) -> None:
+    """Let ``in_segment`` delegate its next change to the segment's unit (itself or family)."""
     conditions = dict((info.id, cond) for info, cond in compiled)
     for info, _ in compiled:
         members = rules.families.get(info.family, (info.id,)) if info.family else (info.id,)
         compiler.bind_segment(info.id, _unit_next_change([conditions[s] for s in members]))
+
+
+def parse_rules(
+    files: Mapping[str, str | bytes], display: Mapping[str, str] | None = None
+) -> RuleSet:
+    """Build a rule set from file contents keyed by file name (processed in name order).
+
+    ``display`` optionally maps a file name to the path shown in problems.
+
+    Raises:
+        RuleLoadError: listing every problem found.
+    """
+    blobs = {name: t.encode() if isinstance(t, str) else t for name, t in files.items()}
+    pack = _read_pack(blobs, display)
+    problems = pack.problems
+    by_id = _segments_by_id(pack.segments, problems)
+    problems.extend(_unknown_references(by_id))
+    ordered, cycles = _evaluation_order(by_id)
+    problems.extend(RuleProblem(file, line, msg) for file, line, msg in cycles)
+    if problems:
+        raise RuleLoadError(sorted(set(problems), key=lambda p: (p.file, p.line, p.message)))
+    compiler = Compiler(pack.rfm)
+    compiled = [(by_id[sid].info, _compile(compiler, by_id[sid])) for sid in ordered]
+    section = pack.performance[0] if pack.performance is not None else m.PerformanceSection()
+    inputs = _inputs(by_id, ordered, section.conversion_event)
+    conversion = _conversion(compiler, section)
+    predictive = any(
+        predicts(c)
+        for s in by_id.values()
+        for c in (s.condition, s.stay_condition)
+        if c is not None
+    )
+    rules = RuleSet.build(
+        rules_version(blobs), compiled, compiler.series(), pack.rfm, inputs, conversion, predictive
+    )
+    _bind_next_changes(compiler, rules, compiled)
     return rules
 
 

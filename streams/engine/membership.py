@@ -20,8 +20,10 @@ from typing import Any
 from streams.engine.compiled import (
     CompiledCondition,
     EvalContext,
+    Explain,
     NextChange,
     Reason,
+    Test,
     never,
 )
 from streams.engine.durations import format_duration
@@ -69,21 +71,28 @@ def segment_condition(
     """
     if stay is None and min_dwell_s is None and requires_consent is None:
         return condition
+    children = (condition, stay) if stay is not None else (condition,)
+    return CompiledCondition(
+        _membership_test(segment_id, condition, stay, min_dwell_s, requires_consent),
+        _membership_explain(segment_id, condition, stay, min_dwell_s, requires_consent),
+        _membership_next_change(segment_id, condition, stay, min_dwell_s),
+        frozenset().union(*(c.event_names for c in children)),
+        tuple(dict.fromkeys(r for c in children for r in c.segment_refs)),
+    )
+
+
+def _membership_test(
+    segment_id: str,
+    condition: CompiledCondition,
+    stay: CompiledCondition | None,
+    min_dwell_s: float | None,
+    requires_consent: str | None,
+) -> Test:
+    """Whether the customer is a member now: consent, then dwell, then stay, then condition."""
     tracks = stay is not None or min_dwell_s is not None
     consent_key = f"consent.{requires_consent}"
-    dwell_text = f"minimum dwell {format_duration(min_dwell_s)}" if min_dwell_s else ""
     condition_test = condition.test
     stay_test = None if stay is None else stay.test
-
-    def consent_ok(facts: Facts) -> bool:
-        return requires_consent is None or consent_given(facts, requires_consent)
-
-    def current(ctx: EvalContext) -> tuple[CompiledCondition, float | None]:
-        """The condition deciding now, and when the customer entered (None: not a member)."""
-        since = ctx.facts.member_since(segment_id) if tracks else None
-        if since is not None and stay is not None:
-            return stay, since
-        return condition, since
 
     def test(ctx: EvalContext) -> bool:
         facts = ctx.facts
@@ -97,6 +106,31 @@ def segment_condition(
                 if stay_test is not None:
                     return stay_test(ctx)
         return condition_test(ctx)
+
+    return test
+
+
+def _membership_explain(
+    segment_id: str,
+    condition: CompiledCondition,
+    stay: CompiledCondition | None,
+    min_dwell_s: float | None,
+    requires_consent: str | None,
+) -> Explain:
+    """The membership test with its reason: the missing consent, the dwell, or the clause."""
+    tracks = stay is not None or min_dwell_s is not None
+    consent_key = f"consent.{requires_consent}"
+    dwell_text = f"minimum dwell {format_duration(min_dwell_s)}" if min_dwell_s else ""
+
+    def consent_ok(facts: Facts) -> bool:
+        return requires_consent is None or consent_given(facts, requires_consent)
+
+    def current(ctx: EvalContext) -> tuple[CompiledCondition, float | None]:
+        """The condition deciding now, and when the customer entered (None: not a member)."""
+        since = ctx.facts.member_since(segment_id) if tracks else None
+        if since is not None and stay is not None:
+            return stay, since
+        return condition, since
 
     def explain(ctx: EvalContext) -> tuple[bool, Reason]:
         facts = ctx.facts
@@ -122,6 +156,16 @@ def segment_condition(
             return True, Reason(f"{dwell_text} not elapsed (the condition no longer holds)", values)
         return ok, Reason(reason.rule, values)
 
+    return explain
+
+
+def _membership_next_change(
+    segment_id: str,
+    condition: CompiledCondition,
+    stay: CompiledCondition | None,
+    min_dwell_s: float | None,
+) -> NextChange:
+    """When membership may next change: the conditions' next changes and the dwell's end."""
     fns = merge_crossings(
         [c.next_change for c in (condition, stay) if c is not None and c.next_change is not never]
     )
@@ -135,21 +179,11 @@ def segment_condition(
             return since + min_dwell_s
         return None
 
-    next_change: NextChange
     if min_dwell_s is not None:
-        next_change = Earliest((*fns, dwell_until)).at
-    elif len(fns) > 1:
-        next_change = Earliest(fns).at
-    else:
-        next_change = fns[0] if fns else never
-    children = (condition, stay) if stay is not None else (condition,)
-    return CompiledCondition(
-        test,
-        explain,
-        next_change,
-        frozenset().union(*(c.event_names for c in children)),
-        tuple(dict.fromkeys(r for c in children for r in c.segment_refs)),
-    )
+        return Earliest((*fns, dwell_until)).at
+    if len(fns) > 1:
+        return Earliest(fns).at
+    return fns[0] if fns else never
 
 
 __all__ = ["consent_given", "in_dwell", "is_holdout", "segment_condition"]
