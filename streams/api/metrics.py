@@ -48,6 +48,55 @@ class Exposition:
         return "\n".join(self.lines) + "\n"
 
 
+_COUNTERS = (
+    ("segmenter_events_total", "counter", "Input events applied", "events"),
+    ("segmenter_batches_total", "counter", "Batches committed", "batches"),
+    ("segmenter_dlq_total", "counter", "Messages sent to the DLQ", "dlq"),
+    ("segmenter_duplicates_total", "counter", "Duplicate messageIds", "duplicates"),
+    ("segmenter_redelivered_total", "counter", "Redelivered records", "redelivered"),
+    ("segmenter_rerouted_total", "counter", "Events re-sent to their partition", "forwarded"),
+    ("segmenter_late_events_total", "counter", "Events beyond lateness", "late"),
+    ("segmenter_timers_fired_total", "counter", "Timers fired", "timers_fired"),
+    (
+        "segmenter_state_cache_hits_total",
+        "counter",
+        "Customer states taken from the worker's state cache",
+        "state_cache_hits",
+    ),
+    (
+        "segmenter_state_cache_misses_total",
+        "counter",
+        "Customer states read from Redis",
+        "state_cache_misses",
+    ),
+    (
+        "segmenter_quarantined_total",
+        "counter",
+        "Customers whose processing failed in a batch (their events went to the DLQ)",
+        "quarantined",
+    ),
+    (
+        "segmenter_unreadable_states_total",
+        "counter",
+        "Stored customer states that could not be read (skipped by shared views)",
+        "unreadable_states",
+    ),
+    (
+        "segmenter_timer_delay_max_seconds",
+        "gauge",
+        "Largest delay between a timer's due time and its firing",
+        "timer_lateness_max",
+    ),
+    (
+        "segmenter_rule_eval_seconds_total",
+        "counter",
+        "Time spent evaluating rules",
+        "eval_seconds",
+    ),
+)
+"""The worker's single-valued metrics: name, type, help, :class:`Metrics` field."""
+
+
 def render(
     m: Metrics,
     segment_sizes: Mapping[str, int],
@@ -62,52 +111,8 @@ def render(
     """
     out = Exposition()
     out.single("segmenter_up", "gauge", "1 when the store answers and the worker runs", up)
-    out.single("segmenter_events_total", "counter", "Input events applied", m.events)
-    out.single("segmenter_batches_total", "counter", "Batches committed", m.batches)
-    out.single("segmenter_dlq_total", "counter", "Messages sent to the DLQ", m.dlq)
-    out.single("segmenter_duplicates_total", "counter", "Duplicate messageIds", m.duplicates)
-    out.single("segmenter_redelivered_total", "counter", "Redelivered records", m.redelivered)
-    out.single(
-        "segmenter_rerouted_total", "counter", "Events re-sent to their partition", m.forwarded
-    )
-    out.single("segmenter_late_events_total", "counter", "Events beyond lateness", m.late)
-    out.single("segmenter_timers_fired_total", "counter", "Timers fired", m.timers_fired)
-    out.single(
-        "segmenter_state_cache_hits_total",
-        "counter",
-        "Customer states taken from the worker's state cache",
-        m.state_cache_hits,
-    )
-    out.single(
-        "segmenter_state_cache_misses_total",
-        "counter",
-        "Customer states read from Redis",
-        m.state_cache_misses,
-    )
-    out.single(
-        "segmenter_quarantined_total",
-        "counter",
-        "Customers whose processing failed in a batch (their events went to the DLQ)",
-        m.quarantined,
-    )
-    out.single(
-        "segmenter_unreadable_states_total",
-        "counter",
-        "Stored customer states that could not be read (skipped by shared views)",
-        m.unreadable_states,
-    )
-    out.single(
-        "segmenter_timer_delay_max_seconds",
-        "gauge",
-        "Largest delay between a timer's due time and its firing",
-        m.timer_lateness_max,
-    )
-    out.single(
-        "segmenter_rule_eval_seconds_total",
-        "counter",
-        "Time spent evaluating rules",
-        m.eval_seconds,
-    )
+    for name, kind, help_text, field in _COUNTERS:
+        out.single(name, kind, help_text, getattr(m, field))
     out.family(
         "segmenter_migrations_total",
         "counter",
