@@ -9,11 +9,18 @@ it first (``trigger.kind = rule_change``) before applying the event.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass, field
 
 from streams.pipeline.loading import commit_work
 from streams.pipeline.processor import PipelineContext, load_working_set
+from streams.pipeline.retry import RETRIABLE, WorkerExit
+from streams.pipeline.timekeeping import Clock
 from streams.store.base import CommitBatch
+
+log = logging.getLogger("segmenter.worker")
 
 PAGE = 500
 
@@ -69,3 +76,68 @@ async def backfill(
                 await progress(len(mine))
         if cursor == 0:
             return done
+
+
+@dataclass
+class Backfiller:
+    """A worker's backfill: which held partitions are evaluated under the current context, and
+    the task re-evaluating the others (one at a time, a page per ``run_page``, in the
+    background of the batch loop)."""
+
+    current: Callable[[], PipelineContext]
+    run_page: Callable[[Sequence[str], bool], Awaitable[None]]
+    """Re-evaluate a page of customers (under the worker's lock, with its retries)."""
+    clock: Clock
+    emit: bool = True
+    """Whether the backfill emits ``rule_change`` migrations (not for ``--no-emit`` packs)."""
+    done: set[int] = field(default_factory=set)
+    task: asyncio.Task[None] | None = None
+
+    def reassign(self, assigned: frozenset[int]) -> None:
+        """Forget the partitions no longer held (a partition held again is backfilled again)."""
+        self.done &= assigned
+
+    def restart(self, emit: bool) -> None:
+        """The context changed: every held partition is to be backfilled again."""
+        self.emit = emit
+        self.done.clear()
+
+    def schedule(self, assigned: frozenset[int]) -> None:
+        """Start backfilling the held partitions not done yet, unless a backfill is running;
+        :class:`WorkerExit` when the last one's retries ran out (as a batch's would)."""
+        pending = assigned - self.done
+        self._raise_if_gave_up()
+        if pending and (self.task is None or self.task.done()):
+            self.task = asyncio.create_task(self.run(frozenset(pending)))
+
+    def _raise_if_gave_up(self) -> None:
+        task = self.task
+        if task is not None and task.done() and not task.cancelled():
+            failed = task.exception()
+            if isinstance(failed, WorkerExit):
+                self.task = None
+                raise failed
+
+    async def run(self, partitions: frozenset[int]) -> None:
+        """Re-evaluate the stored customers of ``partitions`` a page at a time."""
+        version = self.current().version
+        started = self.clock.now()
+
+        async def progress(count: int) -> None:
+            await self.current().store.progress_add(f"backfill:{version}", count)
+
+        try:
+            done = await backfill(self.current, partitions, self.emit, self.run_page, progress)
+        except RETRIABLE as exc:
+            log.warning("backfill interrupted (%r); it will resume", exc)
+            return
+        if self.current().version == version:
+            self.done |= partitions
+        if done:
+            log.info(
+                "backfilled %d customers of partitions %s under %s in %.1fs",
+                done,
+                sorted(partitions),
+                version,
+                self.clock.now() - started,
+            )

@@ -53,9 +53,11 @@ async def compute_boundaries(store: Store, now: float | None = None) -> RfmBound
     )
 
 
-async def publish_boundaries(store: Store, boundaries: RfmBoundaries) -> None:
-    """Make ``boundaries`` the live ones."""
-    doc = {"boundaries": boundaries.to_dict(), "computed_at": time.time()}
+async def publish_boundaries(
+    store: Store, boundaries: RfmBoundaries, now: float | None = None
+) -> None:
+    """Make ``boundaries`` the live ones, computed at ``now`` (the system clock when None)."""
+    doc = {"boundaries": boundaries.to_dict(), "computed_at": time.time() if now is None else now}
     await store.meta_set(RFM, orjson.dumps(doc))
 
 

@@ -58,14 +58,17 @@ def newest_change(directory: Path) -> float:
     return max((mtime / 1e9 for _, _, mtime in directory_signature(directory)), default=0.0)
 
 
-async def publish(store: Store, files: dict[str, str], emit: bool) -> RuleSet:
-    """Validate ``files`` (raising ``RuleLoadError``) and make them the active pack."""
+async def publish(
+    store: Store, files: dict[str, str], emit: bool, now: float | None = None
+) -> RuleSet:
+    """Validate ``files`` (raising ``RuleLoadError``) and make them the active pack, published
+    at ``now`` (the system clock when None)."""
     rules = parse_rules(files)
     doc = {
         "version": rules.version,
         "files": files,
         "emit": emit,
-        "published_at": time.time(),
+        "published_at": time.time() if now is None else now,
     }
     await store.meta_set(PACK, orjson.dumps(doc))
     return rules

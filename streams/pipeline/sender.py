@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.producer.message_accumulator import BatchBuilder
@@ -136,3 +137,30 @@ async def send_committed(store: Store, producer: AIOKafkaProducer, commit: Commi
         await store.outbox_trim_many({p: len(entries) for p, entries in fast.items()})
     for partition in slow:
         await flush_outbox(store, producer, partition)
+
+
+class Outlet(Protocol):
+    """Where the worker sends what batches commit to the outbox (tests: an in-memory one)."""
+
+    async def flush(self, store: Store, partition: int) -> None:
+        """Send and trim everything in ``partition``'s outbox, in order."""
+        ...
+
+    async def send(self, store: Store, commit: CommitBatch) -> None:
+        """Send and trim what ``commit`` put in the outbox."""
+        ...
+
+
+@dataclass(frozen=True)
+class KafkaOutlet:
+    """The outbox sent with the worker's producer (acks=all)."""
+
+    producer: AIOKafkaProducer
+
+    async def flush(self, store: Store, partition: int) -> None:
+        """:func:`flush_outbox`."""
+        await flush_outbox(store, self.producer, partition)
+
+    async def send(self, store: Store, commit: CommitBatch) -> None:
+        """:func:`send_committed`."""
+        await send_committed(store, self.producer, commit)

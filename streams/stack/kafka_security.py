@@ -1,4 +1,5 @@
-"""Kafka SASL/TLS from ``Settings``: keyword arguments for aiokafka clients and faust.
+"""Kafka SASL/TLS from ``Settings``: keyword arguments for aiokafka clients
+(faust's credentials: :func:`streams.pipeline.faust_consumer.faust_credentials`).
 
 ``SEGMENTER_KAFKA_SECURITY_PROTOCOL`` is ``PLAINTEXT`` (default), ``SSL``, ``SASL_PLAINTEXT``
 or ``SASL_SSL``; SASL takes ``SEGMENTER_KAFKA_SASL_MECHANISM`` (``PLAIN``, ``SCRAM-SHA-256``,
@@ -47,22 +48,3 @@ def client_kwargs(settings: Settings) -> dict[str, Any]:
             sasl_plain_password=password.get_secret_value() if password else None,
         )
     return kwargs
-
-
-def faust_credentials(settings: Settings) -> Any:
-    """``broker_credentials`` for the faust app (None for PLAINTEXT)."""
-    import faust
-
-    protocol = settings.kafka_security_protocol
-    if protocol == "PLAINTEXT":
-        return None
-    context = ssl_context(settings)
-    if protocol == "SSL":
-        return faust.SSLCredentials(context)
-    password = settings.kafka_sasl_password
-    return faust.SASLCredentials(
-        username=settings.kafka_sasl_username,
-        password=password.get_secret_value() if password else None,
-        ssl_context=context,
-        mechanism=settings.kafka_sasl_mechanism,
-    )

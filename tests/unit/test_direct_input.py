@@ -1,4 +1,5 @@
-"""The queue between faust's consumer and the batch loop: greedy batches, cleared by rebalances."""
+"""faust's adapter (streams.pipeline.faust_consumer): the queue between faust's consumer and
+the batch loop, greedy batches cleared by rebalances."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import faust
 
-from streams.pipeline.direct_input import DirectInput, to_record
+from streams.pipeline.faust_consumer import DirectInput, FaustConsumer, to_record
 
 
 def _app() -> Any:
@@ -93,3 +94,43 @@ def test_a_message_becomes_the_processors_record() -> None:
     record = to_record(_message(41, partition=3))
     assert (record.topic, record.partition, record.offset) == ("in", 3, 41)
     assert (record.key, record.value, record.headers) == (b"k", b"{}", (("h", b"1"),))
+
+
+class _FaustConsumer:
+    """faust's consumer as the adapter uses it: tracking, acks and the assignment."""
+
+    def __init__(self) -> None:
+        self.tracked: list[int] = []
+        self.acked: list[tuple[int, int]] = []
+
+    def track_message(self, message: Any) -> None:
+        self.tracked.append(message.offset)
+
+    def ack(self, message: Any) -> None:
+        self.acked.append((message.partition, message.offset))
+
+    def assignment(self) -> list[Any]:
+        return [
+            SimpleNamespace(topic="in", partition=0),
+            SimpleNamespace(topic="in", partition=2),
+            SimpleNamespace(topic="other", partition=1),
+        ]
+
+
+def test_the_adapter_tracks_a_batch_and_acks_only_the_records_it_is_given() -> None:
+    async def scenario() -> tuple[list[int], list[tuple[int, int]], frozenset[int]]:
+        app = _app()
+        direct = DirectInput(app, "in", maxsize=100)
+        for offset, partition in [(0, 0), (1, 2), (2, 0)]:
+            direct.put_nowait(_message(offset, partition))
+        faust_side = _FaustConsumer()
+        consumer = FaustConsumer(SimpleNamespace(consumer=faust_side), direct)  # type: ignore[arg-type]
+        records = await consumer.take(10, 0.0)
+        consumer.ack([r for r in records if r.partition == 0])
+        consumer.ack(records)  # a batch is acked once: nothing is left in flight
+        return faust_side.tracked, faust_side.acked, consumer.assignment()
+
+    tracked, acked, held = asyncio.run(scenario())
+    assert tracked == [0, 1, 2]
+    assert acked == [(0, 0), (0, 2)]
+    assert held == frozenset({0, 2})

@@ -7,8 +7,9 @@ import ssl
 import faust
 from pydantic import SecretStr
 
+from streams.pipeline.faust_consumer import faust_credentials
 from streams.settings import Settings
-from streams.stack.kafka_security import client_kwargs, faust_credentials
+from streams.stack.kafka_security import client_kwargs
 
 
 def test_plaintext_adds_nothing() -> None:
