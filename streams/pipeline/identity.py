@@ -27,7 +27,6 @@ from streams.events.models import BaseEvent, event_name
 from streams.pipeline.context import PipelineContext
 from streams.pipeline.migrations import Trigger
 from streams.state.customer import CustomerState
-from streams.state.facts import StateFacts
 from streams.state.merge import merge_profiles
 from streams.store.base import Claim, CommitBatch
 
@@ -70,17 +69,16 @@ class Profiles(Protocol):
         """Evaluate a customer at ``now`` and publish its changes."""
         ...
 
-    def migrate(
+    def exit_all(
         self,
         partition: int,
         state: CustomerState,
-        new_members: frozenset[str],
-        facts: StateFacts,
         trigger: Trigger,
         when: float,
-        reason_override: str | None = None,
+        now: float,
+        reason: str,
     ) -> None:
-        """Change and publish the customer's memberships now."""
+        """Take the customer out of every segment now and publish it."""
         ...
 
 
@@ -134,8 +132,7 @@ def merge(
         work.states[root] = survivor
         return None
     work.catch_up(partition, old, now)
-    old_facts = ctx.facts(old, now)
-    work.migrate(partition, old, frozenset(), old_facts, trigger, event.ts, f"merged into {root}")
+    work.exit_all(partition, old, trigger, event.ts, now, f"merged into {root}")
     merged = merge_profiles(survivor, old, ctx.settings.dedupe_depth)
     work.states[root] = merged
     work.states[other_root] = CustomerState.redirect(other_root, root, old.sequence)
@@ -170,9 +167,8 @@ def erase(
     ids = {named, root}
     if state is not None:
         ids.update(state.aliases)
-        facts = work.ctx.facts(state, now)
         trigger = Trigger("erasure", event.messageId, "erase")
-        work.migrate(partition, state, frozenset(), facts, trigger, event.ts, "customer erased")
+        work.exit_all(partition, state, trigger, event.ts, now, "customer erased")
     for cid in sorted(ids):
         if cid not in work.states:
             work.unconditional.add(cid)

@@ -1,11 +1,12 @@
 """One customer's logic: what an event or a timer does to its state, returned as effects.
 
 In the style of bytewax's ``StatefulLogic``: a :class:`CustomerLogic` wraps one customer's
-state during a batch. ``on_event``, ``on_timer``, ``refresh``, ``close`` and ``exit_all`` change
-the state and return its :class:`Effects` (member-set changes and migrations to publish);
-``next_due`` says when it needs attention with no event; ``snapshot`` is what the store keeps.
-It does no I/O and knows nothing of batches, partitions or Kafka: the batch
-(:class:`~streams.pipeline.working_set.WorkingSet`) routes events to it and collects the effects.
+state during a batch. ``on_event``, ``on_timer``, ``catch_up``, ``refresh``, ``close``,
+``exit_all`` and ``announce`` change the state and return its :class:`Effects` (member-set
+changes and migrations to publish); ``notify_at`` and ``next_due`` say when it needs attention
+with no event; ``snapshot`` is what the store keeps. It does no I/O and knows nothing of batches,
+partitions or Kafka: the batch (:class:`~streams.pipeline.working_set.WorkingSet`) reads a
+customer only through this interface, routes events and timers to it and collects the effects.
 
 **One instant, one net change.** A change caused by an event (or a consent) is applied to the
 memberships (and so to the member sets) at once, but its migrations are published only when
@@ -124,6 +125,21 @@ class CustomerLogic:
             self.settle(now, RULE_CHANGE, now)
         return self.effects
 
+    def catch_up(self, now: float) -> Effects:
+        """Bring the customer to ``now`` before a change at ``now``: re-evaluate it under the
+        current rules, fire its timers due before ``now`` and close an earlier open instant."""
+        state = self.state
+        if (
+            state.evaluated_under != self.ctx.version
+            or (state.due is not None and state.due < now)
+            or (state.open is not None and state.open.at < now)
+        ):
+            self.refresh(now)
+            self.fire_until(now)
+            if state.open is not None and state.open.at < now:
+                self.close()
+        return self.effects
+
     def exit_all(self, trigger: Trigger, when: float, now: float, reason: str) -> Effects:
         """Leave every segment at once (a merge folds the profile away; an erasure)."""
         facts = self.ctx.facts(self.state, now)
@@ -152,9 +168,23 @@ class CustomerLogic:
 
     # -- what the batch reads -------------------------------------------------------------------
 
+    def counted(self, digest: str, ts: float) -> bool:
+        """Whether an event (its ``messageId`` digest, its time) is in the state already: a
+        redelivery, or (the cut-over) an event of the history an import counted."""
+        state = self.state
+        imported = state.imported_until
+        return digest in state.recent or (imported is not None and ts <= imported)
+
     def next_due(self) -> float | None:
         """When the customer next needs attention with no event (see ``CustomerState.timer``)."""
         return self.state.timer()
+
+    def notify_at(self) -> tuple[float | None, float | None]:
+        """``(due, open)``: when the customer's timer fires, and the instant whose changes are
+        still open (published once the partition's time passes it); None for neither."""
+        state = self.state
+        opened = state.open
+        return state.due, (opened.at if opened is not None else None)
 
     def snapshot(self) -> bytes:
         """The state as the store keeps it."""

@@ -36,7 +36,6 @@ from streams.pipeline.outbox import OutboxEntry
 from streams.pipeline.timekeeping import Watermark
 from streams.state.apply import message_digest
 from streams.state.customer import CustomerState
-from streams.state.facts import StateFacts
 from streams.store.base import ANY_VERSION, CommitBatch, StateWrite
 
 
@@ -111,13 +110,11 @@ class WorkingSet:
         effects = logic.effects
         if not effects.changed:
             return
-        state = logic.state
-        cid = state.customer_id
+        cid = logic.state.customer_id
         self._effects(partition, effects)
         logic.drained(effects)
         self.touch(cid, partition)
-        due = state.due
-        opened = state.open.at if state.open is not None else None
+        due, opened = logic.notify_at()
         if self.scheduled.get(cid) != (due, opened):
             self.scheduled[cid] = (due, opened)
             if due is not None:
@@ -192,14 +189,16 @@ class WorkingSet:
     def schedule(self, customer_id: str, due: float) -> None:
         """Remember a loaded timer (from the store) for firing in this batch."""
         state = self.states.get(customer_id)
-        if state is None or state.timer() != due or customer_id in self.quarantined:
+        if state is None or customer_id in self.quarantined:
             return
-        opened = state.open.at if state.open is not None else None
-        self.scheduled[customer_id] = (state.due, opened)
+        logic = self.logic(state)
+        if logic.next_due() != due:
+            return
+        timer, opened = self.scheduled[customer_id] = logic.notify_at()
         if opened is not None:
             self._open(customer_id, opened)
-        if state.due is not None:
-            self._push(customer_id, state.due)
+        if timer is not None:
+            self._push(customer_id, timer)
 
     def _push(self, customer_id: str, due: float) -> None:
         heap = self.heaps.setdefault(self.ctx.home_partition(customer_id), [])
@@ -220,14 +219,12 @@ class WorkingSet:
         while heap and heap[0][0] < before:
             at, cid = heapq.heappop(heap)
             state = self.states.get(cid)
-            if (
-                state is not None
-                and state.open is not None
-                and state.open.at == at
-                and state.merged_into is None
-            ):
-                with _failing_as(cid):
-                    self.close(partition, state)
+            if state is not None and state.merged_into is None:
+                logic = self.logic(state)
+                if logic.notify_at()[1] == at:
+                    with _failing_as(cid):
+                        logic.close()
+                        self.collect(partition, logic)
 
     def fire_due(self, partition: int, watermark: Watermark) -> None:
         """Fire every loaded timer due before ``watermark``, earliest first (ties by id)."""
@@ -236,9 +233,11 @@ class WorkingSet:
         while heap and heap[0][0] < before:
             due, cid = heapq.heappop(heap)
             state = self.states.get(cid)
-            if state is not None and state.due == due and state.merged_into is None:
+            if state is None or state.merged_into is not None:
+                continue
+            logic = self.logic(state)
+            if logic.notify_at()[0] == due:
                 with _failing_as(cid):
-                    logic = self.logic(state)
                     logic.on_timer(due)
                     self._late_timer(due)
                     self.collect(partition, logic)
@@ -254,10 +253,9 @@ class WorkingSet:
 
     def close(self, partition: int, state: CustomerState) -> None:
         """Publish the customer's open instant now."""
-        if state.open is not None:
-            logic = self.logic(state)
-            logic.close()
-            self.collect(partition, logic)
+        logic = self.logic(state)
+        logic.close()
+        self.collect(partition, logic)
 
     def settle(
         self, partition: int, state: CustomerState, now: float, trigger: Trigger, when: float
@@ -281,19 +279,18 @@ class WorkingSet:
         logic.announce(before, when)
         self.collect(partition, logic)
 
-    def migrate(
+    def exit_all(
         self,
         partition: int,
         state: CustomerState,
-        new_members: frozenset[str],
-        facts: StateFacts,
         trigger: Trigger,
         when: float,
-        reason_override: str | None = None,
+        now: float,
+        reason: str,
     ) -> None:
-        """Change and publish the customer's memberships now (merges, erasures)."""
+        """Take the customer out of every segment now and publish it (merges, erasures)."""
         logic = self.logic(state)
-        logic.publish(new_members, facts, trigger, when, reason_override)
+        logic.exit_all(trigger, when, now, reason)
         self.collect(partition, logic)
 
     def apply(self, partition: int, event: BaseEvent) -> int | Refused | None:
@@ -317,11 +314,7 @@ class WorkingSet:
             return home
         state = self.states.get(root)
         digest = message_digest(event.messageId)
-        if state is not None and (
-            digest in state.recent
-            or (state.imported_until is not None and event.ts <= state.imported_until)
-        ):
-            # a redelivery, or (cut-over) an event of the history an import already counted
+        if state is not None and self.logic(state).counted(digest, event.ts):
             ctx.metrics.duplicates += 1
             return None
         late_by = self.clocks.get(partition, event.ts) - event.ts
@@ -356,21 +349,12 @@ class WorkingSet:
         return other is not None and resolve(self, other) in self.quarantined
 
     def catch_up(self, partition: int, state: CustomerState, now: float) -> None:
-        """Bring a customer to ``now`` before a change at ``now``: re-evaluate it under the
-        current rules, fire its timers due before ``now`` and close an earlier open instant
-        (whatever its own partition's time has reached: a profile merged away from another
-        partition is brought to the merge's instant first)."""
-        if (
-            state.evaluated_under != self.ctx.version
-            or (state.due is not None and state.due < now)
-            or (state.open is not None and state.open.at < now)
-        ):
-            logic = self.logic(state)
-            logic.refresh(now)
-            logic.fire_until(now)
-            if state.open is not None and state.open.at < now:
-                logic.close()
-            self.collect(partition, logic)
+        """Bring a customer to ``now`` before a change at ``now`` (:meth:`CustomerLogic.catch_up`),
+        whatever its own partition's time has reached: a profile merged away from another
+        partition is brought to the merge's instant first."""
+        logic = self.logic(state)
+        logic.catch_up(now)
+        self.collect(partition, logic)
 
     def finish(self, offsets: dict[int, int]) -> CommitBatch:
         """The commit: dirty states, timers that moved, membership records, progress, outbox."""
@@ -378,11 +362,12 @@ class WorkingSet:
         commit.offsets = offsets
         for cid in sorted(self.dirty):
             state = self.states.get(cid)
+            logic = self.logic(state) if state is not None else None
             with _failing_as(cid):
-                data = state.to_json() if state is not None else None
+                data = logic.snapshot() if logic is not None else None
             expected = ANY_VERSION if cid in self.unconditional else self.versions.get(cid, 0)
             commit.states.append(StateWrite(cid, expected, data))
-            due = state.timer() if state is not None else None
+            due = logic.next_due() if logic is not None else None
             if due != self.stored_due.get(cid) and cid not in self.unconditional:
                 commit.due.setdefault(self.ctx.home_partition(cid), {})[cid] = due
             self._membership_record(cid, state)
