@@ -4,6 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# The suite runs its test files on this many processes (-n 0: one process, no xdist); each
+# process starts its own broker and Redis. Files stay whole on one process (--dist loadfile).
+PYTEST_WORKERS ?= 2
+PARALLEL := -n $(PYTEST_WORKERS) --dist loadfile
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test test-unit test-integration test-e2e test-reliability lint format bench clean
@@ -23,16 +27,16 @@ run: $(STAMP) ## start the embedded stack with the default rules, a year of hist
 	$(BIN)/segmenter up --history 12 --generate 50
 
 test: $(STAMP) ## run the whole suite (unit, integration, e2e) against a real broker and Redis
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q $(PARALLEL) $(PYTEST_ARGS)
 
 test-unit: $(STAMP) ## pure unit tests only
 	$(BIN)/pytest -q tests/unit $(PYTEST_ARGS)
 
 test-integration: $(STAMP) ## integration tests (real broker, real Redis)
-	$(BIN)/pytest -q tests/integration $(PYTEST_ARGS)
+	$(BIN)/pytest -q $(PARALLEL) tests/integration $(PYTEST_ARGS)
 
 test-e2e: $(STAMP) ## end-to-end tests of the CLI and the whole stack
-	$(BIN)/pytest -q tests/e2e $(PYTEST_ARGS)
+	$(BIN)/pytest -q $(PARALLEL) tests/e2e $(PYTEST_ARGS)
 
 test-reliability: $(STAMP) ## crash test against a reference model (long; not part of make test)
 	RELIABILITY=1 $(BIN)/pytest -q tests/reliability -s
