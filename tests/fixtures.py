@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+BIG_SPENDERS = """
+id: big
+name: Big
+description: revenue of at least 1000
+kind: value
+condition: {type: lifetime, metric: revenue, op: ge, value: 1000}
+"""
+"""One segment on lifetime revenue (the rule-change tests lower its threshold to 500)."""
+
 TEST_RULES = {
     "value.yaml": """
 family: value

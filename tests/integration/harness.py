@@ -14,6 +14,8 @@ from aiokafka.structs import ConsumerRecord
 
 from streams.stack.children import Child, settings_env
 from streams.stack.topics import ensure_topics
+from tests.events import event as event
+from tests.events import order as order
 from tests.fixtures import TEST_RULES
 
 TEST_SESSION_TIMEOUT_S = 8.0
@@ -90,19 +92,9 @@ def write_rules(directory: Path, files: dict[str, str] | None = None) -> Path:
     return directory
 
 
-def event(kind: str, mid: str, user: str, ts: str, **fields: object) -> dict[str, object]:
-    return {"type": kind, "messageId": mid, "userId": user, "timestamp": ts, **fields}
-
-
 def identify_canadian(mid: str, user: str, ts: str = "2026-01-01T09:00:00Z") -> dict[str, object]:
     """An ``identify`` that puts ``user`` in Canada (the test pack's ``canadians``)."""
     return event("identify", mid, user, ts, traits={"address": {"country": "CA"}})
-
-
-def order(
-    mid: str, user: str, revenue: float, ts: str = "2026-01-01T10:00:00Z"
-) -> dict[str, object]:
-    return event("track", mid, user, ts, event="Order Completed", properties={"revenue": revenue})
 
 
 async def produce(

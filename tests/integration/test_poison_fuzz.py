@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 from streams.pipeline.control import control_record
 from streams.stack.children import Child
 from streams.stack.embedded import free_port
+from tests import events
 from tests.integration.harness import Deployment, consume_until, produce, write_rules
 
 pytestmark = pytest.mark.integration
@@ -93,15 +94,7 @@ NOW = datetime.now(UTC)
 
 
 def order(cid: str, revenue: object, when: datetime | str | None = None) -> dict[str, Any]:
-    stamp = when if isinstance(when, str) else (when or NOW - timedelta(minutes=5)).isoformat()
-    return {
-        "type": "track",
-        "messageId": uuid.uuid4().hex,
-        "userId": cid,
-        "timestamp": stamp,
-        "event": "Order Completed",
-        "properties": {"revenue": revenue},
-    }
+    return events.order(uuid.uuid4().hex, cid, revenue, when or NOW - timedelta(minutes=5))
 
 
 def counts(revenue: object) -> float | None:

@@ -19,11 +19,12 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 import yaml
+
+from tests.events import page, track
 
 pytestmark = pytest.mark.integration
 
@@ -33,21 +34,6 @@ T0 = datetime(2025, 3, 3, 10, 10, tzinfo=UTC)
 
 def iso(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def track(mid: str, user: str, name: str, moment: datetime, **props: Any) -> dict[str, Any]:
-    return {
-        "type": "track",
-        "messageId": mid,
-        "userId": user,
-        "timestamp": moment.isoformat(),
-        "event": name,
-        "properties": props,
-    }
-
-
-def page(mid: str, user: str, moment: datetime) -> dict[str, Any]:
-    return {"type": "page", "messageId": mid, "userId": user, "timestamp": moment.isoformat()}
 
 
 def test_the_rules_say_what_these_scenarios_assume() -> None:

@@ -16,6 +16,7 @@ from streams.engine import parse_rules
 from streams.pipeline.processor import PipelineContext, Record, process_batch
 from streams.settings import Settings
 from streams.store.memory import MemoryStore
+from tests.events import event, order
 from tests.fixtures import TEST_RULES
 
 RULES = TEST_RULES
@@ -35,20 +36,6 @@ description: nope
 kind: demographic
 condition: {type: trait, path: age, op: around, value: 3}
 """
-
-
-def event(kind: str, mid: str, user: str, **fields: Any) -> dict[str, Any]:
-    return {
-        "type": kind,
-        "messageId": mid,
-        "userId": user,
-        "timestamp": "2026-01-01T10:00:00Z",
-        **fields,
-    }
-
-
-def order(mid: str, user: str, revenue: float) -> dict[str, Any]:
-    return event("track", mid, user, event="Order Completed", properties={"revenue": revenue})
 
 
 def identify(mid: str, user: str, country: str) -> dict[str, Any]:

@@ -15,17 +15,10 @@ from streams.pipeline.rfm_live import compute_boundaries, live_boundaries, publi
 from streams.settings import Settings
 from streams.state.customer import CustomerState
 from streams.store.memory import MemoryStore
+from tests.fixtures import BIG_SPENDERS
 from tests.kit import memory_store
 
-V1 = {
-    "big.yaml": """
-id: big
-name: Big
-description: revenue of at least 1000
-kind: value
-condition: {type: lifetime, metric: revenue, op: ge, value: 1000}
-"""
-}
+V1 = {"big.yaml": BIG_SPENDERS}
 V2 = {"big.yaml": V1["big.yaml"].replace("value: 1000", "value: 500")}
 NOW = 1_800_000_000.0
 

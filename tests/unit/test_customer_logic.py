@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import orjson
-
-from streams.events.decode import decode
 from streams.events.models import BaseEvent
 from streams.pipeline.logic import CustomerLogic, Effects
 from streams.pipeline.migrations import Trigger
 from streams.state.customer import CustomerState
+from tests import events
+from tests.events import parsed
 from tests.kit import pinned_context
 from tests.unit.fakes_facts import rules_from, segment
 
@@ -31,12 +30,7 @@ RULES = rules_from(
 
 
 def order(mid: str, at: float, revenue: float) -> BaseEvent:
-    stamp = datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")
-    doc = {"type": "track", "event": "Order Completed", "userId": "ada", "messageId": mid}
-    raw = orjson.dumps({**doc, "timestamp": stamp, "properties": {"revenue": revenue}})
-    event = decode(raw, 32 * 1024)
-    assert isinstance(event, BaseEvent)
-    return event
+    return parsed(events.order(mid, "ada", revenue, at))
 
 
 def moves(effects: Effects) -> list[tuple[str, str, str]]:

@@ -12,6 +12,7 @@ from streams.pipeline.outbox import OutboxEntry
 from streams.pipeline.processor import PipelineContext, Record, process_batch
 from streams.settings import Settings
 from streams.store.memory import MemoryStore
+from tests.events import encoded, order
 from tests.kit import CONTROL_SECRET, control, memory_store
 
 RULES = parse_rules(
@@ -30,9 +31,7 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def track(mid: str, moment: datetime, revenue: float) -> bytes:
-    stamp = moment.isoformat(timespec="milliseconds")
-    doc = {"type": "track", "messageId": mid, "userId": "ada", "timestamp": stamp}
-    return orjson.dumps({**doc, "event": "Order Completed", "properties": {"revenue": revenue}})
+    return encoded(order(mid, "ada", revenue, moment))
 
 
 async def test_an_entry_gives_the_condition_and_an_exit_the_stay_condition() -> None:

@@ -6,11 +6,12 @@ import orjson
 
 from streams.engine import parse_rules
 from streams.pipeline.outbox import OutboxEntry
-from streams.pipeline.processor import PipelineContext, Record, process_batch
+from streams.pipeline.processor import PipelineContext
 from streams.pipeline.routing import partition_for
 from streams.settings import Settings
 from streams.state.customer import CustomerState
-from tests.kit import memory_store, pinned_clock, pinned_context
+from tests import events
+from tests.kit import MemoryPipeline, memory_store, pinned_clock, pinned_context
 
 RULES = {
     "value.yaml": """
@@ -56,75 +57,11 @@ def view(mid: str, who: dict[str, str], day: int) -> dict[str, object]:
 
 
 def order(mid: str, user: str, revenue: float, day: int) -> dict[str, object]:
-    return ev(
-        "track",
-        mid,
-        f"2026-01-0{day}T12:00:00Z",
-        userId=user,
-        event="Order Completed",
-        properties={"revenue": revenue},
-    )
-
-
-class Feed:
-    """Sends documents through the processor with increasing offsets, per partition."""
-
-    def __init__(self, ctx: PipelineContext) -> None:
-        self.ctx = ctx
-        self.offsets: dict[int, int] = {}
-
-    async def send(self, docs: list[dict[str, object]], partition: int | None = None) -> None:
-        by_partition: dict[int, list[Record]] = {}
-        for doc in docs:
-            cid = str(doc.get("userId") or doc.get("anonymousId"))
-            p = self.ctx.home_partition(cid) if partition is None else partition
-            offset = self.offsets.get(p, 0)
-            self.offsets[p] = offset + 1
-            by_partition.setdefault(p, []).append(
-                Record("segmenter.events", p, offset, cid.encode(), orjson.dumps(doc))
-            )
-        for p in sorted(by_partition):
-            await process_batch(self.ctx, by_partition[p])
-        await self.drain_forwards()
-
-    async def drain_forwards(self) -> None:
-        """Deliver re-routed events like Kafka would, until none is left."""
-        store = memory_store(self.ctx)
-        for _ in range(5):
-            moved = False
-            for p, raw_entries in list(store.outboxes.items()):
-                keep = []
-                for raw in raw_entries:
-                    entry = OutboxEntry.decode(raw)
-                    if entry.topic == "segmenter.events" and entry.partition is not None:
-                        target = entry.partition
-                        offset = self.offsets.get(target, 0)
-                        self.offsets[target] = offset + 1
-                        record = Record(
-                            "segmenter.events",
-                            target,
-                            offset,
-                            entry.key,
-                            entry.value,
-                            entry.headers,
-                        )
-                        store.outboxes[p] = [r for r in store.outboxes[p] if r != raw]
-                        await process_batch(self.ctx, [record])
-                        moved = True
-                    else:
-                        keep.append(raw)
-            if not moved:
-                return
+    return events.order(mid, user, revenue, f"2026-01-0{day}T12:00:00Z")
 
 
 def sent(ctx: PipelineContext, topic: str = "segmenter.migrations") -> list[OutboxEntry]:
-    store = memory_store(ctx)
-    return [
-        e
-        for p in sorted(store.outboxes)
-        for e in (OutboxEntry.decode(raw) for raw in store.outboxes[p])
-        if e.topic == topic
-    ]
+    return MemoryPipeline(ctx).emitted(topic)
 
 
 def moves(ctx: PipelineContext, customer: str) -> list[tuple[str, str, str]]:
@@ -143,7 +80,7 @@ async def state_of(ctx: PipelineContext, cid: str) -> CustomerState | None:
 
 async def test_alias_merges_the_anonymous_profile_into_the_known_one() -> None:
     ctx = make_ctx()
-    feed = Feed(ctx)
+    feed = MemoryPipeline(ctx)
     anon = {"anonymousId": "anon-1"}
     await feed.send([view(f"v{i}", anon, i + 1) for i in range(3)])
     await feed.send([order("o1", "ada", 1500.0, 4)])
@@ -163,7 +100,7 @@ async def test_alias_merges_the_anonymous_profile_into_the_known_one() -> None:
 
 async def test_identify_with_both_ids_merges_them() -> None:
     ctx = make_ctx()
-    feed = Feed(ctx)
+    feed = MemoryPipeline(ctx)
     await feed.send([order("o1", "anon-2", 20.0, 1)])
     doc = ev(
         "identify",
@@ -181,7 +118,7 @@ async def test_identify_with_both_ids_merges_them() -> None:
 
 async def test_merge_chains_resolve_and_cycles_are_refused() -> None:
     ctx = make_ctx()
-    feed = Feed(ctx)
+    feed = MemoryPipeline(ctx)
     await feed.send([order("o1", "a", 10.0, 1)])
     await feed.send([ev("alias", "x1", "2026-01-02T00:00:00Z", userId="b", previousId="a")])
     await feed.send([ev("alias", "x2", "2026-01-03T00:00:00Z", userId="c", previousId="b")])
@@ -199,7 +136,7 @@ async def test_merge_chains_resolve_and_cycles_are_refused() -> None:
 
 async def test_too_many_identifiers_are_refused() -> None:
     ctx = make_ctx(max_identities=3)
-    feed = Feed(ctx)
+    feed = MemoryPipeline(ctx)
     for n in range(3):
         await feed.send(
             [
@@ -221,7 +158,7 @@ async def test_a_merge_across_partitions_moves_later_events_to_the_survivor() ->
     ctx = make_ctx(partitions=8)
     survivor, other = "u-survivor", "u-other-9"
     assert ctx.home_partition(survivor) != ctx.home_partition(other)
-    feed = Feed(ctx)
+    feed = MemoryPipeline(ctx)
     await feed.send([order("o1", other, 600.0, 1)])
     await feed.send([ev("alias", "a", "2026-01-02T00:00:00Z", userId=survivor, previousId=other)])
     await feed.send([order("o2", other, 600.0, 3)])
@@ -233,7 +170,7 @@ async def test_a_merge_across_partitions_moves_later_events_to_the_survivor() ->
 
 async def test_erasure_forgets_the_profile_and_its_aliases_for_good() -> None:
     ctx = make_ctx()
-    feed = Feed(ctx)
+    feed = MemoryPipeline(ctx)
     history = [order("o1", "eve", 1200.0, 1), view("v1", {"anonymousId": "anon-e"}, 1)]
     await feed.send(history)
     await feed.send([ev("alias", "a", "2026-01-02T00:00:00Z", userId="eve", previousId="anon-e")])
@@ -256,7 +193,7 @@ async def test_erasure_forgets_the_profile_and_its_aliases_for_good() -> None:
 
 async def test_membership_records_follow_changes_with_tombstones() -> None:
     ctx = make_ctx()
-    feed = Feed(ctx)
+    feed = MemoryPipeline(ctx)
     await feed.send([order("o1", "fay", 50.0, 1), order("o2", "fay", 2000.0, 2)])
     await feed.send([ev("erase", "e", "2026-01-03T00:00:00Z", userId="fay")])
     records = sent(ctx, "segmenter.memberships")
@@ -267,7 +204,7 @@ async def test_membership_records_follow_changes_with_tombstones() -> None:
 
 async def test_personal_traits_never_reach_migration_events() -> None:
     ctx = make_ctx()
-    feed = Feed(ctx)
+    feed = MemoryPipeline(ctx)
     await feed.send(
         [
             ev(
@@ -286,6 +223,6 @@ async def test_personal_traits_never_reach_migration_events() -> None:
 
 async def test_the_migration_matrix_counts_moves_per_day() -> None:
     ctx = make_ctx()
-    feed = Feed(ctx)
+    feed = MemoryPipeline(ctx)
     await feed.send([order("o1", "hal", 50.0, 1), order("o2", "hal", 2000.0, 1)])
     assert await ctx.store.matrix("2026-01-01") == {"-|buyer": 1, "buyer|big_spender": 1}

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.engine import parse_rules
 from streams.engine.instants import ceil_instant, instant_of, to_ms
 from streams.engine.nextdue import RecencyDue
-from streams.events.decode import decode
 from streams.events.models import BaseEvent
 from streams.pipeline.timekeeping import EventTime, ManualClock, ProcessingTime, Watermark
 from streams.state.apply import apply_event, compact
 from streams.state.customer import CustomerState
 from streams.state.facts import StateFacts
+from tests.events import order, parsed
 
 WINDOW = parse_rules(
     {
@@ -39,18 +38,7 @@ DURATIONS = st.integers(min_value=1, max_value=400 * 86_400_000)
 
 
 def order_at(ms: int, message_id: str = "m") -> BaseEvent:
-    stamp = (EPOCH + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds")
-    doc = {
-        "type": "track",
-        "messageId": message_id,
-        "userId": "u",
-        "timestamp": stamp,
-        "event": "Order Completed",
-        "properties": {"revenue": 5},
-    }
-    event = decode(orjson.dumps(doc), 1 << 20)
-    assert isinstance(event, BaseEvent)
-    return event
+    return parsed(order(message_id, "u", 5, EPOCH + timedelta(milliseconds=ms)))
 
 
 def test_timestamps_are_truncated_to_the_millisecond() -> None:

@@ -12,6 +12,8 @@ from streams.pipeline.processor import PipelineContext, Record, process_batch
 from streams.settings import Settings
 from streams.state.customer import CustomerState
 from streams.store.memory import MemoryStore
+from tests import events
+from tests.events import encoded
 from tests.kit import CONTROL_SECRET, memory_store
 from tests.kit import control as signed
 
@@ -41,9 +43,7 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def order(mid: str, moment: datetime) -> bytes:
-    stamp = moment.isoformat(timespec="milliseconds")
-    doc = {"type": "track", "messageId": mid, "userId": "ada", "timestamp": stamp}
-    return orjson.dumps({**doc, "event": "Order Completed", "properties": {"revenue": 10}})
+    return encoded(events.order(mid, "ada", 10, moment))
 
 
 def control(until: datetime) -> tuple[bytes, tuple[tuple[str, bytes], ...]]:

@@ -22,6 +22,8 @@ from streams.settings import Settings
 from streams.state.customer import CustomerState
 from streams.store.base import StoredState
 from streams.store.memory import MemoryStore
+from tests import events
+from tests.events import encoded
 
 RULES = load_rules(Path(__file__).resolve().parents[2] / "rules")
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -35,15 +37,7 @@ def context(**settings: object) -> tuple[PipelineContext, MemoryStore]:
 
 
 def order(mid: str, user: str, revenue: object, when: datetime = NOW) -> bytes:
-    doc = {
-        "type": "track",
-        "messageId": mid,
-        "userId": user,
-        "timestamp": when.isoformat(),
-        "event": "Order Completed",
-        "properties": {"revenue": revenue},
-    }
-    return orjson.dumps(doc)
+    return encoded(events.order(mid, user, revenue, when))
 
 
 def records(values: list[bytes]) -> list[Record]:

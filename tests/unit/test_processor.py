@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
 
@@ -12,47 +14,20 @@ from streams.pipeline.processor import PipelineContext, Record, process_batch
 from streams.pipeline.routing import partition_for
 from streams.settings import Settings
 from streams.state.customer import CustomerState
+from tests import events
+from tests.events import DEFAULT_TS, event
+from tests.fixtures import TEST_RULES
 from tests.kit import memory_store, pinned_context
-
-RULES = {
-    "buyers.yaml": """
-family: value
-name: Value
-description: value by lifetime revenue
-kind: value
-segments:
-  - id: big_spender
-    name: Big spender
-    description: revenue of at least 1000
-    priority: 20
-    condition: {type: lifetime, metric: revenue, op: ge, value: 1000}
-  - id: buyer
-    name: Buyer
-    description: at least one order
-    priority: 10
-    condition: {type: lifetime, metric: orders, op: ge, value: 1}
-""",
-    "canada.yaml": """
-id: canadians
-name: Canadians
-description: lives in Canada
-kind: demographic
-condition: {type: trait, path: address.country, op: eq, value: CA}
-""",
-}
 
 
 def make_ctx(partitions: int = 1, **overrides: object) -> PipelineContext:
     settings = Settings(**overrides)  # type: ignore[arg-type]
-    return pinned_context(parse_rules(RULES), settings, partitions=partitions)
+    return pinned_context(parse_rules(TEST_RULES), settings, partitions=partitions)
 
 
-def event(kind: str, mid: str, user: str = "u1", ts: str = "2026-01-01T10:00:00Z", **fields):
-    return {"type": kind, "messageId": mid, "userId": user, "timestamp": ts, **fields}
-
-
-def order(mid: str, revenue: float, user: str = "u1", ts: str = "2026-01-01T10:00:00Z"):
-    return event("track", mid, user, ts, event="Order Completed", properties={"revenue": revenue})
+def order(mid: str, revenue: float, user: str = "u1", ts: str = DEFAULT_TS) -> dict[str, Any]:
+    """This file's orders name the revenue before the customer."""
+    return events.order(mid, user, revenue, ts)
 
 
 def records(docs: list, partition: int = 0, start: int = 0) -> list[Record]:

@@ -42,6 +42,9 @@ from streams.settings import Settings
 from streams.state.customer import CustomerState
 from streams.store.base import CommitBatch, ConflictError, Store
 from streams.store.memory import MemoryStore
+from tests import events
+from tests.events import encoded
+from tests.fixtures import BIG_SPENDERS
 
 
 class Flaky:
@@ -130,29 +133,14 @@ def test_the_entrys_exit_request_keeps_the_first_code_and_stops_like_sigterm(
 # The w loop in process: a Runtime connected to the in-memory store, an outlet that
 # collects what would go to Kafka, and a consumer over an in-memory topic, on a manual clock.
 
-V1 = """
-id: big
-name: Big
-description: revenue of at least 1000
-kind: value
-condition: {type: lifetime, metric: revenue, op: ge, value: 1000}
-"""
+V1 = BIG_SPENDERS
 V2 = V1.replace("value: 1000", "value: 500")
 TOPIC = "segmenter.events"
 AT = datetime(2026, 6, 1, tzinfo=UTC)
 
 
 def order(mid: str, user: str, revenue: float) -> bytes:
-    return orjson.dumps(
-        {
-            "type": "track",
-            "messageId": mid,
-            "userId": user,
-            "timestamp": (AT - timedelta(hours=1)).isoformat(),
-            "event": "Order Completed",
-            "properties": {"revenue": revenue},
-        }
-    )
+    return encoded(events.order(mid, user, revenue, AT - timedelta(hours=1)))
 
 
 class MemoryOutlet:

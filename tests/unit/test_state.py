@@ -8,12 +8,12 @@ from dataclasses import replace
 import orjson
 
 from streams.engine import MISSING, parse_rules
-from streams.events.decode import decode
 from streams.events.models import BaseEvent
 from streams.state.apply import apply_event, message_digest, prune, remember, seen_before
 from streams.state.customer import CustomerState
 from streams.state.facts import StateFacts
 from streams.state.merge import merge_profiles
+from tests.events import event, parsed
 from tests.kit import condition_series
 
 RULES = parse_rules(
@@ -39,13 +39,7 @@ DAY = 86400.0
 
 
 def ev(ts: float, **fields: object) -> BaseEvent:
-    from streams.events.models import iso
-
-    base = {"type": "track", "messageId": f"m{ts}", "userId": "u", "timestamp": iso(ts)}
-    base.update(fields)
-    event = decode(orjson.dumps(base), 1 << 20)
-    assert isinstance(event, BaseEvent), event
-    return event
+    return parsed(event("track", f"m{ts}", "u", ts, **fields))
 
 
 def order(ts: float, revenue: float, category: str) -> BaseEvent:

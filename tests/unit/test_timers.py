@@ -14,6 +14,8 @@ from streams.pipeline.processor import PipelineContext, Record, process_batch
 from streams.pipeline.timekeeping import ManualClock
 from streams.settings import Settings
 from streams.store.memory import MemoryStore
+from tests import events
+from tests.events import encoded
 from tests.kit import CONTROL_SECRET, memory_store
 from tests.kit import control as signed
 
@@ -36,15 +38,7 @@ def ctx_for(rules=None, clock: str = "event", lateness: float = 0.0) -> Pipeline
 
 
 def track(mid: str, user: str, name: str, ts: str, **props: object) -> bytes:
-    doc = {
-        "type": "track",
-        "messageId": mid,
-        "userId": user,
-        "timestamp": ts,
-        "event": name,
-        "properties": props,
-    }
-    return orjson.dumps(doc)
+    return encoded(events.track(mid, user, name, ts, **props))
 
 
 def recs(values: list[bytes], start: int = 0) -> list[Record]:
