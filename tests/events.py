@@ -35,26 +35,32 @@ def stamp(moment: Moment) -> str:
 
 
 def event(
-    kind: str, mid: str, user: str | None = "u1", ts: Moment = DEFAULT_TS, **fields: Any
+    kind: str, mid: str, user: str | None = "u1", ts: Moment | None = DEFAULT_TS, **fields: Any
 ) -> dict[str, Any]:
-    """An event of type ``kind`` (``userId`` left out when ``user`` is None)."""
+    """An event of type ``kind`` (``userId`` left out when ``user`` is None; ``timestamp``
+    when ``ts`` is None: the collector or ``segmenter send`` stamps it on arrival)."""
     doc: dict[str, Any] = {"type": kind, "messageId": mid}
     if user is not None:
         doc["userId"] = user
-    doc["timestamp"] = stamp(ts)
+    if ts is not None:
+        doc["timestamp"] = stamp(ts)
     doc.update(fields)
     return doc
 
 
 def track(
-    mid: str, user: str | None, name: str, ts: Moment = DEFAULT_TS, **properties: Any
+    mid: str, user: str | None, name: str, ts: Moment | None = DEFAULT_TS, **properties: Any
 ) -> dict[str, Any]:
     """A ``track`` of event ``name`` with ``properties``."""
     return event("track", mid, user, ts, event=name, properties=properties)
 
 
 def order(
-    mid: str, user: str | None, revenue: object, ts: Moment = DEFAULT_TS, **properties: Any
+    mid: str,
+    user: str | None,
+    revenue: object,
+    ts: Moment | None = DEFAULT_TS,
+    **properties: Any,
 ) -> dict[str, Any]:
     """An ``Order Completed`` worth ``revenue`` (any value: the poison tests send bad ones)."""
     return track(mid, user, ORDER, ts, revenue=revenue, **properties)

@@ -20,6 +20,7 @@ from streams.pipeline.outbox import OutboxEntry
 from streams.pipeline.processor import Record, process_batch
 from streams.settings import Settings
 from streams.store.memory import MemoryStore
+from tests import events
 from tests.fixtures import TEST_RULES
 from tests.kit import pinned_context
 
@@ -27,10 +28,7 @@ TS = "2026-01-01T10:00:00Z"
 
 
 def doc(kind: str, mid: str, user: str | None = None, **fields: Any) -> dict[str, Any]:
-    found: dict[str, Any] = {"type": kind, "messageId": mid, "timestamp": TS, **fields}
-    if user is not None:
-        found["userId"] = user
-    return found
+    return events.event(kind, mid, user, TS, **fields)
 
 
 def canadian(mid: str, user: str) -> dict[str, Any]:
@@ -38,7 +36,7 @@ def canadian(mid: str, user: str) -> dict[str, Any]:
 
 
 def order(mid: str, user: str, revenue: float) -> dict[str, Any]:
-    return doc("track", mid, user, event="Order Completed", properties={"revenue": revenue})
+    return events.order(mid, user, revenue, TS)
 
 
 class Shop:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests import events
 from tests.e2e.stack import UpStack, up_stacks, user_env, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -24,13 +25,8 @@ __all__ = ["up_stacks"]  # the fixture
 
 
 def order(customer: str, revenue: float, message_id: str) -> dict[str, Any]:
-    return {
-        "type": "track",
-        "event": "Order Completed",
-        "userId": customer,
-        "messageId": message_id,
-        "properties": {"revenue": revenue},
-    }
+    """An order stamped by ``segmenter send`` on arrival."""
+    return events.order(message_id, customer, revenue, ts=None)
 
 
 def orders_of(stack: UpStack, customer: str) -> int | None:

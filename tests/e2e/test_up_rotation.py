@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 import pytest
 
+from tests import events
 from tests.e2e.stack import UpStack, segmenter_command, up_stacks, user_env, wait_until
 from tests.receiver import Receiver
 
@@ -36,13 +37,8 @@ def receiver() -> Iterator[Receiver]:
 
 
 def order(customer: str) -> dict[str, Any]:
-    return {
-        "type": "track",
-        "event": "Order Completed",
-        "userId": customer,
-        "messageId": f"order-{customer}",
-        "properties": {"revenue": 1500},
-    }
+    """A big order, stamped by ``segmenter send`` on arrival."""
+    return events.order(f"order-{customer}", customer, 1500, ts=None)
 
 
 def send_until_accepted(stack: UpStack, events: list[dict[str, Any]]) -> None:

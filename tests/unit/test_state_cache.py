@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import orjson
 import pytest
 
 from streams.benchmarks.history_bench import LATENESS_S, history_messages
@@ -20,6 +19,8 @@ from streams.settings import Settings
 from streams.state.customer import CustomerState
 from streams.store.base import ConflictError, StoredState
 from streams.store.memory import MemoryStore
+from tests import events
+from tests.events import encoded
 from tests.kit import memory_store
 
 PARTITIONS = 4
@@ -106,16 +107,7 @@ async def test_a_shop_history_writes_the_same_with_and_without_the_cache() -> No
 
 
 def order(mid: str, user: str, revenue: float, ts: str) -> bytes:
-    return orjson.dumps(
-        {
-            "type": "track",
-            "messageId": mid,
-            "userId": user,
-            "event": "Order Completed",
-            "timestamp": ts,
-            "properties": {"revenue": revenue},
-        }
-    )
+    return encoded(events.order(mid, user, revenue, ts))
 
 
 def records(*values: bytes, start: int = 0) -> list[Record]:
