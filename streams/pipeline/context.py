@@ -4,6 +4,7 @@ explicitly."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from streams.engine import RuleSet
@@ -138,19 +139,32 @@ class PipelineContext:
         A value under a personal path is replaced; a value holding one (a rule on ``address``
         when ``address.street`` is personal) is copied with the personal parts replaced.
         """
-        personal = self.settings.personal_traits
+        personal = tuple(self.settings.personal_traits)
         if not personal:
             return dict(values)
         return {key: _mask(key, value, personal) for key, value in values.items()}
 
 
 REDACTED = "[redacted]"
+_PLAIN, _PERSONAL, _HOLDS_PERSONAL = 0, 1, 2
 
 
-def _mask(path: str, value: Any, personal: list[str]) -> Any:
-    """``value`` found at ``path`` with every personal trait inside it replaced."""
+@lru_cache(maxsize=4096)
+def _path_kind(path: str, personal: tuple[str, ...]) -> int:
+    """Whether ``path`` is personal (under a personal trait), holds one, or neither (a rule
+    pack's reasons name a few paths, asked about for every migration)."""
     if any(path == p or path.startswith(p + ".") for p in personal):
+        return _PERSONAL
+    if any(p.startswith(path + ".") for p in personal):
+        return _HOLDS_PERSONAL
+    return _PLAIN
+
+
+def _mask(path: str, value: Any, personal: tuple[str, ...]) -> Any:
+    """``value`` found at ``path`` with every personal trait inside it replaced."""
+    kind = _path_kind(path, personal)
+    if kind == _PERSONAL:
         return REDACTED
-    if isinstance(value, dict) and any(p.startswith(path + ".") for p in personal):
+    if kind == _HOLDS_PERSONAL and isinstance(value, dict):
         return {k: _mask(f"{path}.{k}", v, personal) for k, v in value.items()}
     return value

@@ -130,13 +130,15 @@ def commit_plan(
         "offsets": [index(keys.offsets_of(group)), [[str(p), o] for p, o in batch.offsets.items()]],
         "clocks": [index(keys.clocks_of(group)), [[str(p), c] for p, c in batch.clocks.items()]],
         "outbox": [
-            [index(keys.outbox(p)), entry.decode()]
+            [key, entry.decode()]
             for p, entries in batch.outbox.items()
+            for key in ((index(keys.outbox(p)),) if entries else ())
             for entry in entries
         ],
         "due": [
-            [index(keys.due(p)), cid, when if when is not None else False]
+            [key, cid, when if when is not None else False]
             for p, timers in batch.due.items()
+            for key in ((index(keys.due(p)),) if timers else ())
             for cid, when in timers.items()
         ],
         "matrix": [
