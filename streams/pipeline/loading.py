@@ -67,16 +67,12 @@ async def read_states(
 
     A quarantined customer's state is left out; one that cannot be read raises
     :class:`CustomerFailed` (the batch then quarantines it)."""
-    cached = cache.take(customers) if cache is not None else {}
-    to_read = [cid for cid in customers if cid not in cached] if cached else list(customers)
+    cached, to_read = _from_cache(ctx, cache, customers)
     snapshot = await ctx.store.load(to_read, partitions, due_until, DUE_LIMIT)
-    metrics = ctx.metrics
-    metrics.state_cache_hits += len(cached)
-    metrics.state_cache_misses += len(to_read)
     read = ReadStates(snapshot, suppressed=dict(snapshot.suppressed))
     read.add_cached(cached, quarantined)
     read.add_stored(snapshot.states, quarantined)
-    timed = [cid for cid in dict.fromkeys(cid for _, cid, _ in snapshot.due)]
+    timed = list(dict.fromkeys(cid for _, cid, _ in snapshot.due))
     await _read_more(ctx, read, timed, quarantined, cache)
     for _ in range(MAX_HOPS):
         targets = {
@@ -100,17 +96,24 @@ async def _read_more(
     cache: StateCache | None,
 ) -> None:
     """Add ``wanted`` customers not read yet: from the cache, else from the store."""
-    missing = [cid for cid in wanted if cid not in read.versions]
-    if cache is not None and missing:
-        cached = cache.take(missing)
-        read.add_cached(cached, quarantined)
-        ctx.metrics.state_cache_hits += len(cached)
-        missing = [cid for cid in missing if cid not in cached]
+    cached, missing = _from_cache(ctx, cache, [c for c in wanted if c not in read.versions])
+    read.add_cached(cached, quarantined)
     if missing:
-        ctx.metrics.state_cache_misses += len(missing)
         found = await ctx.store.load(missing, [])
         read.suppressed.update(found.suppressed)
         read.add_stored(found.states, quarantined)
+
+
+def _from_cache(
+    ctx: PipelineContext, cache: StateCache | None, wanted: Sequence[str]
+) -> tuple[dict[str, CachedState], list[str]]:
+    """Take ``wanted`` from the cache; the others are to be read from the store (both
+    counted in the metrics)."""
+    cached = cache.take(wanted) if cache is not None else {}
+    rest = [cid for cid in wanted if cid not in cached] if cached else list(wanted)
+    ctx.metrics.state_cache_hits += len(cached)
+    ctx.metrics.state_cache_misses += len(rest)
+    return cached, rest
 
 
 async def commit_work(ctx: PipelineContext, work: WorkingSet, commit: CommitBatch) -> None:

@@ -29,7 +29,7 @@ time, so late events from before it are still dropped).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from streams.state.customer import CustomerState
@@ -95,10 +95,6 @@ class StateCache:
             del self._entries[cid]
         return len(gone)
 
-    def forget(self, customer_ids: Collection[str] | None = None) -> None:
-        """Drop ``customer_ids`` (every entry when None)."""
-        if customer_ids is None:
-            self._entries.clear()
-            return
-        for cid in customer_ids:
-            self._entries.pop(cid, None)
+    def forget(self) -> None:
+        """Drop every entry (what an error interrupted is read again from the store)."""
+        self._entries.clear()

@@ -219,12 +219,13 @@ class WorkingSet:
         while heap and heap[0][0] < before:
             at, cid = heapq.heappop(heap)
             state = self.states.get(cid)
-            if state is not None and state.merged_into is None:
-                logic = self.logic(state)
-                if logic.notify_at()[1] == at:
-                    with _failing_as(cid):
-                        logic.close()
-                        self.collect(partition, logic)
+            if (
+                state is not None
+                and state.merged_into is None
+                and self.logic(state).notify_at()[1] == at
+            ):
+                with _failing_as(cid):
+                    self.close(partition, state)
 
     def fire_due(self, partition: int, watermark: Watermark) -> None:
         """Fire every loaded timer due before ``watermark``, earliest first (ties by id)."""
