@@ -123,6 +123,13 @@ class Settings(BaseSettings):
         description="customer states a worker keeps decoded between batches (about 3 KB each),"
         " least recently used dropped first (0: none; Redis stays the record either way)",
     )
+    gc_young_threshold: int = Field(
+        50_000,
+        ge=0,
+        description="net allocations of Python containers between two young-generation garbage"
+        " collections in a worker or an import (Python's default: 700; 0 keeps Python's"
+        " collector as it is)",
+    )
     fetch_max_wait_ms: int = Field(20, ge=1, description="longest a fetch waits at the broker")
     incremental_evaluation: bool = Field(
         True, description="re-evaluate only the segments an event can change (same result)"

@@ -39,6 +39,7 @@ from streams.importer.sorting import ExternalSorter
 from streams.importer.sources import Format, Source, SourceError, digest, resolve
 from streams.models.published import ModelReader
 from streams.pipeline import rulepack
+from streams.pipeline.gc_policy import quiet_collector
 from streams.pipeline.logic import Emission
 from streams.pipeline.processor import PipelineContext
 from streams.pipeline.rfm_live import live_boundaries
@@ -113,6 +114,7 @@ def run_import(settings: Settings, options: Options) -> int:
             " `segmenter up` (it imports into that stack's namespace)"
         )
         return 2
+    quiet_collector(settings.gc_young_threshold)
     try:
         mapping = ColumnMap.parse(options.maps) if options.maps else None
         with tempfile.TemporaryDirectory(prefix="segmenter-import-") as work:

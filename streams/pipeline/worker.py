@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from streams.engine import RuleLoadError, RuleSet, load_rules
 from streams.pipeline import faust_consumer
+from streams.pipeline.gc_policy import quiet_collector
 from streams.pipeline.retry import WorkerExit
 from streams.pipeline.runtime import Runtime
 from streams.pipeline.startup import ServiceConnector
@@ -83,5 +84,6 @@ def run_worker(settings: Settings) -> int:
     runtime = create_runtime(settings, rules)
     exits = ExitRequest(faust_consumer.scratch_dir())
     logging.getLogger("segmenter").setLevel(settings.log_level.upper())
+    quiet_collector(settings.gc_young_threshold)
     faust_consumer.serve(settings, runtime, exits)
     return exits.code
