@@ -141,9 +141,10 @@ class WorkingSet:
         matrix = commit.matrix.get(partition)
         if matrix is None:
             matrix = commit.matrix[partition] = {}
+        outbox = commit.outbox.setdefault(partition, []) if publish else []
         for migration in effects.migrations:
             if publish:
-                self.outbox(partition, migration.to_outbox(topic, source))
+                outbox.append(migration.outbox_record(topic, source))
             if migration.trigger.kind == "import":
                 # a notice of where an import left the customer: its moves are in the size
                 # history and the matrix at their own times already

@@ -12,6 +12,7 @@ members added or removed, a timer removed), so finishing one twice does no harm.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from streams.store.base import ANY_VERSION, CommitBatch, StateWrite, suppression_key
@@ -112,14 +113,35 @@ class KeyIndex:
         return pos
 
 
+class Blobs:
+    """commit.lua's ARGV after the plan: the states and outbox entries, passed as they are.
+
+    Given a ``Blobs``, a plan names each of them by its ARGV position instead of holding it as
+    JSON text (which would be decoded, escaped into the plan, and parsed again by the script);
+    without one (a hand-over record, kept as one JSON document) the plan holds the text."""
+
+    def __init__(self) -> None:
+        self.values: list[bytes] = []
+
+    def __call__(self, value: bytes) -> int:
+        self.values.append(value)
+        return len(self.values) + 1
+
+
+def _inline(value: bytes) -> str:
+    return value.decode()
+
+
 def commit_plan(
-    keys: Keys, group: int, batch: CommitBatch, history_hours: int
+    keys: Keys, group: int, batch: CommitBatch, history_hours: int, blobs: Blobs | None = None
 ) -> tuple[KeyIndex, dict[str, Any]]:
-    """commit.lua's KEYS (the index) and plan for one group's share of a batch."""
+    """commit.lua's KEYS (the index) and plan for one group's share of a batch (states and
+    outbox entries in ``blobs`` when given, see :class:`Blobs`)."""
     index = KeyIndex()
+    put: Callable[[bytes], int | str] = blobs if blobs is not None else _inline
     plan: dict[str, Any] = {
         "states": [
-            [index(keys.customer(w.customer_id)), w.expected, w.data.decode() if w.data else False]
+            [index(keys.customer(w.customer_id)), w.expected, put(w.data) if w.data else False]
             for w in batch.states
         ],
         "members": [
@@ -130,7 +152,7 @@ def commit_plan(
         "offsets": [index(keys.offsets_of(group)), [[str(p), o] for p, o in batch.offsets.items()]],
         "clocks": [index(keys.clocks_of(group)), [[str(p), c] for p, c in batch.clocks.items()]],
         "outbox": [
-            [key, entry.decode()]
+            [key, put(entry)]
             for p, entries in batch.outbox.items()
             for key in ((index(keys.outbox(p)),) if entries else ())
             for entry in entries

@@ -43,7 +43,7 @@ from streams.store.base import (
     fold_history,
     suppression_key,
 )
-from streams.store.groups import commit_plan, needs_claim, split
+from streams.store.groups import Blobs, commit_plan, needs_claim, split
 from streams.store.keys import Keys
 
 __all__ = ["Keys", "LayoutError", "RedisStore", "stored_state"]
@@ -233,11 +233,12 @@ class RedisStore:
         self, group: int, batch: CommitBatch, handovers: Sequence[tuple[str, bytes]] = ()
     ) -> dict[int, int]:
         """One atomic commit.lua call for one group (with its hand-over records)."""
-        index, plan = commit_plan(self.keys, group, batch, self.history_hours)
+        blobs = Blobs()
+        index, plan = commit_plan(self.keys, group, batch, self.history_hours, blobs)
         if handovers:
             key = index(self.keys.handover(group))
-            plan["hset"] = [[key, name, record.decode()] for name, record in handovers]
-        reply = await self._commit(keys=index.keys, args=[orjson.dumps(plan)])
+            plan["hset"] = [[key, name, blobs(record)] for name, record in handovers]
+        reply = await self._commit(keys=index.keys, args=[orjson.dumps(plan), *blobs.values])
         if int(reply[0]) != 1:
             raise ConflictError(reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1]))
         written = [p for p, entries in batch.outbox.items() if entries]

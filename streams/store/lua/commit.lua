@@ -2,7 +2,9 @@
 -- A customer's state is stored as the string "<version>:<json>".
 --
 -- KEYS: every key the batch touches (declared for Redis Cluster routing).
--- ARGV[1]: JSON plan, key references are 1-based indexes into KEYS:
+-- ARGV[1]: JSON plan, key references are 1-based indexes into KEYS; a value (a state's JSON,
+-- an outbox entry, a hand-over record) is either text in the plan or, as a number, the index
+-- into ARGV of the argument that holds it (ARGV[2] onwards, passed as they are):
 --   states      [[key, expected_version, json or false], ...]
 --   members     [[set_key, customer_id, delta, segment], ...]
 --   sizes       key of the segment-size hash
@@ -23,6 +25,13 @@
 -- lists first appear in the plan), {0, key} when a state's version moved (nothing is written).
 local plan = cjson.decode(ARGV[1])
 
+local function value_of(v)
+  if type(v) == 'number' then
+    return ARGV[v]
+  end
+  return v
+end
+
 local function version_of(key)
   local value = redis.call('GET', key)
   if not value then
@@ -42,7 +51,7 @@ end
 
 for i, s in ipairs(plan.states) do
   if s[3] then
-    redis.call('SET', KEYS[s[1]], (versions[i] + 1) .. ':' .. s[3])
+    redis.call('SET', KEYS[s[1]], (versions[i] + 1) .. ':' .. value_of(s[3]))
   else
     redis.call('DEL', KEYS[s[1]])
   end
@@ -83,7 +92,7 @@ end
 local lengths = {}
 local order = {}
 for _, o in ipairs(plan.outbox) do
-  local n = redis.call('RPUSH', KEYS[o[1]], o[2])
+  local n = redis.call('RPUSH', KEYS[o[1]], value_of(o[2]))
   if lengths[o[1]] == nil then
     order[#order + 1] = o[1]
   end
@@ -137,7 +146,7 @@ end
 
 -- Hand-over records (partitioned layout): changes to finish in another key group.
 for _, h in ipairs(plan.hset or {}) do
-  redis.call('HSET', KEYS[h[1]], h[2], h[3])
+  redis.call('HSET', KEYS[h[1]], h[2], value_of(h[3]))
 end
 
 local reply = {1}
