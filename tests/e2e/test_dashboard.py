@@ -127,7 +127,22 @@ async def first_member(url: str) -> str:
             return str((await response.json())["members"][0])
 
 
-async def test_dashboard_renders_live_data(stack: str, tmp_path: Path) -> None:
+def demo_lines(up: UpStack) -> str:
+    """What ``up`` said of its demo history (generation, import, fit): why a card is empty."""
+    lines = up.output().splitlines()
+    wanted = (
+        "segmenter up:",
+        "segmenter import:",
+        "segmenter model fit:",
+        "imported ",
+        "fitted on ",
+    )
+    return "\n".join(line for line in lines if line.startswith(wanted))[-3000:]
+
+
+async def test_dashboard_renders_live_data(
+    stack: str, tmp_path: Path, up_stacks: list[UpStack]
+) -> None:
     browser = await open_page(tmp_path, f"{stack}/")
     try:
 
@@ -150,7 +165,14 @@ async def test_dashboard_renders_live_data(stack: str, tmp_path: Path) -> None:
         await browser.evaluate(
             "document.getElementById('predseg').value = 'predicted_low'; refreshPredictions(); 1"
         )
-        state = await wait_for(browser, lambda s: s["predBars"] == 10 and s["predCounted"] > 0, 40)
+        try:
+            state = await wait_for(
+                browser, lambda s: s["predBars"] == 10 and s["predCounted"] > 0, 40
+            )
+        except AssertionError as exc:
+            raise AssertionError(
+                f"{exc}\nsegmenter up said:\n{demo_lines(up_stacks[-1])}"
+            ) from None
         if state["matrixTotal"] == 0:  # the worker may not record the matrix yet: wait a little
             with contextlib.suppress(AssertionError):
                 state = await wait_for(browser, lambda s: s["links"] > 0, 20)
