@@ -12,7 +12,6 @@ skipped, except under CI (``CI`` set), where it fails.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import os
@@ -20,7 +19,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -140,103 +138,110 @@ def demo_lines(up: UpStack) -> str:
     return "\n".join(line for line in lines if line.startswith(wanted))[-3000:]
 
 
+def charts_drawn(s: dict[str, Any]) -> bool:
+    """Sizes, their lines, the RFM grid and the flow diagram (or its empty note) are drawn."""
+    has_sizes = any(v not in ("0", "") for v in s["sizes"])
+    sankey_ok = s["links"] > 0 or (s["matrixTotal"] == 0 and s["sankeyEmpty"] == 1)
+    return bool(
+        s["ready"] == "1"
+        and s["lines"] > 0
+        and has_sizes
+        and s["cells"] == 25
+        and s["rfmScored"] > 0
+        and sankey_ok
+    )
+
+
+async def show_predictions(browser: Browser) -> dict[str, Any]:
+    """Pick the buyers' segment in the predictions card; its state once the bins are drawn."""
+    await browser.evaluate(
+        "document.getElementById('predseg').value = 'predicted_low'; refreshPredictions(); 1"
+    )
+    return await wait_for(browser, lambda s: s["predBars"] == 10 and s["predCounted"] > 0, 40)
+
+
+async def screenshot(browser: Browser, name: str) -> None:
+    """The whole page as ``ARTIFACTS/<name>``."""
+    shot = await browser.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / name).write_bytes(base64.b64decode(shot["data"]))
+
+
+async def check_overview(browser: Browser, up: UpStack) -> None:
+    """The charts, the imported year in the RFM grid, and the stack's own fit's predictions."""
+    state = await wait_for(browser, charts_drawn, PAGE_TIMEOUT_S)
+    assert state["rows"] > 0
+    assert state["filledCells"] >= 10, state
+    try:
+        state = await show_predictions(browser)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nsegmenter up said:\n{demo_lines(up)}") from None
+    if state["matrixTotal"] == 0:  # the worker may not record the matrix yet: wait a little
+        with contextlib.suppress(AssertionError):
+            await wait_for(browser, lambda s: s["links"] > 0, 20)
+
+
+async def check_cards(browser: Browser, stack: str) -> None:
+    """A customer's explanation, the destination's row, the size history and the overlaps."""
+    customer = await first_member(stack)
+    await browser.evaluate(
+        f"document.getElementById('cid').value = {orjson.dumps(customer).decode()};"
+        "document.querySelector('#search button').click(); 1"
+    )
+    state = await wait_for(browser, lambda s: s["explainRows"] > 0, 30)
+    assert state["explained"] == customer
+
+    state = await wait_for(
+        browser,
+        lambda s: len(s["destinations"]) == 1 and s["destinations"][0][1] not in ("0", ""),
+        30,
+    )
+    assert state["destinations"][0][0] == "ads"
+
+    state = await wait_for(browser, lambda s: s["historyLines"] == 1 and s["overlapCells"] >= 4, 40)
+    assert state["historyPoints"] >= 1
+
+
+async def check_published_model(browser: Browser) -> None:
+    """Publish a model as a user would (``segmenter model publish``); the card draws it."""
+    published = subprocess.run(
+        [sys.executable, "-m", "streams", "model", "publish", "model.json"],
+        cwd=STACK_DIR[0],
+        env={k: v for k, v in os.environ.items() if not k.startswith("SEGMENTER_")},
+        capture_output=True,
+        timeout=60,
+    )
+    assert published.returncode == 0, published.stderr.decode()
+    # A segment of buyers: its members fall into the P(alive) bins.
+    state = await show_predictions(browser)
+    assert "members sampled" in state["predMeta"]
+
+    await browser.evaluate("window.scrollTo(0, 0); 1")
+    await screenshot(browser, "dashboard.png")
+    assert state["links"] > 0, f"no migrations drawn in the Sankey diagram: {state}"
+
+
+async def check_report(browser: Browser, stack: str) -> None:
+    """The report page: the review and performance tables, sizes, and reach."""
+    await browser.call("Page.navigate", url=f"{stack}/report")
+    report = await browser.wait_json(
+        REPORT_JS, lambda r: r.get("ready") == "1", PAGE_TIMEOUT_S, what="report"
+    )
+    assert report["review"] > 0 and report["perf"] > 0
+    assert any(size not in ("0", "") for size in report["sizes"])
+    reached = [r for r in report["reach"] if r not in ("", "—", "0%")]
+    assert len(reached) >= len(report["reach"]) // 2, f"consented members reach: {report}"
+    await screenshot(browser, "report.png")
+
+
 async def test_dashboard_renders_live_data(
     stack: str, tmp_path: Path, up_stacks: list[UpStack]
 ) -> None:
     browser = await open_page(tmp_path, f"{stack}/")
     try:
-
-        def charts_drawn(s: dict[str, Any]) -> bool:
-            has_sizes = any(v not in ("0", "") for v in s["sizes"])
-            sankey_ok = s["links"] > 0 or (s["matrixTotal"] == 0 and s["sankeyEmpty"] == 1)
-            return bool(
-                s["ready"] == "1"
-                and s["lines"] > 0
-                and has_sizes
-                and s["cells"] == 25
-                and s["rfmScored"] > 0
-                and sankey_ok
-            )
-
-        state = await wait_for(browser, charts_drawn, PAGE_TIMEOUT_S)
-        assert state["rows"] > 0
-        # the imported year fills the RFM grid, and the stack's own fit draws the predictions
-        assert state["filledCells"] >= 10, state
-        await browser.evaluate(
-            "document.getElementById('predseg').value = 'predicted_low'; refreshPredictions(); 1"
-        )
-        try:
-            state = await wait_for(
-                browser, lambda s: s["predBars"] == 10 and s["predCounted"] > 0, 40
-            )
-        except AssertionError as exc:
-            raise AssertionError(
-                f"{exc}\nsegmenter up said:\n{demo_lines(up_stacks[-1])}"
-            ) from None
-        if state["matrixTotal"] == 0:  # the worker may not record the matrix yet: wait a little
-            with contextlib.suppress(AssertionError):
-                state = await wait_for(browser, lambda s: s["links"] > 0, 20)
-
-        customer = await first_member(stack)
-        await browser.evaluate(
-            f"document.getElementById('cid').value = {orjson.dumps(customer).decode()};"
-            "document.querySelector('#search button').click(); 1"
-        )
-        state = await wait_for(browser, lambda s: s["explainRows"] > 0, 30)
-        assert state["explained"] == customer
-
-        state = await wait_for(
-            browser,
-            lambda s: len(s["destinations"]) == 1 and s["destinations"][0][1] not in ("0", ""),
-            30,
-        )
-        assert state["destinations"][0][0] == "ads"
-
-        state = await wait_for(
-            browser, lambda s: s["historyLines"] == 1 and s["overlapCells"] >= 4, 40
-        )
-        assert state["historyPoints"] >= 1
-        # Publish a model as a user would (`segmenter model publish`), then the view draws.
-        published = subprocess.run(
-            [sys.executable, "-m", "streams", "model", "publish", "model.json"],
-            cwd=STACK_DIR[0],
-            env={k: v for k, v in os.environ.items() if not k.startswith("SEGMENTER_")},
-            capture_output=True,
-            timeout=60,
-        )
-        assert published.returncode == 0, published.stderr.decode()
-        # A segment of buyers: its members fall into the P(alive) bins.
-        await browser.evaluate(
-            "document.getElementById('predseg').value = 'predicted_low'; refreshPredictions(); 1"
-        )
-        state = await wait_for(browser, lambda s: s["predBars"] == 10 and s["predCounted"] > 0, 40)
-        assert "members sampled" in state["predMeta"]
-
-        await browser.evaluate("window.scrollTo(0, 0); 1")
-        shot = await browser.call(
-            "Page.captureScreenshot", format="png", captureBeyondViewport=True
-        )
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        (ARTIFACTS / "dashboard.png").write_bytes(base64.b64decode(shot["data"]))
-        assert state["links"] > 0, f"no migrations drawn in the Sankey diagram: {state}"
-
-        await browser.call("Page.navigate", url=f"{stack}/report")
-        deadline = time.monotonic() + PAGE_TIMEOUT_S
-        report: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            raw = await browser.evaluate(REPORT_JS)
-            report = orjson.loads(raw) if raw else {}
-            if report.get("ready") == "1":
-                break
-            await asyncio.sleep(1.0)
-        assert report.get("ready") == "1", report
-        assert report["review"] > 0 and report["perf"] > 0
-        assert any(size not in ("0", "") for size in report["sizes"])
-        reached = [r for r in report["reach"] if r not in ("", "—", "0%")]
-        assert len(reached) >= len(report["reach"]) // 2, f"consented members reach: {report}"
-        shot = await browser.call(
-            "Page.captureScreenshot", format="png", captureBeyondViewport=True
-        )
-        (ARTIFACTS / "report.png").write_bytes(base64.b64decode(shot["data"]))
+        await check_overview(browser, up_stacks[-1])
+        await check_cards(browser, stack)
+        await check_published_model(browser)
+        await check_report(browser, stack)
     finally:
         await browser.close()
