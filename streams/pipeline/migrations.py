@@ -82,20 +82,11 @@ class Migration(NamedTuple):
 
     def to_outbox(self, topic: str, source: str) -> OutboxEntry:
         """The Kafka message: ``ce_*`` headers, key = customer id, JSON value."""
-        headers = [
-            (f"ce_{name}", value.encode()) for name, value in self.attributes(source).items()
-        ]
-        headers.append(("content-type", b"application/json"))
-        return OutboxEntry(
-            topic=topic,
-            key=self.customer_id.encode(),
-            value=orjson.dumps(self.data(), default=_jsonable),
-            headers=tuple(headers),
-        )
+        return OutboxEntry.decode(self.outbox_record(topic, source))
 
     def outbox_record(self, topic: str, source: str) -> bytes:
-        """``to_outbox(topic, source).encode()``, the same bytes, built without the round trip
-        through bytes (every part of a migration is text)."""
+        """:meth:`to_outbox` as the outbox keeps it (``OutboxEntry.encode``), built directly as
+        text: every part of a migration is text, so each packed field is ``"u"`` + the text."""
         headers = [[f"ce_{name}", "u" + value] for name, value in self.attributes(source).items()]
         headers.append(["content-type", "uapplication/json"])
         value = orjson.dumps(self.data(), default=_jsonable).decode()
