@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from streams.pipeline.context import PipelineContext
 from streams.pipeline.identity import MAX_HOPS
-from streams.pipeline.state_cache import CachedState, StateCache, Written
+from streams.pipeline.state_cache import CachedState, StateCache
 from streams.pipeline.working_set import CustomerFailed, WorkingSet
 from streams.state.customer import CustomerState, StateDecodeError
 from streams.store.base import ANY_VERSION, CommitBatch, Snapshot, StoredState
@@ -126,7 +126,7 @@ async def commit_work(ctx: PipelineContext, work: WorkingSet, commit: CommitBatc
         cache.keep(_written(work, commit))
 
 
-def _written(work: WorkingSet, commit: CommitBatch) -> Iterator[Written]:
+def _written(work: WorkingSet, commit: CommitBatch) -> Iterator[CachedState]:
     """The live profiles the commit wrote with a version check, as written."""
     claims = commit.claims
     for write in commit.states:
@@ -141,4 +141,4 @@ def _written(work: WorkingSet, commit: CommitBatch) -> Iterator[Written]:
             or cid in claims
         ):
             continue
-        yield Written(cid, write.expected + 1, state, work.suppressed.get(cid))
+        yield CachedState(cid, write.expected + 1, state, work.suppressed.get(cid))

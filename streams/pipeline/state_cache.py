@@ -37,23 +37,15 @@ from streams.state.customer import CustomerState
 
 @dataclass(frozen=True, slots=True)
 class CachedState:
-    """A state as this worker last committed it."""
+    """A state as this worker last committed it (what a committed batch wrote, and what the
+    cache holds)."""
 
+    customer_id: str
     version: int
     """The stored version (what the next write of it expects)."""
     state: CustomerState
     erased_at: float | None
     """When the customer was erased before (its suppression record), if ever."""
-
-
-@dataclass(frozen=True, slots=True)
-class Written:
-    """One state a committed batch wrote: the cache keeps it as of that commit."""
-
-    customer_id: str
-    version: int
-    state: CustomerState
-    erased_at: float | None
 
 
 class StateCache:
@@ -79,12 +71,12 @@ class StateCache:
                 found[cid] = entry
         return found
 
-    def keep(self, written: Iterable[Written]) -> None:
+    def keep(self, written: Iterable[CachedState]) -> None:
         """Hold what a committed batch wrote (most recently used last)."""
         entries = self._entries
         for item in written:
             entries.pop(item.customer_id, None)
-            entries[item.customer_id] = CachedState(item.version, item.state, item.erased_at)
+            entries[item.customer_id] = item
         while len(entries) > self.capacity:
             entries.popitem(last=False)
 

@@ -14,7 +14,7 @@ from streams.benchmarks.history_bench import LATENESS_S, history_messages
 from streams.benchmarks.peer import PEER_RULES
 from streams.engine import load_rules
 from streams.pipeline.processor import PipelineContext, Record, process_batch
-from streams.pipeline.state_cache import StateCache, Written
+from streams.pipeline.state_cache import CachedState, StateCache
 from streams.settings import Settings
 from streams.state.customer import CustomerState
 from streams.store.base import ConflictError, StoredState
@@ -32,7 +32,7 @@ def state(cid: str) -> CustomerState:
 
 def test_take_removes_what_it_returns() -> None:
     cache = StateCache(10)
-    cache.keep([Written("a", 3, state("a"), None), Written("b", 1, state("b"), 12.5)])
+    cache.keep([CachedState("a", 3, state("a"), None), CachedState("b", 1, state("b"), 12.5)])
     found = cache.take(["a", "b", "c"])
     assert {cid: (e.version, e.erased_at) for cid, e in found.items()} == {
         "a": (3, None),
@@ -44,10 +44,10 @@ def test_take_removes_what_it_returns() -> None:
 
 def test_least_recently_kept_goes_first_and_revoked_customers_are_dropped() -> None:
     cache = StateCache(3)
-    cache.keep([Written(cid, 1, state(cid), None) for cid in ("a", "b", "c")])
-    cache.keep([Written("a", 2, state("a"), None), Written("d", 1, state("d"), None)])
+    cache.keep([CachedState(cid, 1, state(cid), None) for cid in ("a", "b", "c")])
+    cache.keep([CachedState("a", 2, state("a"), None), CachedState("d", 1, state("d"), None)])
     assert sorted(cache.take(["a", "b", "c", "d"])) == ["a", "c", "d"]
-    cache.keep([Written(cid, 1, state(cid), None) for cid in ("x1", "y1", "x2")])
+    cache.keep([CachedState(cid, 1, state(cid), None) for cid in ("x1", "y1", "x2")])
     assert cache.retain(lambda cid: cid.startswith("x")) == 1
     assert sorted(cache.take(["x1", "x2", "y1"])) == ["x1", "x2"]
     with pytest.raises(ValueError):
