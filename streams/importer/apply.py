@@ -11,8 +11,10 @@ the job's clocks.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Iterator
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from streams.importer.scan import Identities, split_payload
 from streams.importer.sorting import Record as SortRecord
@@ -23,6 +25,24 @@ from streams.store.base import ConflictError
 TOPIC = "segmenter.import"
 """The topic name import records carry (never produced: it only tells them apart)."""
 CONFLICT_RETRIES = 20
+"""Attempts of one import commit whose customers a live worker keeps changing."""
+
+log = logging.getLogger("segmenter.import")
+T = TypeVar("T")
+
+
+async def until_committed(step: Callable[[], Awaitable[T]], what: str) -> T:
+    """Run ``step`` (which reads its customers from the store and commits) again after each
+    :class:`ConflictError`, waiting a little longer each time: a live worker firing the
+    imported customers' timers moves their versions under any import commit (a batch, the
+    settling, an announced page). Raises ConflictError after :data:`CONFLICT_RETRIES` attempts."""
+    for attempt in range(CONFLICT_RETRIES):
+        try:
+            return await step()
+        except ConflictError as exc:
+            log.debug("%s: %r changed meanwhile; reading it again", what, exc)
+            await asyncio.sleep(min(0.05 * 2**attempt, 2.0))
+    raise ConflictError(f"{what} kept conflicting with another writer")
 
 
 @dataclass
@@ -119,15 +139,10 @@ async def _commit(
         owns=job.owns if job.jobs > 1 else None,
         keep_before=job.keep_before,
     )
-    for attempt in range(CONFLICT_RETRIES):
-        try:
-            await process_batch(ctx, pending.records, run=batch)
-            break
-        except ConflictError:
-            # a worker changed one of these customers meanwhile: read them again
-            await asyncio.sleep(min(0.05 * 2**attempt, 2.0))
-    else:
-        raise ConflictError(f"a batch of {len(pending.records)} records kept conflicting")
+    await until_committed(
+        lambda: process_batch(ctx, pending.records, run=batch),
+        f"a batch of {len(pending.records)} records",
+    )
     job.applied += len(pending.records) - len(batch.rejected)
     job.rejected.extend(
         (pending.serials[record.offset], message) for record, message in batch.rejected

@@ -16,10 +16,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from streams.importer.apply import until_committed
 from streams.pipeline.processor import ImportBatch, PipelineContext, load_working_set, process_batch
 from streams.pipeline.sender import flush_outbox
 from streams.store.redis_store import RedisStore
@@ -33,7 +35,9 @@ async def settle(ctx: PipelineContext, run: str, until: float, keep_before: bool
     batches = 0
     while True:
         batch = ImportBatch(run=run, clocks={}, until=until, keep_before=keep_before)
-        commit = await process_batch(ctx, [], partitions, run=batch)
+        commit = await until_committed(
+            partial(process_batch, ctx, [], partitions, run=batch), "settling the timers"
+        )
         batches += 1
         if not commit.states:
             return batches
@@ -56,7 +60,10 @@ async def announce(
             page = await store.run_before(run, group, PAGE)
             if not page:
                 break
-            migrations += await _announce_page(ctx, run, until, dict(page), notify)
+            migrations += await until_committed(
+                partial(_announce_page, ctx, run, until, dict(page), notify),
+                f"announcing {len(page)} customers",
+            )
             progress(len(page))
     return migrations
 
