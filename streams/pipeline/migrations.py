@@ -9,7 +9,7 @@ from typing import Any, Literal, NamedTuple
 import orjson
 
 from streams.events.models import iso
-from streams.pipeline.outbox import OutboxEntry
+from streams.pipeline.outbox import OutboxEntry, text_record
 
 TriggerKind = Literal["event", "time", "rule_change", "merge", "erasure", "consent", "import"]
 ENTERED = "segmenter.segment.entered"
@@ -85,14 +85,12 @@ class Migration(NamedTuple):
         return OutboxEntry.decode(self.outbox_record(topic, source))
 
     def outbox_record(self, topic: str, source: str) -> bytes:
-        """:meth:`to_outbox` as the outbox keeps it (``OutboxEntry.encode``), built directly as
-        text: every part of a migration is text, so each packed field is ``"u"`` + the text."""
-        headers = [[f"ce_{name}", "u" + value] for name, value in self.attributes(source).items()]
-        headers.append(["content-type", "uapplication/json"])
+        """:meth:`to_outbox` as the outbox keeps it (``OutboxEntry.encode``), built directly from
+        text: every part of a migration is text."""
+        headers = [(f"ce_{name}", value) for name, value in self.attributes(source).items()]
+        headers.append(("content-type", "application/json"))
         value = orjson.dumps(self.data(), default=_jsonable).decode()
-        return orjson.dumps(
-            {"t": topic, "p": None, "k": "u" + self.customer_id, "v": "u" + value, "h": headers}
-        )
+        return text_record(topic, self.customer_id, value, headers)
 
 
 def _jsonable(value: Any) -> Any:

@@ -9,6 +9,7 @@ deterministic ``ce_id`` lets subscribers drop the duplicate.
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 import orjson
@@ -31,6 +32,25 @@ def _unpack(text: str | None) -> bytes | None:
     return base64.b64decode(text[1:])
 
 
+def _document(
+    topic: str,
+    partition: int | None,
+    key: str | None,
+    value: str | None,
+    headers: Sequence[Sequence[str | None]],
+) -> bytes:
+    """The outbox's encoding of one message whose parts are packed already (see :func:`_pack`)."""
+    return orjson.dumps({"t": topic, "p": partition, "k": key, "v": value, "h": headers})
+
+
+def text_record(topic: str, key: str, value: str, headers: Iterable[tuple[str, str]]) -> bytes:
+    """``OutboxEntry(topic, key, value, headers).encode()`` of a message whose parts are all
+    text, built without encoding each part to bytes and decoding it again (a migration's
+    CloudEvent: the worker writes about one per event)."""
+    packed = [[name, "u" + text] for name, text in headers]
+    return _document(topic, None, "u" + key, "u" + value, packed)
+
+
 class OutboxEntry(NamedTuple):
     """One Kafka message to send: topic, optional fixed partition, key, value, headers.
 
@@ -46,14 +66,12 @@ class OutboxEntry(NamedTuple):
 
     def encode(self) -> bytes:
         """Binary-safe JSON for the outbox list."""
-        return orjson.dumps(
-            {
-                "t": self.topic,
-                "p": self.partition,
-                "k": _pack(self.key),
-                "v": _pack(self.value),
-                "h": [[name, _pack(value)] for name, value in self.headers],
-            }
+        return _document(
+            self.topic,
+            self.partition,
+            _pack(self.key),
+            _pack(self.value),
+            [[name, _pack(value)] for name, value in self.headers],
         )
 
     @classmethod
