@@ -105,6 +105,7 @@ def test_an_import_rereads_customers_another_writer_changed_and_ends_the_same(
 
     monkeypatch.setattr(command, "RedisStore", ContendedStore)
     ContendedStore.injected.clear()
+    ContendedStore.calls = 0
     ContendedStore.redis_url = redis_url
     contended = _import(
         _settings(kafka_bootstrap, redis_url, contended_ns), history, tmp_path / "contended"
