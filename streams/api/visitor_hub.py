@@ -17,7 +17,11 @@ Then whatever arrived during the sync, above the sequence it ends at.
 Merges: a merged-away id's key redirects to the survivor. The hub follows it when a migration
 with ``trigger.kind = merge`` concerns a followed customer (or a survivor whose aliases are
 followed), and, for merges that move no membership, in a sweep every :data:`MERGE_SWEEP_S`. A
-moved stream then follows the survivor, starting with a snapshot of it.
+stream moves once it was sent the merged-away profile's last migration (the redirect's
+sequence): the two profiles' migrations are on different partitions, so the survivor's may
+reach the process before the exits, and the exits may come over several fetches. A moved stream
+then follows the survivor, starting with a snapshot of it. A stream still short of the exits
+after :data:`HANDOVER_WAIT_S` moves anyway, at the next sweep.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ log = logging.getLogger("segmenter.visitor")
 
 MERGE_SWEEP_S = 60.0
 """How often the followed customers are checked for merges that moved no membership."""
+HANDOVER_WAIT_S = 30.0
+"""How long a stream waits for a merged-away profile's exits before it moves without them."""
 MAX_HOPS = 64
 """Redirects followed at most (as the pipeline does)."""
 MAX_QUEUED_FRAMES = 1000
@@ -116,6 +122,17 @@ class StateReader:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """A merge of the id a stream follows: the stream moves to the survivor once it was sent
+    ``last``, the merged-away profile's last sequence."""
+
+    customer: str
+    last: int
+    since: float
+    """When the merge was seen (monotonic)."""
+
+
 @dataclass(eq=False, slots=True)
 class VisitorStream:
     """One open stream: whom it follows, the last sequence sent, the frames to write."""
@@ -132,6 +149,10 @@ class VisitorStream:
     """Closes the connection under a reader that stopped reading."""
     part: int = 0
     """Its turn for heartbeats (see :meth:`VisitorHub.heartbeat`)."""
+    handover: Handover | None = None
+    """A merge of the followed id whose exits are not all sent yet."""
+    moving: bool = False
+    """Moving to a survivor (reading its state)."""
 
     def send(self, frame: bytes) -> None:
         """Queue a frame for the writer."""
@@ -252,6 +273,7 @@ class VisitorHub:
                 return state
             self._unregister(stream)
             stream.following = state.merged_into
+            stream.pending.clear()  # numbered in the merged-away id's sequence
             self._register(stream)
         return None
 
@@ -265,6 +287,8 @@ class VisitorHub:
             stream.settle(current, [move.frame for move in missed])
         else:
             stream.settle(current, [snapshot_frame(current, published_segments(state))])
+        if stream.handover is not None and self._moves_now(stream):
+            self._spawn(self._move(stream))
 
     def _missed(self, customer: str, after: int, current: int) -> list[Move] | None:
         """Every migration of ``customer`` numbered ``after + 1 .. current``, in order, or None
@@ -307,6 +331,8 @@ class VisitorHub:
         for stream in self.streams.get(customer, ()):
             stream.offer(move)
             self.sent += 1
+            if stream.handover is not None and self._moves_now(stream):
+                self._spawn(self._move(stream))
         if ERASURE_MARK in value:
             # the customer's keys are gone: a new profile numbers from 1 again
             buffer.clear()
@@ -329,19 +355,50 @@ class VisitorHub:
                 await self._refollow(alias)
 
     async def _refollow(self, customer: str) -> None:
-        """Move the streams following ``customer`` (a redirect now) to the survivor."""
-        moved = list(self.streams.get(customer, ()))
-        for stream in moved:
-            stream.last = None  # in sync again: what arrives waits for the snapshot
-        for stream in moved:
-            try:
-                state = await self._followed_state(stream)
-            except Exception as exc:  # Redis down: the visitor reconnects and resyncs
-                log.warning("cannot follow a merge for a visitor stream: %r", exc)
+        """Move the streams following ``customer`` (a redirect now) to the survivor, each once
+        it was sent the merged-away profile's last migration."""
+        try:
+            state = await self.reader.state(customer)
+        except Exception as exc:  # Redis down: the visitors reconnect and resync
+            log.warning("cannot follow a merge for a visitor stream: %r", exc)
+            for stream in list(self.streams.get(customer, ())):
                 stream.close()
-                continue
-            if not stream.closed:
-                self._sync(stream, state, None)
+            return
+        if state is None or state.merged_into is None or state.handing_over:
+            return  # a merge half done: its migrations, or the next sweep, come back to it
+        for stream in list(self.streams.get(customer, ())):
+            if stream.handover is None or stream.handover.customer != customer:
+                stream.handover = Handover(customer, state.sequence, time.monotonic())
+            if self._moves_now(stream):
+                await self._move(stream)
+
+    def _moves_now(self, stream: VisitorStream, force: bool = False) -> bool:
+        """Whether ``stream``'s handover is due (or ``force``d); if so it is in sync from now
+        and the caller runs :meth:`_move`."""
+        handover = stream.handover
+        if handover is None or stream.moving:
+            return False
+        if stream.following != handover.customer or stream.closed:
+            stream.handover = None  # moved already (a stream that opened after the merge)
+            return False
+        if not force and (stream.last is None or stream.last < handover.last):
+            return False
+        stream.handover, stream.moving = None, True
+        stream.last = None  # in sync again: what arrives waits for the snapshot
+        return True
+
+    async def _move(self, stream: VisitorStream) -> None:
+        """Follow the redirects from the merged-away id, and start with a snapshot."""
+        try:
+            state = await self._followed_state(stream)
+        except Exception as exc:  # Redis down: the visitor reconnects and resyncs
+            log.warning("cannot follow a merge for a visitor stream: %r", exc)
+            stream.close()
+            return
+        finally:
+            stream.moving = False
+        if not stream.closed:
+            self._sync(stream, state, None)
 
     # -- upkeep ------------------------------------------------------------------------------
 
@@ -379,8 +436,15 @@ class VisitorHub:
             self.recent.pop(customer, None)
 
     async def sweep(self) -> None:
-        """Check every followed customer for a merge (one that moved no membership), a few
-        at a time."""
+        """Move the streams that waited :data:`HANDOVER_WAIT_S` for a merged-away profile's
+        exits; check every followed customer for a merge (one that moved no membership), a
+        few at a time."""
+        overdue = time.monotonic() - HANDOVER_WAIT_S
+        for followers in list(self.streams.values()):
+            for stream in list(followers):
+                waited = stream.handover is not None and stream.handover.since <= overdue
+                if waited and self._moves_now(stream, force=True):
+                    await self._move(stream)
 
         async def check(customer: str) -> None:
             data = await self.reader.raw(customer)

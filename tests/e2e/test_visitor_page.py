@@ -166,11 +166,16 @@ class Stream:
         self.text = ""
 
     async def events(self, count: int) -> list[tuple[str, int, dict[str, Any]]]:
-        """The first ``count`` events of the stream (waiting for them)."""
+        """The first ``count`` events of the stream, once they came within ``WAIT_S`` (the
+        heartbeats keep the stream busy: the wait is for the events, not for any chunk)."""
+        deadline = time.monotonic() + WAIT_S
         while len(parse_sse(self.text)) < count:
-            chunk = await asyncio.wait_for(self.response.content.readany(), WAIT_S)
-            assert chunk, f"the stream ended: {self.text!r}"
-            self.text += chunk.decode()
+            left = deadline - time.monotonic()
+            assert left > 0, f"{count} events did not come in {WAIT_S}s: {self.text!r}"
+            with contextlib.suppress(asyncio.TimeoutError):
+                chunk = await asyncio.wait_for(self.response.content.readany(), left)
+                assert chunk, f"the stream ended: {self.text!r}"
+                self.text += chunk.decode()
         return parse_sse(self.text)[:count]
 
 

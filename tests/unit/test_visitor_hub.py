@@ -8,9 +8,17 @@ migrations themselves, never with the hub's own view.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
-from streams.api.visitor_hub import MAX_QUEUED_FRAMES, VisitorHub, VisitorStream
+import pytest
+
+from streams.api.visitor_hub import (
+    HANDOVER_WAIT_S,
+    MAX_QUEUED_FRAMES,
+    VisitorHub,
+    VisitorStream,
+)
 from streams.store.base import StoredState
 from tests.visitor_kit import Shop, canadian, doc, frames, moves, order, received
 
@@ -167,3 +175,60 @@ async def test_recent_migrations_expire_and_slow_readers_are_cut_off() -> None:
         shop.hub.heartbeat()
     assert slow.closed and aborted == [True]
     assert await slow.next_frames() is None
+
+
+async def settle_tasks() -> None:
+    """Let the hub's spawned tasks (merge checks, moves) run to their end."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("survivor_first", [True, False])
+async def test_the_exits_come_before_the_survivors_snapshot_whatever_reaches_the_process_first(
+    survivor_first: bool,
+) -> None:
+    """The two profiles' migrations are on different partitions: the survivor's may reach the
+    process first, or the merged-away profile's exits, one fetch at a time."""
+    shop = Shop()
+    await shop.send(
+        doc("identify", "m1", anonymousId="anon-3", traits={"address": {"country": "CA"}}),
+        order("m2", "anon-3", 20),
+    )
+    stream = VisitorStream("anon-3")
+    await shop.hub.open(stream, None)
+    [(_, before, _)] = frames(stream)
+    found = await shop.apply(doc("alias", "m3", "u7", previousId="anon-3"))
+    exits = [[e] for e in found if e.key == b"anon-3"]
+    of_survivor = [e for e in found if e.key == b"u7"]
+    assert len(exits) == 2 and of_survivor
+    for fetch in [of_survivor, *exits] if survivor_first else [*exits, of_survivor]:
+        shop.feed(fetch)
+        await settle_tasks()
+    got = frames(stream)
+    assert received(got[:-1]) == moves(shop.of("anon-3")[before:])
+    survivor = {"segments": shop.segments("u7"), "sequence": len(shop.of("u7"))}
+    assert got[-1] == ("snapshot", survivor["sequence"], survivor)
+    assert stream.following == "u7"
+    await shop.send(order("m4", "u7", 1500))
+    assert received(frames(stream)) == moves(shop.of("u7")[survivor["sequence"] :])
+
+
+async def test_a_stream_whose_exits_never_come_moves_at_the_sweep_after_the_wait() -> None:
+    shop = Shop()
+    await shop.send(
+        doc("identify", "m1", anonymousId="anon-4", traits={"address": {"country": "CA"}})
+    )
+    stream = VisitorStream("anon-4")
+    await shop.hub.open(stream, None)
+    frames(stream)
+    found = await shop.apply(doc("alias", "m2", "u6", previousId="anon-4"))
+    shop.feed([e for e in found if e.key == b"u6"])  # the exits are never delivered
+    await settle_tasks()
+    await shop.hub.sweep()
+    assert stream.following == "anon-4" and frames(stream) == []
+    assert stream.handover is not None
+    stream.handover = replace(stream.handover, since=stream.handover.since - HANDOVER_WAIT_S)
+    await shop.hub.sweep()
+    survivor = {"segments": shop.segments("u6"), "sequence": len(shop.of("u6"))}
+    assert stream.following == "u6"
+    assert frames(stream) == [("snapshot", survivor["sequence"], survivor)]
