@@ -30,6 +30,8 @@ from streams.stack.rotate import records_held
 from streams.stack.supervise import StopFlag, Stopped
 
 READY_TIMEOUT_S = 180.0
+SWAP_WAIT_S = 10.0
+"""How long a sample waits for a broker while ``up`` replaces it (there is none for a moment)."""
 
 
 @dataclass(frozen=True)
@@ -168,8 +170,23 @@ class Stack:
         self.log.close()
 
 
-def _sample(stack: Stack, settings: Settings, meters: dict[str, Meter], minute: float) -> Sample:
-    pids = _pids(stack.proc.pid)
+def _running(parent: int, stop: StopFlag) -> tuple[dict[str, int], float]:
+    """The processes under ``up`` and the broker's resident MB, once there is a broker to
+    measure: a sample that falls in a broker swap waits for the new one (up to
+    :data:`SWAP_WAIT_S`) rather than report no memory."""
+    deadline = time.monotonic() + SWAP_WAIT_S
+    while True:
+        pids = _pids(parent)
+        broker_mb = rss_mb(pids.get("broker", 0))
+        if broker_mb > 0 or time.monotonic() >= deadline:
+            return pids, broker_mb
+        stop.sleep(0.2)
+
+
+def _sample(
+    stack: Stack, settings: Settings, meters: dict[str, Meter], minute: float, stop: StopFlag
+) -> Sample:
+    pids, broker_mb = _running(stack.proc.pid, stop)
     for role, pid in pids.items():
         if role not in meters or meters[role].pid != pid:
             previous = meters[role].at if role in meters else None
@@ -181,7 +198,7 @@ def _sample(stack: Stack, settings: Settings, meters: dict[str, Meter], minute: 
     return Sample(
         minute=round(minute, 2),
         broker_cpu_pct=pct["broker"],
-        broker_rss_mb=round(rss_mb(pids.get("broker", 0)), 1),
+        broker_rss_mb=round(broker_mb, 1),
         worker_cpu_pct=pct["worker"],
         api_cpu_pct=pct["api"],
         records_held=records_held(settings),
@@ -197,7 +214,8 @@ def _measure(
     try:
         while time.monotonic() - started < minutes * 60:
             stop.sleep(min(every, minutes * 60 - (time.monotonic() - started)))
-            sample = _sample(stack, settings, meters, (time.monotonic() - started) / 60)
+            minute = (time.monotonic() - started) / 60
+            sample = _sample(stack, settings, meters, minute, stop)
             samples.append(sample)
             print(f"soak: {orjson.dumps(asdict(sample)).decode()}", file=sys.stderr, flush=True)
     except Stopped:
