@@ -287,8 +287,7 @@ class VisitorHub:
             stream.settle(current, [move.frame for move in missed])
         else:
             stream.settle(current, [snapshot_frame(current, published_segments(state))])
-        if stream.handover is not None and self._moves_now(stream):
-            self._spawn(self._move(stream))
+        self._move_when_due(stream)
 
     def _missed(self, customer: str, after: int, current: int) -> list[Move] | None:
         """Every migration of ``customer`` numbered ``after + 1 .. current``, in order, or None
@@ -331,8 +330,7 @@ class VisitorHub:
         for stream in self.streams.get(customer, ()):
             stream.offer(move)
             self.sent += 1
-            if stream.handover is not None and self._moves_now(stream):
-                self._spawn(self._move(stream))
+            self._move_when_due(stream)
         if ERASURE_MARK in value:
             # the customer's keys are gone: a new profile numbers from 1 again
             buffer.clear()
@@ -349,16 +347,18 @@ class VisitorHub:
         if state is None:
             return
         if state.merged_into is not None:
-            await self._refollow(customer)
+            await self._refollow(customer, state)
         for alias in state.aliases:
             if alias in self.streams:
                 await self._refollow(alias)
 
-    async def _refollow(self, customer: str) -> None:
-        """Move the streams following ``customer`` (a redirect now) to the survivor, each once
-        it was sent the merged-away profile's last migration."""
+    async def _refollow(self, customer: str, state: CustomerState | None = None) -> None:
+        """Move the streams following ``customer`` (a redirect now: its ``state``, read here
+        when not given) to the survivor, each once it was sent the merged-away profile's last
+        migration."""
         try:
-            state = await self.reader.state(customer)
+            if state is None:
+                state = await self.reader.state(customer)
         except Exception as exc:  # Redis down: the visitors reconnect and resync
             log.warning("cannot follow a merge for a visitor stream: %r", exc)
             for stream in list(self.streams.get(customer, ())):
@@ -371,6 +371,12 @@ class VisitorHub:
                 stream.handover = Handover(customer, state.sequence, time.monotonic())
             if self._moves_now(stream):
                 await self._move(stream)
+
+    def _move_when_due(self, stream: VisitorStream) -> None:
+        """Start moving ``stream`` in the background if a handover of it is due (after a
+        migration was sent to it, or a sync ended)."""
+        if stream.handover is not None and self._moves_now(stream):
+            self._spawn(self._move(stream))
 
     def _moves_now(self, stream: VisitorStream, force: bool = False) -> bool:
         """Whether ``stream``'s handover is due (or ``force``d); if so it is in sync from now
