@@ -114,13 +114,19 @@ async def wait_for_frames(stream: VisitorStream, count: int) -> list[tuple[str, 
     raise AssertionError(f"only {got}")
 
 
+async def watched_canadian(shop: Shop, anonymous: str, *more: dict[str, Any]) -> VisitorStream:
+    """An anonymous visitor from Canada (with ``more`` of their events), and a stream open on
+    them (its snapshot not taken off)."""
+    canada = {"address": {"country": "CA"}}
+    await shop.send(doc("identify", "m1", anonymousId=anonymous, traits=canada), *more)
+    stream = VisitorStream(anonymous)
+    await shop.hub.open(stream, None)
+    return stream
+
+
 async def test_an_anonymous_visitor_merged_away_follows_the_survivor() -> None:
     shop = Shop()
-    await shop.send(
-        doc("identify", "m1", anonymousId="anon-1", traits={"address": {"country": "CA"}})
-    )
-    stream = VisitorStream("anon-1")
-    await shop.hub.open(stream, None)
+    stream = await watched_canadian(shop, "anon-1")
     assert frames(stream) == [("snapshot", 1, {"segments": ["canadians"], "sequence": 1})]
 
     await shop.send(doc("alias", "m2", "u9", previousId="anon-1"))
@@ -190,12 +196,7 @@ async def test_the_exits_come_before_the_survivors_snapshot_whatever_reaches_the
     """The two profiles' migrations are on different partitions: the survivor's may reach the
     process first, or the merged-away profile's exits, one fetch at a time."""
     shop = Shop()
-    await shop.send(
-        doc("identify", "m1", anonymousId="anon-3", traits={"address": {"country": "CA"}}),
-        order("m2", "anon-3", 20),
-    )
-    stream = VisitorStream("anon-3")
-    await shop.hub.open(stream, None)
+    stream = await watched_canadian(shop, "anon-3", order("m2", "anon-3", 20))
     [(_, before, _)] = frames(stream)
     found = await shop.apply(doc("alias", "m3", "u7", previousId="anon-3"))
     exits = [[e] for e in found if e.key == b"anon-3"]
@@ -215,11 +216,7 @@ async def test_the_exits_come_before_the_survivors_snapshot_whatever_reaches_the
 
 async def test_a_stream_whose_exits_never_come_moves_at_the_sweep_after_the_wait() -> None:
     shop = Shop()
-    await shop.send(
-        doc("identify", "m1", anonymousId="anon-4", traits={"address": {"country": "CA"}})
-    )
-    stream = VisitorStream("anon-4")
-    await shop.hub.open(stream, None)
+    stream = await watched_canadian(shop, "anon-4")
     frames(stream)
     found = await shop.apply(doc("alias", "m2", "u6", previousId="anon-4"))
     shop.feed([e for e in found if e.key == b"u6"])  # the exits are never delivered
